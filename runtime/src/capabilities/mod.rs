@@ -1,0 +1,25 @@
+//! The `kiln:platform` host interfaces, one module per WIT interface.
+//!
+//! Each capability has three phases: once per server it adds itself to the
+//! linker ([`add_to_linker`]); once per deployment it validates and builds
+//! its shared state; once per invocation it borrows that state from the
+//! store. Only `config` is implemented so far: a component importing another
+//! `kiln:platform` interface fails to link at deploy, naming the import.
+
+pub mod config;
+
+use wasmtime::component::Linker;
+
+use crate::engine::InvocationState;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "kiln:platform/platform",
+    });
+}
+
+/// Adds every implemented capability to the linker.
+pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    config::add_to_linker(linker)
+}

@@ -1,0 +1,52 @@
+//! The command line. Each subcommand is one module.
+
+mod build;
+mod deploy;
+mod new;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Serverless functions as WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (embedded storage in the data directory; no other setup).
+    Serve(serve::ServeArgs),
+    /// Build an app's functions into components.
+    Build {
+        /// The app folder (with kiln.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build an app and deploy it to a running server.
+    Deploy(deploy::DeployArgs),
+    /// Create a new app with one Rust HTTP function.
+    New(new::NewArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Build { dir } => {
+            let app = build::build_app(&dir)?;
+            for f in &app.functions {
+                println!("{}: {}", f.name, f.path.display());
+            }
+            Ok(())
+        }
+        Command::Deploy(args) => deploy::run(args),
+        Command::New(args) => new::run(args),
+    }
+}

@@ -1,0 +1,127 @@
+//! `kiln serve`: run the server, optionally deploying app folders at start.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use kiln::server::settings::{ADMIN_KEY_ENV, FileSettings, Settings, default_data_dir};
+use kiln::server::{AdminKeySource, RunningServer};
+
+use super::build::build_app;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "KILN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where apps, components, the compile cache and the admin key are kept.
+    #[arg(long, env = "KILN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The admin API's key; generated and stored in the data directory when absent.
+    #[arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)]
+    admin_key: Option<String>,
+    /// A TOML file with a `[server]` table (listen, data_dir, admin_key, max_instances).
+    #[arg(long, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Instances alive at once across every function.
+    #[arg(long, env = "KILN_MAX_INSTANCES")]
+    max_instances: Option<u32>,
+    /// Build and deploy this app folder at start (repeatable).
+    #[arg(long = "app")]
+    apps: Vec<PathBuf>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileSettings::load(path)?,
+        None => FileSettings::default(),
+    };
+    let settings = Settings {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir),
+        admin_key: args.admin_key.or(file.admin_key).filter(|k| !k.is_empty()),
+        max_instances: args.max_instances.or(file.max_instances).unwrap_or(1000),
+    };
+    // Apps are built before the server starts: a build error stops here.
+    let built = args
+        .apps
+        .iter()
+        .map(|dir| build_app(dir).with_context(|| format!("app {}", dir.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = kiln::server::start(settings.clone()).await?;
+        for app in built {
+            let mut components = std::collections::BTreeMap::new();
+            for function in &app.functions {
+                let bytes = std::fs::read(&function.path)
+                    .with_context(|| format!("cannot read {}", function.path.display()))?;
+                let digest = server
+                    .apps
+                    .artifacts()
+                    .put_component(Bytes::from(bytes))
+                    .await?;
+                components.insert(function.name.clone(), digest);
+            }
+            let record = server
+                .apps
+                .deploy(&app.name, app.manifest.clone(), components)
+                .await
+                .with_context(|| format!("deploying app `{}`", app.name))?;
+            eprintln!(
+                "deployed app `{}` version {}: http://{}/{}/",
+                app.name, record.version, server.addr, app.name
+            );
+        }
+        announce(&server, &settings);
+        shutdown_signal().await;
+        eprintln!("kiln: shutting down; waiting for in-flight requests");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+fn announce(server: &RunningServer, settings: &Settings) {
+    match &server.admin_key_source {
+        AdminKeySource::Configured => {}
+        AdminKeySource::Generated(path) => {
+            eprintln!(
+                "admin key generated and stored in {} (owner-only); `kiln deploy` on this machine finds it",
+                path.display()
+            )
+        }
+        AdminKeySource::Stored(path) => eprintln!("admin key: {}", path.display()),
+    }
+    eprintln!("data directory: {}", settings.data_dir.display());
+    // Tests and scripts read this line to find the port.
+    println!("kiln listening on http://{}", server.addr);
+    let _ = std::io::stdout().flush();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

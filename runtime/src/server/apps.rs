@@ -1,0 +1,357 @@
+//! Apps and their deployments: validate, compile, store, switch atomically.
+//!
+//! Every version is kept in the artifact store as a record (manifest text and
+//! the digest of each function's component); `apps/<app>/current.json` names
+//! the live one. Requests hold an `Arc` of the version they started on, so a
+//! switch never disturbs them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Semaphore};
+use wasmtime::component::types::ComponentItem;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
+use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
+use crate::engine::{Engine, EngineError};
+use crate::triggers::http::{HANDLER_EXPORT, HttpApp, HttpFunction, Route, RouteError, Router};
+
+/// Why a deploy or rollback failed. Everything but `Storage` and `Internal`
+/// is the caller's mistake (400/404), and none of them changes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid app name `{0}`: {rule}", rule = app_name_rule())]
+    InvalidAppName(String),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("components: {0}")]
+    Components(String),
+    #[error("function `{function}`: {source}")]
+    Component {
+        function: String,
+        source: EngineError,
+    },
+    #[error("function `{function}` has HTTP routes but does not export `{export}.x`")]
+    MissingExport {
+        function: String,
+        export: &'static str,
+    },
+    #[error("routes: {0}")]
+    Routes(#[from] RouteError),
+    #[error("app `{0}` does not exist")]
+    UnknownApp(String),
+    #[error("app `{app}` has no version {version}")]
+    UnknownVersion { app: String, version: u64 },
+    #[error(transparent)]
+    Storage(#[from] ArtifactError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One version of an app as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub app: String,
+    pub version: u64,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The manifest as deployed (TOML text).
+    pub manifest: String,
+    /// Function name to component digest.
+    pub components: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Current {
+    version: u64,
+}
+
+/// A deployed version, serving.
+pub struct LiveApp {
+    pub version: u64,
+    pub http: HttpApp,
+}
+
+/// Every app of the server and its live version.
+pub struct Apps {
+    engine: Arc<Engine>,
+    artifacts: Artifacts,
+    live: RwLock<HashMap<String, Arc<LiveApp>>>,
+    /// One deploy or rollback at a time: version numbers and the switch stay simple.
+    deploying: Mutex<()>,
+}
+
+impl Apps {
+    pub fn new(engine: Arc<Engine>, artifacts: Artifacts) -> Self {
+        Apps {
+            engine,
+            artifacts,
+            live: RwLock::new(HashMap::new()),
+            deploying: Mutex::new(()),
+        }
+    }
+
+    pub fn artifacts(&self) -> &Artifacts {
+        &self.artifacts
+    }
+
+    /// The live version of `app`.
+    pub fn get(&self, app: &str) -> Option<Arc<LiveApp>> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .cloned()
+    }
+
+    /// Every app and its live version, sorted by name.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let mut apps: Vec<_> = live.iter().map(|(k, v)| (k.clone(), v.version)).collect();
+        apps.sort();
+        apps
+    }
+
+    /// Loads the live version of every stored app (at start-up). An app that
+    /// no longer loads is logged and skipped, so one bad app cannot keep the
+    /// server down.
+    pub async fn load_all(&self) -> Result<(), DeployError> {
+        for app in self.artifacts.list_names("apps").await? {
+            let Some(current) = self
+                .artifacts
+                .get_json::<Current>(&current_path(&app))
+                .await?
+            else {
+                continue;
+            };
+            match self.load_version(&app, current.version).await {
+                Ok(live) => self.switch(&app, live),
+                Err(err) => tracing::error!(app, "cannot load the live version: {err}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates, compiles and switches `app` to a new version made of
+    /// `manifest` and the already uploaded components.
+    pub async fn deploy(
+        &self,
+        app: &str,
+        manifest_text: String,
+        components: BTreeMap<String, String>,
+    ) -> Result<DeploymentRecord, DeployError> {
+        if !is_valid_app_name(app) {
+            return Err(DeployError::InvalidAppName(app.to_string()));
+        }
+        let manifest = Manifest::parse(&manifest_text)?;
+        if let Some(name) = manifest.name.as_deref().filter(|n| *n != app) {
+            return Err(DeployError::Manifest(ManifestError(format!(
+                "name: the manifest names app `{name}` but is deployed as `{app}`"
+            ))));
+        }
+        check_components(&manifest, &components)?;
+        let _guard = self.deploying.lock().await;
+        let version = self.versions(app).await?.last().copied().unwrap_or(0) + 1;
+        let record = DeploymentRecord {
+            app: app.to_string(),
+            version,
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            manifest: manifest_text,
+            components,
+        };
+        let live = self.build(&record, &manifest).await?;
+        self.artifacts
+            .put_json(&version_path(app, version), &record)
+            .await?;
+        self.artifacts
+            .put_json(&current_path(app), &Current { version })
+            .await?;
+        self.switch(app, live);
+        tracing::info!(app, version, "deployed");
+        Ok(record)
+    }
+
+    /// Switches `app` back (or forward) to a stored version.
+    pub async fn rollback(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
+        let _guard = self.deploying.lock().await;
+        let record = self.record(app, version).await?;
+        let live = self.load_record(&record).await?;
+        self.artifacts
+            .put_json(&current_path(app), &Current { version })
+            .await?;
+        self.switch(app, live);
+        tracing::info!(app, version, "rolled back");
+        Ok(record)
+    }
+
+    /// Every stored version of `app`, ascending.
+    pub async fn versions(&self, app: &str) -> Result<Vec<u64>, DeployError> {
+        let mut versions: Vec<u64> = self
+            .artifacts
+            .list_names(&format!("apps/{app}/versions"))
+            .await?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json")?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    pub async fn record(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
+        if !is_valid_app_name(app) {
+            return Err(DeployError::UnknownApp(app.to_string()));
+        }
+        self.artifacts
+            .get_json(&version_path(app, version))
+            .await?
+            .ok_or_else(|| DeployError::UnknownVersion {
+                app: app.to_string(),
+                version,
+            })
+    }
+
+    async fn load_version(&self, app: &str, version: u64) -> Result<LiveApp, DeployError> {
+        let record = self.record(app, version).await?;
+        self.load_record(&record).await
+    }
+
+    async fn load_record(&self, record: &DeploymentRecord) -> Result<LiveApp, DeployError> {
+        let manifest = Manifest::parse(&record.manifest)?;
+        self.build(record, &manifest).await
+    }
+
+    fn switch(&self, app: &str, live: LiveApp) {
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.to_string(), Arc::new(live));
+    }
+
+    /// Compiles (or loads from the cache) and links every function, and
+    /// builds the router.
+    async fn build(
+        &self,
+        record: &DeploymentRecord,
+        manifest: &Manifest,
+    ) -> Result<LiveApp, DeployError> {
+        let names: Vec<&String> = manifest.functions.keys().collect();
+        let routes = manifest
+            .routes
+            .iter()
+            .map(|r| Route {
+                path: r.path.clone(),
+                methods: r
+                    .methods
+                    .iter()
+                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                    .collect(),
+                function: names
+                    .iter()
+                    .position(|n| **n == r.function)
+                    .expect("validated"),
+            })
+            .collect::<Vec<_>>();
+        let router = Router::new(&routes)?;
+        let mut functions = Vec::with_capacity(names.len());
+        for (index, (name, spec)) in manifest.functions.iter().enumerate() {
+            let digest = &record.components[name];
+            let bytes = self.artifacts.get_component(digest).await?.ok_or_else(|| {
+                DeployError::Components(format!(
+                    "component {digest} of function `{name}` was not uploaded"
+                ))
+            })?;
+            let engine = self.engine.clone();
+            let digest = digest.clone();
+            let component = tokio::task::spawn_blocking(move || engine.compile(&digest, &bytes))
+                .await
+                .map_err(|e| DeployError::Internal(e.to_string()))?
+                .map_err(|source| DeployError::Component {
+                    function: name.clone(),
+                    source,
+                })?;
+            let routed = routes.iter().any(|r| r.function == index);
+            let exports_handler = component
+                .component_type()
+                .exports(self.engine.wasmtime())
+                .any(|(export, item)| {
+                    export.starts_with(HANDLER_EXPORT)
+                        && matches!(item.ty, ComponentItem::ComponentInstance(_))
+                });
+            if routed && !exports_handler {
+                return Err(DeployError::MissingExport {
+                    function: name.clone(),
+                    export: HANDLER_EXPORT,
+                });
+            }
+            let pre = self.engine.instantiate_pre(&component).map_err(|source| {
+                DeployError::Component {
+                    function: name.clone(),
+                    source,
+                }
+            })?;
+            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
+                function: name.clone(),
+                source: EngineError::Link(err),
+            })?;
+            functions.push(HttpFunction {
+                name: name.as_str().into(),
+                pre,
+                limits: spec.limits,
+                variables: manifest.variables_of(spec).into(),
+                allowed_outbound_hosts: spec.allowed_outbound_hosts.clone().into(),
+                concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+            });
+        }
+        Ok(LiveApp {
+            version: record.version,
+            http: HttpApp {
+                app: record.app.as_str().into(),
+                router,
+                functions,
+            },
+        })
+    }
+}
+
+fn check_components(
+    manifest: &Manifest,
+    components: &BTreeMap<String, String>,
+) -> Result<(), DeployError> {
+    for name in manifest.functions.keys() {
+        match components.get(name) {
+            None => {
+                return Err(DeployError::Components(format!(
+                    "no component given for function `{name}`"
+                )));
+            }
+            Some(digest) if !is_valid_digest(digest) => {
+                return Err(DeployError::Components(format!(
+                    "`{digest}` (function `{name}`) is not a sha256:<64 hex> digest"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = components
+        .keys()
+        .find(|k| !manifest.functions.contains_key(*k))
+    {
+        return Err(DeployError::Components(format!(
+            "component given for `{extra}`, which the manifest does not declare"
+        )));
+    }
+    Ok(())
+}
+
+fn version_path(app: &str, version: u64) -> String {
+    format!("apps/{app}/versions/{version:010}.json")
+}
+
+fn current_path(app: &str) -> String {
+    format!("apps/{app}/current.json")
+}

@@ -1,0 +1,248 @@
+//! `kiln.toml`: what an app is made of.
+//!
+//! ```toml
+//! name = "examples"                  # optional; defaults to the folder name
+//!
+//! [variables]                        # every function's variables
+//! greeting = "Hello"
+//!
+//! [functions.hello]
+//! source = "hello-rust"              # Rust crate folder, or a .js file
+//! limits = { timeout = "5s", memory_mb = 64 }
+//! variables = { greeting = "Hi" }    # overrides the app's
+//! allowed_outbound_hosts = ["api.example.com"]
+//!
+//! [[routes]]
+//! path = "/hello/:name"
+//! methods = ["GET"]                  # empty or absent: any method
+//! function = "hello"
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capabilities::config::is_valid_name;
+use crate::engine::Limits;
+
+/// Why a manifest is invalid; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("kiln.toml: {0}")]
+pub struct ManifestError(pub String);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// How `kiln build` builds it; inferred from `source` when absent.
+    pub language: Option<Language>,
+    /// A Rust crate folder or a JavaScript file, relative to `kiln.toml`.
+    pub source: Option<String>,
+    /// A prebuilt component, relative to `kiln.toml`; wins over `source`.
+    pub component: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Rust,
+    Js,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub path: String,
+    pub function: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text)
+            .map_err(|e| ManifestError(e.to_string().trim().replace('\n', " ")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let err = |field: String, msg: &str| Err(ManifestError(format!("{field}: {msg}")));
+        if let Some(name) = &self.name {
+            if !is_valid_app_name(name) {
+                return err("name".into(), APP_NAME_RULE);
+            }
+        }
+        if self.functions.is_empty() {
+            return err("functions".into(), "an app needs at least one function");
+        }
+        for name in self.variables.keys() {
+            if !is_valid_name(name) {
+                return err(format!("variables.{name}"), VARIABLE_RULE);
+            }
+        }
+        for (name, function) in &self.functions {
+            let field = format!("functions.{name}");
+            if !is_valid_function_name(name) {
+                return err(
+                    field,
+                    "a function name is 1 to 64 of a-z, 0-9, `-` or `_`, starting with a letter",
+                );
+            }
+            if function.source.is_none() && function.component.is_none() {
+                return err(field, "needs `source` (to build) or `component` (prebuilt)");
+            }
+            if let Err(msg) = function.limits.validate() {
+                return err(format!("{field}.limits"), &msg);
+            }
+            for var in function.variables.keys() {
+                if !is_valid_name(var) {
+                    return err(format!("{field}.variables.{var}"), VARIABLE_RULE);
+                }
+            }
+            for host in &function.allowed_outbound_hosts {
+                if host.is_empty() || host.contains(['/', ' ']) {
+                    return err(
+                        format!("{field}.allowed_outbound_hosts"),
+                        &format!("`{host}` is not `host`, `host:port`, `*.domain` or `*`"),
+                    );
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.functions.contains_key(&route.function) {
+                return err(
+                    format!("routes[{i}].function"),
+                    &format!("no function named `{}`", route.function),
+                );
+            }
+            for method in &route.methods {
+                if http::Method::from_bytes(method.as_bytes()).is_err()
+                    || method.to_uppercase() != *method
+                {
+                    return err(
+                        format!("routes[{i}].methods"),
+                        &format!("`{method}` is not an HTTP method (write it in capitals)"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The variables of `function`: the app's, overridden by the function's.
+    pub fn variables_of(&self, function: &FunctionSpec) -> Vec<(String, String)> {
+        let mut vars = self.variables.clone();
+        vars.extend(function.variables.clone());
+        vars.into_iter().collect()
+    }
+}
+
+const APP_NAME_RULE: &str =
+    "an app name is 1 to 63 of a-z, 0-9 or `-`, starting with a letter (it is a DNS label)";
+const VARIABLE_RULE: &str =
+    "a variable name is a letter or `_`, then letters, digits or `_`, at most 64 characters";
+
+/// App names are DNS labels: the server routes `APP.example.com` to the app.
+pub fn is_valid_app_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_valid_function_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+pub fn app_name_rule() -> &'static str {
+    APP_NAME_RULE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "shop"
+        [variables]
+        greeting = "Hello"
+        [functions.hello]
+        source = "hello"
+        limits = { timeout = "5s", memory_mb = 64 }
+        variables = { greeting = "Hi" }
+        [[routes]]
+        path = "/hello/:name"
+        methods = ["GET"]
+        function = "hello"
+    "#;
+
+    #[test]
+    fn parses_a_manifest_with_limits_and_variables() {
+        let m = Manifest::parse(GOOD).unwrap();
+        let f = &m.functions["hello"];
+        assert_eq!(f.limits.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(f.limits.memory_mb, 64);
+        assert_eq!(
+            f.limits.max_request_body,
+            Limits::default().max_request_body
+        );
+        assert_eq!(m.variables_of(f), vec![("greeting".into(), "Hi".into())]);
+    }
+
+    fn error_of(text: &str) -> String {
+        Manifest::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_the_field_that_is_wrong() {
+        let bad_route = GOOD.replace(r#"function = "hello""#, r#"function = "nope""#);
+        assert!(
+            error_of(&bad_route).contains("routes[0].function"),
+            "{}",
+            error_of(&bad_route)
+        );
+        let bad_method = GOOD.replace(r#"["GET"]"#, r#"["get"]"#);
+        assert!(error_of(&bad_method).contains("routes[0].methods"));
+        let bad_limit = GOOD.replace("memory_mb = 64", "memory_mb = 0");
+        assert!(error_of(&bad_limit).contains("functions.hello.limits"));
+        let unknown = GOOD.replace("source = \"hello\"", "source = \"hello\"\ntimeout = 3");
+        assert!(
+            error_of(&unknown).contains("timeout"),
+            "{}",
+            error_of(&unknown)
+        );
+        let bad_name = GOOD.replace("name = \"shop\"", "name = \"Shop!\"");
+        assert!(error_of(&bad_name).contains("name:"));
+        let bad_duration = GOOD.replace("\"5s\"", "\"soon\"");
+        assert!(
+            error_of(&bad_duration).contains("timeout"),
+            "{}",
+            error_of(&bad_duration)
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! The server's settings: flags, then environment, then the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable holding the admin key.
+pub const ADMIN_KEY_ENV: &str = "KILN_ADMIN_KEY";
+/// File under the data directory holding a generated admin key.
+pub const ADMIN_KEY_FILE: &str = "admin-key";
+
+/// Settings of one server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: use the key stored in the data directory, generating it on first start.
+    pub admin_key: Option<String>,
+    /// Instances alive at once across every function.
+    pub max_instances: u32,
+}
+
+/// The `[server]` table of a config file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub admin_key: Option<String>,
+    pub max_instances: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: FileSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("admin key file {path}: {source}")]
+    AdminKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl FileSettings {
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let err = |message: String| SettingsError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+        Ok(file.server)
+    }
+}
+
+/// The data directory when none is configured: `$XDG_DATA_HOME/kiln`, else
+/// `~/.local/share/kiln`, else `.kiln` in the working directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("kiln");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/kiln"),
+        None => PathBuf::from(".kiln"),
+    }
+}
+
+/// The admin key stored in `data_dir`, generated (readable by its owner
+/// only) when absent. Returns the key and whether it was just generated.
+pub fn stored_admin_key(data_dir: &Path) -> Result<(String, bool), SettingsError> {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let io = |source| SettingsError::AdminKey {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => return Ok((key.trim().to_string(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &key).map_err(io)?;
+    Ok((key, true))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Reads the stored admin key without generating one (for `kiln deploy`).
+pub fn read_stored_admin_key(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(ADMIN_KEY_FILE))
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+}

@@ -1,0 +1,3 @@
+//! What starts an invocation: HTTP routes today, cron schedules next.
+
+pub mod http;
