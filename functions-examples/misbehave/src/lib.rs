@@ -1,1 +1,48 @@
+//! Misbehaves on purpose, per path:
+//! - `/spin`: loops forever;
+//! - `/alloc/:mb`: allocates (and touches) that many MiB;
+//! - `/trap`: panics;
+//! - `/flood`: streams a response body forever;
+//! - `/silent`: returns without sending a response;
+//! - `/ok`: answers 200.
 
+use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use kiln_sdk::http::{Request, Response};
+
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let req = match Request::from_incoming(req) {
+        Ok(req) => req,
+        Err(_) => return Response::error(400, "bad_body", "unreadable body").send(out),
+    };
+    let path = req.path().to_string();
+    match path.split('/').nth(1).unwrap_or("") {
+        "spin" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mb: usize = req.param("mb").and_then(|m| m.parse().ok()).unwrap_or(1);
+            let block = vec![1u8; mb * 1024 * 1024];
+            let sum: u64 = block.iter().step_by(4096).map(|b| *b as u64).sum();
+            Response::json(&format!("allocated {mb} MiB ({sum} pages)")).send(out)
+        }
+        "trap" => panic!("misbehave: trapping on purpose"),
+        "flood" => flood(out),
+        "silent" => drop(out),
+        _ => Response::text("ok").send(out),
+    }
+}
+
+fn flood(out: ResponseOutparam) {
+    use kiln_sdk::bindings::wasi::http::types::{Fields, OutgoingResponse};
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("a new response has a body");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("a new body has a stream");
+    let chunk = [b'x'; 4096];
+    while stream.blocking_write_and_flush(&chunk).is_ok() {}
+}
+
+kiln_sdk::raw_http_function!(handle);

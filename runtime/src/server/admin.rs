@@ -194,7 +194,7 @@ fn deploy_error(err: DeployError) -> Response<ResponseBody> {
         DeployError::InvalidAppName(_) => (StatusCode::BAD_REQUEST, "invalid_app_name"),
         DeployError::Manifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
         DeployError::Components(_) => (StatusCode::BAD_REQUEST, "invalid_components"),
-        DeployError::Component { source, .. } => match source {
+        DeployError::Component { error, .. } => match error {
             crate::engine::EngineError::Link(_) => (StatusCode::BAD_REQUEST, "unsatisfied_import"),
             crate::engine::EngineError::InvalidComponent(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_component")

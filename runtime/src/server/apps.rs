@@ -29,10 +29,10 @@ pub enum DeployError {
     Manifest(#[from] ManifestError),
     #[error("components: {0}")]
     Components(String),
-    #[error("function `{function}`: {source}")]
+    #[error("function `{function}`: {error}")]
     Component {
         function: String,
-        source: EngineError,
+        error: EngineError,
     },
     #[error("function `{function}` has HTTP routes but does not export `{export}.x`")]
     MissingExport {
@@ -270,9 +270,9 @@ impl Apps {
             let component = tokio::task::spawn_blocking(move || engine.compile(&digest, &bytes))
                 .await
                 .map_err(|e| DeployError::Internal(e.to_string()))?
-                .map_err(|source| DeployError::Component {
+                .map_err(|error| DeployError::Component {
                     function: name.clone(),
-                    source,
+                    error,
                 })?;
             let routed = routes.iter().any(|r| r.function == index);
             let exports_handler = component
@@ -288,15 +288,15 @@ impl Apps {
                     export: HANDLER_EXPORT,
                 });
             }
-            let pre = self.engine.instantiate_pre(&component).map_err(|source| {
+            let pre = self.engine.instantiate_pre(&component).map_err(|error| {
                 DeployError::Component {
                     function: name.clone(),
-                    source,
+                    error,
                 }
             })?;
             let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
                 function: name.clone(),
-                source: EngineError::Link(err),
+                error: EngineError::Link(err),
             })?;
             functions.push(HttpFunction {
                 name: name.as_str().into(),
