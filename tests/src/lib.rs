@@ -1,1 +1,223 @@
+//! Support for the end-to-end tests: build the example functions once, start
+//! the real `kiln` binary on port 0 with its own data directory, and talk
+//! HTTP to it.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `kiln` binary `cargo test` built beside the test binaries.
+pub fn kiln_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/.. 
+    let kiln = dir.join("kiln");
+    assert!(kiln.is_file(), "{} is missing: run `cargo test` from the workspace root", kiln.display());
+    kiln
+}
+
+/// The example components, built once per test run.
+pub struct Examples {
+    pub hello: PathBuf,
+    pub hello_js: PathBuf,
+    pub echo: PathBuf,
+    pub plain: PathBuf,
+    pub misbehave: PathBuf,
+}
+
+/// Builds `functions-examples` with `kiln build` (and `misbehave` with
+/// cargo), under a file lock so parallel test binaries build once.
+pub fn examples() -> &'static Examples {
+    static EXAMPLES: OnceLock<Examples> = OnceLock::new();
+    EXAMPLES.get_or_init(|| {
+        let root = workspace();
+        // Guests build in their own target folder: the test run holds the main one.
+        let guest_target = root.join("target/guest");
+        std::fs::create_dir_all(&guest_target).unwrap();
+        let lock = std::fs::File::create(guest_target.join(".build.lock")).unwrap();
+        lock.lock().unwrap();
+        let status = Command::new(kiln_binary())
+            .arg("build")
+            .arg(root.join("functions-examples"))
+            .env("CARGO_TARGET_DIR", &guest_target)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kiln build functions-examples failed");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "misbehave"])
+            .env("CARGO_TARGET_DIR", &guest_target)
+            .current_dir(&root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "building misbehave failed");
+        lock.unlock().unwrap();
+        let wasm = |name: &str| guest_target.join("wasm32-wasip2/release").join(name);
+        Examples {
+            hello: wasm("hello_rust.wasm"),
+            hello_js: root.join("functions-examples/.kiln/build/hello-js.wasm"),
+            echo: wasm("echo.wasm"),
+            plain: wasm("plain_http.wasm"),
+            misbehave: wasm("misbehave.wasm"),
+        }
+    })
+}
+
+/// A `kiln serve` child process; killed on drop.
+pub struct Server {
+    pub url: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    // Kept alive while the server runs (None when the caller owns the folder).
+    _temp: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server with a new temporary data directory.
+    pub fn start() -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = Server::start_in(&dir, Some(ADMIN_KEY));
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `data_dir`; with no admin key, the server uses the
+    /// one stored in its data directory (generating it on first start).
+    pub fn start_in(data_dir: &Path, admin_key: Option<&str>) -> Server {
+        let mut command = Command::new(kiln_binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            // Compiled components are shared between the tests' servers.
+            .arg("--cache-dir")
+            .arg(workspace().join("target/guest/cache"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        match admin_key {
+            Some(key) => command.env("KILN_ADMIN_KEY", key),
+            None => command.env_remove("KILN_ADMIN_KEY"),
+        };
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("kiln serve exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("kiln listening on ") {
+                break url.to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _temp: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Uploads components and deploys `manifest` as `app`; returns the status
+    /// and JSON body of the deploy call.
+    pub async fn deploy(&self, app: &str, manifest: &str, components: &[(&str, &Path)]) -> (u16, Value) {
+        let mut digests = serde_json::Map::new();
+        for (function, path) in components {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let digest = self.upload(bytes).await;
+            digests.insert(function.to_string(), json!(digest));
+        }
+        let response = self
+            .admin(reqwest::Method::POST, &format!("/admin/v1/apps/{app}/deployments"))
+            .json(&json!({ "manifest": manifest, "components": digests }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Deploys and asserts it worked; returns the new version.
+    pub async fn deploy_ok(&self, app: &str, manifest: &str, components: &[(&str, &Path)]) -> u64 {
+        let (status, body) = self.deploy(app, manifest, components).await;
+        assert_eq!(status, 201, "deploy failed: {body}");
+        body["version"].as_u64().unwrap()
+    }
+
+    /// Uploads a component; returns its digest.
+    pub async fn upload(&self, bytes: Vec<u8>) -> String {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let response = self
+            .admin(reqwest::Method::PUT, &format!("/admin/v1/components/{digest}"))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "upload failed");
+        digest
+    }
+
+    /// An admin request with the admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url))
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status and JSON body of a response.
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }));
+    (status, body)
+}
+
+/// The error code of a Kiln JSON error body.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}

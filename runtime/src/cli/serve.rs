@@ -20,10 +20,13 @@ pub struct ServeArgs {
     /// Where apps, components, the compile cache and the admin key are kept.
     #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where compiled components are cached (default: `<data dir>/cache`); may be shared.
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// The admin API's key; generated and stored in the data directory when absent.
     #[arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)]
     admin_key: Option<String>,
-    /// A TOML file with a `[server]` table (listen, data_dir, admin_key, max_instances).
+    /// A TOML file with a `[server]` table (listen, data_dir, cache_dir, admin_key, max_instances).
     #[arg(long, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
     /// Instances alive at once across every function.

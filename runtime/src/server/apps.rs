@@ -274,6 +274,17 @@ impl Apps {
                     function: name.clone(),
                     error,
                 })?;
+            // Imports first: a missing import says more than a missing export.
+            let pre = self.engine.instantiate_pre(&component).map_err(|error| {
+                DeployError::Component {
+                    function: name.clone(),
+                    error,
+                }
+            })?;
+            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
+                function: name.clone(),
+                error: EngineError::Link(err),
+            })?;
             let routed = routes.iter().any(|r| r.function == index);
             let exports_handler = component
                 .component_type()
@@ -288,16 +299,6 @@ impl Apps {
                     export: HANDLER_EXPORT,
                 });
             }
-            let pre = self.engine.instantiate_pre(&component).map_err(|error| {
-                DeployError::Component {
-                    function: name.clone(),
-                    error,
-                }
-            })?;
-            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
-                function: name.clone(),
-                error: EngineError::Link(err),
-            })?;
             functions.push(HttpFunction {
                 name: name.as_str().into(),
                 pre,

@@ -96,7 +96,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     };
     let engine = Engine::new(
         &EngineSettings {
-            cache_dir: data_dir.join("cache"),
+            cache_dir: settings
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("cache")),
             max_instances: settings.max_instances,
         },
         crate::capabilities::add_to_linker,

@@ -15,6 +15,8 @@ pub const ADMIN_KEY_FILE: &str = "admin-key";
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where compiled components are cached; `None`: `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
     /// `None`: use the key stored in the data directory, generating it on first start.
     pub admin_key: Option<String>,
     /// Instances alive at once across every function.
@@ -27,6 +29,7 @@ pub struct Settings {
 pub struct FileSettings {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
     pub admin_key: Option<String>,
     pub max_instances: Option<u32>,
 }

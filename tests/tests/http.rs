@@ -1,0 +1,245 @@
+//! The HTTP trigger end to end: the examples, streaming, and every error
+//! the server answers itself.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kiln_tests::{Server, error_code, examples, json_of};
+
+const EXAMPLES_MANIFEST: &str = r#"
+[variables]
+greeting = "Howdy"
+
+[functions.hello]
+source = "hello-rust"
+
+[functions.hello-js]
+source = "hello-js/index.js"
+
+[functions.echo]
+source = "echo"
+
+[functions.plain]
+source = "plain-http"
+
+[[routes]]
+path = "/hello/:name"
+methods = ["GET"]
+function = "hello"
+
+[[routes]]
+path = "/hello-js/:name"
+methods = ["GET"]
+function = "hello-js"
+
+[[routes]]
+path = "/echo"
+methods = ["POST", "PUT"]
+function = "echo"
+
+[[routes]]
+path = "/plain/*rest"
+function = "plain"
+"#;
+
+async fn examples_server() -> Server {
+    let ex = examples();
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "examples",
+            EXAMPLES_MANIFEST,
+            &[
+                ("hello", &ex.hello),
+                ("hello-js", &ex.hello_js),
+                ("echo", &ex.echo),
+                ("plain", &ex.plain),
+            ],
+        )
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn serves_the_rust_and_js_hello_functions_with_their_config() {
+    let server = examples_server().await;
+    let (status, body) = json_of(server.get("/examples/hello/ada").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Howdy, ada!");
+    assert_eq!(body["path"], "/hello/ada", "the guest sees the app-relative path");
+
+    let (status, body) = json_of(server.get("/examples/hello-js/grace").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Howdy, grace!");
+    assert_eq!(body["runtime"], "js");
+}
+
+#[tokio::test]
+async fn routes_by_host_name_as_well_as_by_path_prefix() {
+    let server = examples_server().await;
+    let response = server
+        .get("/hello/lin")
+        .header("host", "examples.kiln.test")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Howdy, lin!");
+}
+
+#[tokio::test]
+async fn runs_a_plain_wasi_http_component_unchanged() {
+    let server = examples_server().await;
+    let response = server.get("/examples/plain/a/b?x=1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "plain wasi:http says hi to Method::Get /plain/a/b?x=1\n"
+    );
+}
+
+#[tokio::test]
+async fn streams_a_request_body_back_without_buffering_it() {
+    let server = examples_server().await;
+    // 4 MiB sent in 64 KiB chunks with no content-length (chunked encoding).
+    let chunk = vec![7u8; 64 * 1024];
+    let chunks = (0..64).map(move |i| {
+        let mut c = chunk.clone();
+        c[0] = i as u8;
+        Ok::<_, std::io::Error>(c)
+    });
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let response = server.post("/examples/echo").body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(part) = stream.next().await {
+        received.extend_from_slice(&part.unwrap());
+    }
+    assert_eq!(received.len(), 64 * 64 * 1024);
+    for i in 0..64 {
+        assert_eq!(received[i * 64 * 1024], i as u8, "chunk {i} out of order");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_apps_get_404_and_wrong_methods_405_with_allow() {
+    let server = examples_server().await;
+    let (status, body) = json_of(server.get("/examples/nope").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (404, "route_not_found"));
+    let (status, body) = json_of(server.get("/no-such-app/x").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (404, "app_not_found"));
+
+    let response = server
+        .client
+        .delete(format!("{}/examples/hello/x", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+}
+
+const MISBEHAVE_MANIFEST: &str = r#"
+[functions.bad]
+component = "misbehave.wasm"
+limits = { timeout = "1s", memory_mb = 32, max_request_body = 1024, max_response_body = 1048576 }
+
+[[routes]]
+path = "/*rest"
+function = "bad"
+"#;
+
+async fn misbehave_server() -> Server {
+    let server = Server::start();
+    server
+        .deploy_ok("bad", MISBEHAVE_MANIFEST, &[("bad", &examples().misbehave)])
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_gets_413() {
+    let server = misbehave_server().await;
+    let (status, body) = json_of(server.post("/bad/ok").body(vec![0u8; 2048]).send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (413, "request_body_too_large"));
+
+    // Without a content-length the limit is found while streaming.
+    let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 1000]));
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let (status, body) = json_of(server.post("/bad/ok").body(body).send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (413, "request_body_too_large"));
+
+    let (status, _) = json_of(server.post("/bad/ok").body(vec![0u8; 1000]).send().await.unwrap()).await;
+    assert_eq!(status, 200, "a body under the limit passes");
+}
+
+#[tokio::test]
+async fn a_response_body_over_the_limit_is_cut_off() {
+    let server = misbehave_server().await;
+    let response = server.get("/bad/flood").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0usize;
+    let mut failed = false;
+    let mut stream = response.bytes_stream();
+    while let Some(part) = stream.next().await {
+        match part {
+            Ok(bytes) => received += bytes.len(),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the cut-off response must not look complete");
+    assert!(received <= 1024 * 1024, "received {received} bytes past the 1 MiB limit");
+}
+
+#[tokio::test]
+async fn a_trap_gets_500_and_a_silent_function_gets_500() {
+    let server = misbehave_server().await;
+    let (status, body) = json_of(server.get("/bad/trap").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (500, "function_trapped"));
+    let (status, body) = json_of(server.get("/bad/silent").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (500, "no_response"));
+    let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn memory_past_the_limit_gets_500_and_the_server_keeps_serving() {
+    let server = misbehave_server().await;
+    let (status, body) = json_of(server.get("/bad/alloc/64").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (500, "function_trapped"));
+    let (status, _) = json_of(server.get("/bad/alloc/8").send().await.unwrap()).await;
+    assert_eq!(status, 200, "an allocation under the limit works");
+    let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn stuck_functions_get_504_within_their_timeout_while_others_are_served() {
+    let server = misbehave_server().await;
+    let started = Instant::now();
+    // More stuck requests than the server has worker threads.
+    let stuck: Vec<_> = (0..4)
+        .map(|_| {
+            let request = server.get("/bad/spin").send();
+            tokio::spawn(async move { json_of(request.await.unwrap()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_millis(900), "a healthy request waited {:?}", t.elapsed());
+    }
+    for handle in stuck {
+        let (status, body) = handle.await.unwrap();
+        assert_eq!((status, error_code(&body)), (504, "timeout"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
