@@ -15,7 +15,10 @@ pub const ADMIN_KEY: &str = "test-admin-key";
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `kiln` binary `cargo test` built beside the test binaries.
@@ -23,7 +26,11 @@ pub fn kiln_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/.. 
     let kiln = dir.join("kiln");
-    assert!(kiln.is_file(), "{} is missing: run `cargo test` from the workspace root", kiln.display());
+    assert!(
+        kiln.is_file(),
+        "{} is missing: run `cargo test` from the workspace root",
+        kiln.display()
+    );
     kiln
 }
 
@@ -56,7 +63,14 @@ pub fn examples() -> &'static Examples {
             .unwrap();
         assert!(status.success(), "kiln build functions-examples failed");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "misbehave"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "misbehave",
+            ])
             .env("CARGO_TARGET_DIR", &guest_target)
             .current_dir(&root)
             .status()
@@ -143,7 +157,12 @@ impl Server {
 
     /// Uploads components and deploys `manifest` as `app`; returns the status
     /// and JSON body of the deploy call.
-    pub async fn deploy(&self, app: &str, manifest: &str, components: &[(&str, &Path)]) -> (u16, Value) {
+    pub async fn deploy(
+        &self,
+        app: &str,
+        manifest: &str,
+        components: &[(&str, &Path)],
+    ) -> (u16, Value) {
         let mut digests = serde_json::Map::new();
         for (function, path) in components {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -151,7 +170,10 @@ impl Server {
             digests.insert(function.to_string(), json!(digest));
         }
         let response = self
-            .admin(reqwest::Method::POST, &format!("/admin/v1/apps/{app}/deployments"))
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/v1/apps/{app}/deployments"),
+            )
             .json(&json!({ "manifest": manifest, "components": digests }))
             .send()
             .await
@@ -171,7 +193,10 @@ impl Server {
     pub async fn upload(&self, bytes: Vec<u8>) -> String {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let response = self
-            .admin(reqwest::Method::PUT, &format!("/admin/v1/components/{digest}"))
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/v1/components/{digest}"),
+            )
             .body(bytes)
             .send()
             .await

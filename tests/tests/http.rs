@@ -66,9 +66,13 @@ async fn serves_the_rust_and_js_hello_functions_with_their_config() {
     let (status, body) = json_of(server.get("/examples/hello/ada").send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "Howdy, ada!");
-    assert_eq!(body["path"], "/hello/ada", "the guest sees the app-relative path");
+    assert_eq!(
+        body["path"], "/hello/ada",
+        "the guest sees the app-relative path"
+    );
 
-    let (status, body) = json_of(server.get("/examples/hello-js/grace").send().await.unwrap()).await;
+    let (status, body) =
+        json_of(server.get("/examples/hello-js/grace").send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "Howdy, grace!");
     assert_eq!(body["runtime"], "js");
@@ -110,7 +114,12 @@ async fn streams_a_request_body_back_without_buffering_it() {
         Ok::<_, std::io::Error>(c)
     });
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let response = server.post("/examples/echo").body(body).send().await.unwrap();
+    let response = server
+        .post("/examples/echo")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut received = Vec::new();
     let mut stream = response.bytes_stream();
@@ -163,7 +172,15 @@ async fn misbehave_server() -> Server {
 #[tokio::test]
 async fn a_request_body_over_the_limit_gets_413() {
     let server = misbehave_server().await;
-    let (status, body) = json_of(server.post("/bad/ok").body(vec![0u8; 2048]).send().await.unwrap()).await;
+    let (status, body) = json_of(
+        server
+            .post("/bad/ok")
+            .body(vec![0u8; 2048])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (413, "request_body_too_large"));
 
     // Without a content-length the limit is found while streaming.
@@ -172,7 +189,15 @@ async fn a_request_body_over_the_limit_gets_413() {
     let (status, body) = json_of(server.post("/bad/ok").body(body).send().await.unwrap()).await;
     assert_eq!((status, error_code(&body)), (413, "request_body_too_large"));
 
-    let (status, _) = json_of(server.post("/bad/ok").body(vec![0u8; 1000]).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        server
+            .post("/bad/ok")
+            .body(vec![0u8; 1000])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "a body under the limit passes");
 }
 
@@ -194,7 +219,10 @@ async fn a_response_body_over_the_limit_is_cut_off() {
         }
     }
     assert!(failed, "the cut-off response must not look complete");
-    assert!(received <= 1024 * 1024, "received {received} bytes past the 1 MiB limit");
+    assert!(
+        received <= 1024 * 1024,
+        "received {received} bytes past the 1 MiB limit"
+    );
 }
 
 #[tokio::test]
@@ -235,11 +263,19 @@ async fn stuck_functions_get_504_within_their_timeout_while_others_are_served() 
         let t = Instant::now();
         let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
         assert_eq!(status, 200);
-        assert!(t.elapsed() < Duration::from_millis(900), "a healthy request waited {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "a healthy request waited {:?}",
+            t.elapsed()
+        );
     }
     for handle in stuck {
         let (status, body) = handle.await.unwrap();
         assert_eq!((status, error_code(&body)), (504, "timeout"));
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -23,7 +23,11 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
         "alloc" => {
-            let mb: usize = path.split('/').nth(2).and_then(|m| m.parse().ok()).unwrap_or(1);
+            let mb: usize = path
+                .split('/')
+                .nth(2)
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(1);
             let block = vec![1u8; mb * 1024 * 1024];
             let sum: u64 = block.iter().step_by(4096).map(|b| *b as u64).sum();
             Response::json(&format!("allocated {mb} MiB ({sum} pages)")).send(out)

@@ -51,6 +51,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir),
+        cache_dir: args.cache_dir.or(file.cache_dir),
         admin_key: args.admin_key.or(file.admin_key).filter(|k| !k.is_empty()),
         max_instances: args.max_instances.or(file.max_instances).unwrap_or(1000),
     };

@@ -131,7 +131,9 @@ pub async fn handle(
 
     let started = match receiver.await {
         // The guest answered after reading past the limit: its answer is about a cut-off body.
-        Ok(Ok(_)) if exceeded.load(Ordering::Relaxed) => return body_too_large(limits.max_request_body),
+        Ok(Ok(_)) if exceeded.load(Ordering::Relaxed) => {
+            return body_too_large(limits.max_request_body);
+        }
         Ok(Ok(resp)) => resp,
         Ok(Err(code)) => {
             tracing::warn!(request_id, "function answered with an error: {code:?}");
