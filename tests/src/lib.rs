@@ -21,17 +21,26 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `kiln` binary `cargo test` built beside the test binaries.
+/// The `kiln` binary, built (once per test binary) from the current source:
+/// `cargo test -p kiln-tests` alone would not rebuild another package's binary.
 pub fn kiln_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/.. 
-    let kiln = dir.join("kiln");
-    assert!(
-        kiln.is_file(),
-        "{} is missing: run `cargo test` from the workspace root",
-        kiln.display()
-    );
-    kiln
+    static KILN: OnceLock<PathBuf> = OnceLock::new();
+    KILN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build
+            .args(["build", "-p", "kiln-runtime", "--bin", "kiln"])
+            .current_dir(workspace());
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building kiln failed");
+        let kiln = profile_dir.join("kiln");
+        assert!(kiln.is_file(), "{} is missing", kiln.display());
+        kiln
+    })
+    .clone()
 }
 
 /// The example components, built once per test run.
@@ -49,15 +58,13 @@ pub fn examples() -> &'static Examples {
     static EXAMPLES: OnceLock<Examples> = OnceLock::new();
     EXAMPLES.get_or_init(|| {
         let root = workspace();
-        // Guests build in their own target folder: the test run holds the main one.
-        let guest_target = root.join("target/guest");
-        std::fs::create_dir_all(&guest_target).unwrap();
-        let lock = std::fs::File::create(guest_target.join(".build.lock")).unwrap();
+        let target = root.join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let lock = std::fs::File::create(target.join("kiln-examples.lock")).unwrap();
         lock.lock().unwrap();
         let status = Command::new(kiln_binary())
             .arg("build")
             .arg(root.join("functions-examples"))
-            .env("CARGO_TARGET_DIR", &guest_target)
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -71,13 +78,12 @@ pub fn examples() -> &'static Examples {
                 "-p",
                 "misbehave",
             ])
-            .env("CARGO_TARGET_DIR", &guest_target)
             .current_dir(&root)
             .status()
             .unwrap();
         assert!(status.success(), "building misbehave failed");
         lock.unlock().unwrap();
-        let wasm = |name: &str| guest_target.join("wasm32-wasip2/release").join(name);
+        let wasm = |name: &str| target.join("wasm32-wasip2/release").join(name);
         Examples {
             hello: wasm("hello_rust.wasm"),
             hello_js: root.join("functions-examples/.kiln/build/hello-js.wasm"),
@@ -103,24 +109,28 @@ impl Server {
     pub fn start() -> Server {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let mut server = Server::start_in(&dir, Some(ADMIN_KEY));
+        let mut server = Server::start_in(&dir, Some(ADMIN_KEY), true);
         server._temp = Some(temp);
         server
     }
 
     /// Starts a server on `data_dir`; with no admin key, the server uses the
-    /// one stored in its data directory (generating it on first start).
-    pub fn start_in(data_dir: &Path, admin_key: Option<&str>) -> Server {
+    /// one stored in its data directory (generating it on first start). With
+    /// `shared_cache`, compiled components are cached for every test's server;
+    /// otherwise in the data directory.
+    pub fn start_in(data_dir: &Path, admin_key: Option<&str>, shared_cache: bool) -> Server {
         let mut command = Command::new(kiln_binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            // Compiled components are shared between the tests' servers.
-            .arg("--cache-dir")
-            .arg(workspace().join("target/guest/cache"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if shared_cache {
+            command
+                .arg("--cache-dir")
+                .arg(workspace().join("target/kiln-test-cache"));
+        }
         match admin_key {
             Some(key) => command.env("KILN_ADMIN_KEY", key),
             None => command.env_remove("KILN_ADMIN_KEY"),

@@ -34,7 +34,7 @@ pub enum DeployError {
         function: String,
         error: EngineError,
     },
-    #[error("function `{function}` has HTTP routes but does not export `{export}.x`")]
+    #[error("function `{function}` does not export `{export}.x` (the HTTP handler)")]
     MissingExport {
         function: String,
         export: &'static str,
@@ -258,7 +258,7 @@ impl Apps {
             .collect::<Vec<_>>();
         let router = Router::new(&routes)?;
         let mut functions = Vec::with_capacity(names.len());
-        for (index, (name, spec)) in manifest.functions.iter().enumerate() {
+        for (name, spec) in &manifest.functions {
             let digest = &record.components[name];
             let bytes = self.artifacts.get_component(digest).await?.ok_or_else(|| {
                 DeployError::Components(format!(
@@ -281,11 +281,6 @@ impl Apps {
                     error,
                 }
             })?;
-            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
-                function: name.clone(),
-                error: EngineError::Link(err),
-            })?;
-            let routed = routes.iter().any(|r| r.function == index);
             let exports_handler = component
                 .component_type()
                 .exports(self.engine.wasmtime())
@@ -293,12 +288,17 @@ impl Apps {
                     export.starts_with(HANDLER_EXPORT)
                         && matches!(item.ty, ComponentItem::ComponentInstance(_))
                 });
-            if routed && !exports_handler {
+            // Every function is an HTTP function until other triggers exist.
+            if !exports_handler {
                 return Err(DeployError::MissingExport {
                     function: name.clone(),
                     export: HANDLER_EXPORT,
                 });
             }
+            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
+                function: name.clone(),
+                error: EngineError::Link(err),
+            })?;
             functions.push(HttpFunction {
                 name: name.as_str().into(),
                 pre,
