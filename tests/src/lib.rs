@@ -119,13 +119,15 @@ impl Server {
     /// `shared_cache`, compiled components are cached for every test's server;
     /// otherwise in the data directory.
     pub fn start_in(data_dir: &Path, admin_key: Option<&str>, shared_cache: bool) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = log_path(data_dir);
         let mut command = Command::new(kiln_binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
         if shared_cache {
             command
                 .arg("--cache-dir")
@@ -139,10 +141,12 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
-            let line = lines
-                .next()
-                .expect("kiln serve exited before listening")
-                .unwrap();
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "kiln serve exited before listening:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            };
             if let Some(url) = line.strip_prefix("kiln listening on ") {
                 break url.to_string();
             }
@@ -161,8 +165,9 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_path(&self.data_dir)).unwrap_or_default()
     }
 
     /// Uploads components and deploys `manifest` as `app`; returns the status
@@ -242,6 +247,11 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server's stderr, kept in its data directory so tests can read it.
+fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("test-server.log")
 }
 
 /// The status and JSON body of a response.

@@ -279,3 +279,66 @@ async fn stuck_functions_get_504_within_their_timeout_while_others_are_served() 
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn guest_output_is_logged_with_the_request_id() {
+    let server = examples_server().await;
+    let response = server.get("/examples/hello/logged").send().await.unwrap();
+    let request_id = response.headers()["kiln-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(response.status(), 200);
+    // The log line is written when the invocation ends, just after the response.
+    let mut found = false;
+    for _ in 0..50 {
+        found = server
+            .log()
+            .lines()
+            .any(|l| l.contains("greeting logged") && l.contains(&request_id));
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        found,
+        "no log line with `greeting logged` and {request_id}:\n{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_grants_only_the_configured_variables_and_no_files_or_sockets() {
+    let server = Server::start();
+    let manifest = format!(
+        "[variables]\nregion = \"eu\"\n{}\n[functions.bad.variables]\nAPI_KEY = \"s3cret\"\n",
+        MISBEHAVE_MANIFEST
+    );
+    server
+        .deploy_ok("bad", &manifest, &[("bad", &examples().misbehave)])
+        .await;
+    let (status, env) = json_of(server.get("/bad/env").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        env,
+        serde_json::json!([["API_KEY", "s3cret"], ["region", "eu"]])
+    );
+
+    // Something is listening here, so only the sandbox can make the connect fail.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (status, attempts) = json_of(
+        server
+            .get(&format!("/bad/escape?{address}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{attempts}");
+    for attempt in attempts.as_array().unwrap() {
+        let outcome = attempt[1].as_str().unwrap();
+        assert!(outcome.starts_with("error"), "{attempt} should have failed");
+    }
+}

@@ -4,6 +4,8 @@
 //! - `/trap`: panics;
 //! - `/flood`: streams a response body forever;
 //! - `/silent`: returns without sending a response;
+//! - `/env`: answers its environment variables as JSON;
+//! - `/escape`: tries the filesystem and the network, answers what happened;
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -35,8 +37,32 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
         "trap" => panic!("misbehave: trapping on purpose"),
         "flood" => flood(out),
         "silent" => drop(out),
+        "env" => Response::json(&std::env::vars().collect::<Vec<_>>()).send(out),
+        "escape" => Response::json(&escape_attempts(req.query())).send(out),
         _ => Response::text("ok").send(out),
     }
+}
+
+/// What reading the filesystem and connecting to `query` (an address) gave.
+fn escape_attempts(address: &str) -> Vec<(String, String)> {
+    let outcome = |r: std::io::Result<String>| match r {
+        Ok(v) => format!("ok: {v}"),
+        Err(e) => format!("error: {e}"),
+    };
+    vec![
+        (
+            "read_dir".into(),
+            outcome(std::fs::read_dir("/").map(|d| format!("{} entries", d.count()))),
+        ),
+        (
+            "read_file".into(),
+            outcome(std::fs::read_to_string("/etc/passwd")),
+        ),
+        (
+            "connect".into(),
+            outcome(std::net::TcpStream::connect(address).map(|_| "connected".into())),
+        ),
+    ]
 }
 
 fn flood(out: ResponseOutparam) {
