@@ -342,3 +342,26 @@ async fn the_sandbox_grants_only_the_configured_variables_and_no_files_or_socket
         assert!(outcome.starts_with("error"), "{attempt} should have failed");
     }
 }
+
+#[tokio::test]
+async fn requests_past_max_concurrency_wait_for_a_free_instance() {
+    let server = Server::start();
+    let manifest = MISBEHAVE_MANIFEST.replace(
+        "timeout = \"1s\",",
+        "timeout = \"1s\", max_concurrency = 1,",
+    );
+    server
+        .deploy_ok("bad", &manifest, &[("bad", &examples().misbehave)])
+        .await;
+    let first = tokio::spawn(server.get("/bad/spin").send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = Instant::now();
+    let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(first.await.unwrap().unwrap().status(), 504);
+    assert!(
+        waited.elapsed() >= Duration::from_millis(500),
+        "the second request ran beside the first ({:?})",
+        waited.elapsed()
+    );
+}
