@@ -7,4 +7,5 @@
 pub mod capabilities;
 pub mod engine;
 pub mod server;
+pub mod store;
 pub mod triggers;

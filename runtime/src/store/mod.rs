@@ -1,0 +1,3 @@
+//! The document store: one trait, two backends (embedded SQLite, MongoDB).
+
+pub mod query;

@@ -1,0 +1,250 @@
+//! Sort and projection of query results.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use super::QueryError;
+use super::filter::check_path;
+use super::path::resolve;
+use super::value::compare;
+
+/// A sort specification: `{"field": 1, "other": -1}`. Ties are broken by
+/// `_id`, so pages of a sorted result are stable.
+#[derive(Debug, Clone, Default)]
+pub struct Sort {
+    keys: Vec<(String, bool)>,
+}
+
+impl Sort {
+    pub fn parse(value: &Value) -> Result<Sort, QueryError> {
+        let Value::Object(map) = value else {
+            return Err(QueryError::invalid(
+                "a sort must be an object such as {\"field\": 1}",
+            ));
+        };
+        let mut keys = Vec::with_capacity(map.len());
+        for (path, direction) in map {
+            check_path(path)?;
+            let ascending = match direction.as_i64() {
+                Some(1) => true,
+                Some(-1) => false,
+                _ => {
+                    return Err(QueryError::invalid(format!(
+                        "sort `{path}`: the direction is 1 or -1"
+                    )));
+                }
+            };
+            keys.push((path.clone(), ascending));
+        }
+        Ok(Sort { keys })
+    }
+
+    pub fn keys(&self) -> &[(String, bool)] {
+        &self.keys
+    }
+
+    pub fn compare(&self, a: &Value, b: &Value) -> Ordering {
+        for (path, ascending) in &self.keys {
+            let order = compare(
+                &sort_key(a, path, *ascending),
+                &sort_key(b, path, *ascending),
+            );
+            let order = if *ascending { order } else { order.reverse() };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        compare(
+            a.get("_id").unwrap_or(&Value::Null),
+            b.get("_id").unwrap_or(&Value::Null),
+        )
+    }
+}
+
+/// The value a document sorts by: an array sorts by its smallest element
+/// ascending and its largest descending; a missing field as null.
+fn sort_key(doc: &Value, path: &str, ascending: bool) -> Value {
+    let mut candidates = Vec::new();
+    for value in resolve(doc, path) {
+        match value {
+            Value::Array(items) if !items.is_empty() => candidates.extend(items.iter()),
+            other => candidates.push(other),
+        }
+    }
+    let pick = if ascending {
+        candidates.into_iter().min_by(|a, b| compare(a, b))
+    } else {
+        candidates.into_iter().max_by(|a, b| compare(a, b))
+    };
+    pick.cloned().unwrap_or(Value::Null)
+}
+
+/// A projection: only some fields (`{"a": 1}`), or all but some (`{"a": 0}`).
+#[derive(Debug, Clone)]
+pub struct Projection {
+    fields: Vec<String>,
+    include: bool,
+    include_id: bool,
+}
+
+impl Projection {
+    pub fn parse(value: &Value) -> Result<Projection, QueryError> {
+        let Value::Object(map) = value else {
+            return Err(QueryError::invalid(
+                "a projection must be an object such as {\"field\": 1}",
+            ));
+        };
+        let mut include = None;
+        let mut include_id = true;
+        let mut fields = Vec::new();
+        for (path, flag) in map {
+            check_path(path)?;
+            let on = match flag {
+                Value::Bool(b) => *b,
+                Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
+                    n.as_i64() == Some(1)
+                }
+                _ => {
+                    return Err(QueryError::invalid(format!(
+                        "projection `{path}`: use 1 or 0 (operators such as $slice are not supported)"
+                    )));
+                }
+            };
+            if path == "_id" {
+                include_id = on;
+                continue;
+            }
+            if include.is_some_and(|i| i != on) {
+                return Err(QueryError::invalid(
+                    "a projection either includes or excludes fields, not both",
+                ));
+            }
+            include = Some(on);
+            fields.push(path.clone());
+        }
+        Ok(Projection {
+            fields,
+            include: include.unwrap_or(false),
+            include_id,
+        })
+    }
+
+    pub fn apply(&self, doc: &Value) -> Value {
+        let mut out = if self.include {
+            let mut picked = Value::Object(Map::new());
+            for path in &self.fields {
+                copy_path(doc, &mut picked, &path.split('.').collect::<Vec<_>>());
+            }
+            picked
+        } else {
+            let mut kept = doc.clone();
+            for path in &self.fields {
+                remove_path(&mut kept, &path.split('.').collect::<Vec<_>>());
+            }
+            kept
+        };
+        if let Value::Object(map) = &mut out {
+            match (self.include_id, doc.get("_id")) {
+                (true, Some(id)) if self.include => {
+                    map.shift_insert(0, "_id".into(), id.clone());
+                }
+                (false, _) => {
+                    map.shift_remove("_id");
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn copy_path(from: &Value, to: &mut Value, parts: &[&str]) {
+    let Some((first, rest)) = parts.split_first() else {
+        return;
+    };
+    match (from, to) {
+        (Value::Object(src), Value::Object(dst)) => {
+            let Some(value) = src.get(*first) else { return };
+            if rest.is_empty() {
+                dst.insert(first.to_string(), value.clone());
+                return;
+            }
+            let slot = dst.entry(first.to_string()).or_insert_with(|| match value {
+                Value::Array(items) => {
+                    Value::Array(items.iter().map(|_| Value::Object(Map::new())).collect())
+                }
+                _ => Value::Object(Map::new()),
+            });
+            copy_path(value, slot, rest);
+        }
+        (Value::Array(src), Value::Array(dst)) => {
+            for (s, d) in src.iter().zip(dst.iter_mut()) {
+                copy_path(s, d, parts);
+            }
+            // Elements that are not documents have no such field.
+            let mut i = 0;
+            dst.retain(|_| {
+                i += 1;
+                src[i - 1].is_object()
+            });
+        }
+        _ => {}
+    }
+}
+
+fn remove_path(value: &mut Value, parts: &[&str]) {
+    let Some((first, rest)) = parts.split_first() else {
+        return;
+    };
+    match value {
+        Value::Object(map) if rest.is_empty() => {
+            map.shift_remove(*first);
+        }
+        Value::Object(map) => {
+            if let Some(next) = map.get_mut(*first) {
+                remove_path(next, rest);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| remove_path(i, parts)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_mixed_types_by_bracket_and_arrays_by_their_ends() {
+        let mut docs = vec![
+            json!({"_id": "a", "v": "x"}),
+            json!({"_id": "b", "v": 10}),
+            json!({"_id": "c"}),
+            json!({"_id": "d", "v": [5, 50]}),
+            json!({"_id": "e", "v": true}),
+        ];
+        let sort = Sort::parse(&json!({"v": 1})).unwrap();
+        docs.sort_by(|a, b| sort.compare(a, b));
+        let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["c", "d", "b", "a", "e"]);
+        let sort = Sort::parse(&json!({"v": -1})).unwrap();
+        docs.sort_by(|a, b| sort.compare(a, b));
+        let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["e", "a", "d", "b", "c"]);
+    }
+
+    #[test]
+    fn projects_included_or_excluded_fields() {
+        let doc = json!({"_id": "1", "a": {"b": 1, "c": 2}, "d": 3, "l": [{"x": 1, "y": 2}, 7]});
+        let only = Projection::parse(&json!({"a.b": 1, "l.x": 1})).unwrap();
+        assert_eq!(
+            only.apply(&doc),
+            json!({"_id": "1", "a": {"b": 1}, "l": [{"x": 1}]})
+        );
+        let without = Projection::parse(&json!({"a.c": 0, "_id": 0, "l": 0})).unwrap();
+        assert_eq!(without.apply(&doc), json!({"a": {"b": 1}, "d": 3}));
+        assert!(Projection::parse(&json!({"a": 1, "d": 0})).is_err());
+    }
+}
