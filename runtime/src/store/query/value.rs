@@ -73,6 +73,19 @@ pub fn date_value(millis: i64) -> Value {
     serde_json::json!({ "$date": text })
 }
 
+/// Rewrites every date in `value` to Kiln's one spelling (UTC,
+/// milliseconds), so a document reads back the same from every backend.
+pub fn canonicalize_dates(value: &mut Value) {
+    match value {
+        Value::Object(map) => match date_of(map) {
+            Some(millis) => *value = date_value(millis),
+            None => map.values_mut().for_each(canonicalize_dates),
+        },
+        Value::Array(items) => items.iter_mut().for_each(canonicalize_dates),
+        _ => {}
+    }
+}
+
 /// Whether a value is a `{"$date": ...}` object.
 pub fn is_date(value: &Value) -> bool {
     matches!(value, Value::Object(map) if date_of(map).is_some())

@@ -1,0 +1,155 @@
+//! Index keys: values encoded as bytes whose order is MongoDB's order within
+//! a type bracket, so SQLite can range-scan them.
+//!
+//! Numbers are encoded as f64: integers beyond 2^53 lose precision in the
+//! key (the full document is always checked again, so results stay exact).
+
+use serde_json::Value;
+
+use super::query::path::resolve;
+use super::query::value::{Bracket, bracket, date_of};
+
+/// Most keys one document may put into one index (arrays multiply keys).
+pub const MAX_KEYS_PER_DOCUMENT: usize = 1000;
+
+/// The encoding of one value: its bracket, then an order-preserving body.
+pub fn encode(value: &Value, out: &mut Vec<u8>) {
+    out.push(bracket(value) as u8 + 1);
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => out.push(*b as u8),
+        Value::Number(n) => out.extend_from_slice(&float_key(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => escape(s.as_bytes(), out),
+        Value::Object(map) if bracket(value) == Bracket::Date => {
+            let millis = date_of(map).unwrap_or(0);
+            out.extend_from_slice(&((millis as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        // Whole documents and arrays are only looked up by equality.
+        other => escape(other.to_string().as_bytes(), out),
+    }
+}
+
+/// The smallest key of a bracket, and the first key past it.
+pub fn bracket_bounds(b: Bracket) -> (Vec<u8>, Vec<u8>) {
+    (vec![b as u8 + 1], vec![b as u8 + 2])
+}
+
+/// Every key `doc` puts into an index over `paths`: one per combination of
+/// values, an array contributing each element; a missing field is null.
+pub fn index_keys(doc: &Value, paths: &[String]) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+    for path in paths {
+        let mut values: Vec<&Value> = Vec::new();
+        for v in resolve(doc, path) {
+            match v {
+                Value::Array(items) if !items.is_empty() => values.extend(items.iter()),
+                Value::Array(_) => values.push(&Value::Null),
+                other => values.push(other),
+            }
+        }
+        if values.is_empty() {
+            values.push(&Value::Null);
+        }
+        let mut next = Vec::with_capacity(keys.len() * values.len());
+        for prefix in &keys {
+            for value in &values {
+                let mut key = prefix.clone();
+                encode(value, &mut key);
+                next.push(key);
+            }
+        }
+        next.sort();
+        next.dedup();
+        next.truncate(MAX_KEYS_PER_DOCUMENT);
+        keys = next;
+    }
+    keys
+}
+
+/// The first key past every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+fn float_key(f: f64) -> [u8; 8] {
+    let f = if f == 0.0 { 0.0 } else { f }; // -0.0 and 0.0 are one key
+    let bits = f.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    ordered.to_be_bytes()
+}
+
+/// Bytes with 0x00 escaped as 0x00 0xFF and a 0x00 0x00 terminator, so a
+/// string orders before its extensions.
+fn escape(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(v: Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&v, &mut out);
+        out
+    }
+
+    #[test]
+    fn keys_order_like_values() {
+        let ordered = [
+            json!(null),
+            json!(-5.5),
+            json!(-1),
+            json!(0),
+            json!(2),
+            json!(10.25),
+            json!(""),
+            json!("a"),
+            json!("a\u{0}"),
+            json!("ab"),
+            json!("b"),
+            json!(false),
+            json!(true),
+            json!({"$date": "1969-12-31T00:00:00Z"}),
+            json!({"$date": "2024-01-01T00:00:00Z"}),
+        ];
+        for pair in ordered.windows(2) {
+            assert!(
+                key(pair[0].clone()) < key(pair[1].clone()),
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(key(json!(1)), key(json!(1.0)));
+    }
+
+    #[test]
+    fn arrays_give_one_key_per_element_and_missing_fields_are_null() {
+        let doc = json!({"tags": ["a", "b", "a"], "n": 1});
+        let keys = index_keys(&doc, &["tags".into(), "n".into()]);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            index_keys(&json!({}), &["x".into()]),
+            vec![key(json!(null))]
+        );
+    }
+}
