@@ -36,7 +36,7 @@ struct ConfigHost<'a> {
 }
 
 impl Host for ConfigHost<'_> {
-    fn get(&mut self, name: String) -> Result<Option<String>, Error> {
+    async fn get(&mut self, name: String) -> Result<Option<String>, Error> {
         if !is_valid_name(&name) {
             return Err(Error::InvalidInput(format!(
                 "`{}` is not a valid variable name",
@@ -50,7 +50,7 @@ impl Host for ConfigHost<'_> {
             .map(|(_, v)| v.clone()))
     }
 
-    fn get_all(&mut self) -> Result<Vec<(String, String)>, Error> {
+    async fn get_all(&mut self) -> Result<Vec<(String, String)>, Error> {
         Ok(self.variables.to_vec())
     }
 }

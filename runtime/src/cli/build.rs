@@ -132,10 +132,15 @@ fn build_js(app_dir: &Path, name: &str, source: &Path) -> anyhow::Result<PathBuf
     let out_dir = app_dir.join(".kiln/build");
     std::fs::create_dir_all(&out_dir)?;
     let output = out_dir.join(format!("{name}.wasm"));
-    if is_newer_than_sources(&output, source) {
+    let sdk = js_sdk_dir();
+    let inputs = [
+        source.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        sdk.join("../../wit"),
+        sdk.clone(),
+    ];
+    if is_newer_than(&output, &inputs) {
         return Ok(output);
     }
-    let sdk = js_sdk_dir();
     let script = sdk.join("build.mjs");
     if !sdk
         .join("node_modules/@bytecodealliance/componentize-js")
@@ -158,18 +163,20 @@ fn build_js(app_dir: &Path, name: &str, source: &Path) -> anyhow::Result<PathBuf
     Ok(output)
 }
 
-/// Whether `output` exists and is newer than every file beside `source`
-/// (componentize-js takes ~10 s, so an unchanged function is not rebuilt).
-fn is_newer_than_sources(output: &Path, source: &Path) -> bool {
+/// Whether `output` exists and is newer than every file directly in the
+/// `inputs` folders (the function's folder, the WIT, the JS SDK):
+/// componentize-js takes ~10 s, so an unchanged function is not rebuilt.
+fn is_newer_than(output: &Path, inputs: &[PathBuf]) -> bool {
     let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else {
         return false;
     };
-    let folder = source.parent().unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return false;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
-        .all(|modified| modified < built)
+    inputs.iter().all(|folder| {
+        std::fs::read_dir(folder).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.metadata().ok()?.modified().ok())
+                .all(|modified| modified < built)
+        })
+    })
 }

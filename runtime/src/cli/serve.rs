@@ -26,9 +26,12 @@ pub struct ServeArgs {
     /// The admin API's key; generated and stored in the data directory when absent.
     #[arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)]
     admin_key: Option<String>,
-    /// A TOML file with a `[server]` table (listen, data_dir, cache_dir, admin_key, max_instances).
+    /// A TOML file with a `[server]` table (listen, data_dir, cache_dir, admin_key, max_instances, mongodb_uri).
     #[arg(long, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
+    /// MongoDB for documents and platform data (default: the embedded store).
+    #[arg(long, env = "KILN_MONGODB_URI", hide_env_values = true)]
+    mongodb_uri: Option<String>,
     /// Instances alive at once across every function.
     #[arg(long, env = "KILN_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -54,6 +57,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.or(file.cache_dir),
         admin_key: args.admin_key.or(file.admin_key).filter(|k| !k.is_empty()),
         max_instances: args.max_instances.or(file.max_instances).unwrap_or(1000),
+        mongodb_uri: args
+            .mongodb_uri
+            .or(file.mongodb_uri)
+            .filter(|u| !u.is_empty()),
     };
     // Apps are built before the server starts: a build error stops here.
     let built = args

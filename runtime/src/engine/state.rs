@@ -25,6 +25,8 @@ pub struct InvocationContext {
     pub variables: Arc<[(String, String)]>,
     /// Hosts the function may call over HTTP.
     pub allowed_outbound_hosts: Arc<[String]>,
+    /// The backends of the platform capabilities.
+    pub services: crate::capabilities::Services,
 }
 
 /// The `T` of every invocation's `Store<T>`.

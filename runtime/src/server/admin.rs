@@ -205,7 +205,11 @@ fn deploy_error(err: DeployError) -> Response<ResponseBody> {
         DeployError::Routes(_) => (StatusCode::BAD_REQUEST, "invalid_routes"),
         DeployError::UnknownApp(_) => (StatusCode::NOT_FOUND, "app_not_found"),
         DeployError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "version_not_found"),
-        DeployError::Storage(_) | DeployError::Internal(_) => {
+        // Another node deployed the same version number first.
+        DeployError::Platform(crate::store::StoreError::Conflict(_)) => {
+            (StatusCode::CONFLICT, "concurrent_deploy")
+        }
+        DeployError::Storage(_) | DeployError::Platform(_) | DeployError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
     };

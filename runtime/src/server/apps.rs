@@ -1,22 +1,26 @@
 //! Apps and their deployments: validate, compile, store, switch atomically.
 //!
-//! Every version is kept in the artifact store as a record (manifest text and
-//! the digest of each function's component); `apps/<app>/current.json` names
-//! the live one. Requests hold an `Arc` of the version they started on, so a
-//! switch never disturbs them.
+//! Components are stored content-addressed in the artifact store. Every
+//! version is a record in the platform database's `deployments` collection
+//! (manifest text and the digest of each function's component); the `apps`
+//! collection names each app's live version. Requests hold an `Arc` of the
+//! version they started on, so a switch never disturbs them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 use wasmtime::component::types::ComponentItem;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
+use crate::capabilities::Services;
 use crate::engine::{Engine, EngineError};
+use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
 use crate::triggers::http::{HANDLER_EXPORT, HttpApp, HttpFunction, Route, RouteError, Router};
 
 /// Why a deploy or rollback failed. Everything but `Storage` and `Internal`
@@ -47,6 +51,8 @@ pub enum DeployError {
     UnknownVersion { app: String, version: u64 },
     #[error(transparent)]
     Storage(#[from] ArtifactError),
+    #[error("platform data: {0}")]
+    Platform(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -64,10 +70,14 @@ pub struct DeploymentRecord {
     pub components: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Current {
-    version: u64,
-}
+const DEPLOYMENTS: Namespace<'static> = Namespace {
+    database: PLATFORM_DATABASE,
+    collection: "deployments",
+};
+const APPS: Namespace<'static> = Namespace {
+    database: PLATFORM_DATABASE,
+    collection: "apps",
+};
 
 /// A deployed version, serving.
 pub struct LiveApp {
@@ -79,16 +89,18 @@ pub struct LiveApp {
 pub struct Apps {
     engine: Arc<Engine>,
     artifacts: Artifacts,
+    services: Services,
     live: RwLock<HashMap<String, Arc<LiveApp>>>,
     /// One deploy or rollback at a time: version numbers and the switch stay simple.
     deploying: Mutex<()>,
 }
 
 impl Apps {
-    pub fn new(engine: Arc<Engine>, artifacts: Artifacts) -> Self {
+    pub fn new(engine: Arc<Engine>, artifacts: Artifacts, services: Services) -> Self {
         Apps {
             engine,
             artifacts,
+            services,
             live: RwLock::new(HashMap::new()),
             deploying: Mutex::new(()),
         }
@@ -119,19 +131,54 @@ impl Apps {
     /// no longer loads is logged and skipped, so one bad app cannot keep the
     /// server down.
     pub async fn load_all(&self) -> Result<(), DeployError> {
-        for app in self.artifacts.list_names("apps").await? {
-            let Some(current) = self
-                .artifacts
-                .get_json::<Current>(&current_path(&app))
-                .await?
-            else {
+        for app in self.all_documents(APPS, &json!({})).await? {
+            let (Some(name), Some(version)) = (app["_id"].as_str(), app["live"].as_u64()) else {
                 continue;
             };
-            match self.load_version(&app, current.version).await {
-                Ok(live) => self.switch(&app, live),
-                Err(err) => tracing::error!(app, "cannot load the live version: {err}"),
+            match self.load_version(name, version).await {
+                Ok(live) => self.switch(name, live),
+                Err(err) => tracing::error!(app = name, "cannot load the live version: {err}"),
             }
         }
+        Ok(())
+    }
+
+    /// Every document matching `filter`, read in pages.
+    async fn all_documents(
+        &self,
+        ns: Namespace<'_>,
+        filter: &Value,
+    ) -> Result<Vec<Value>, DeployError> {
+        let documents = &self.services.documents;
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let options = FindOptions {
+                batch_size: Some(500),
+                cursor: cursor.take(),
+                ..FindOptions::default()
+            };
+            let page = documents.find(ns, filter, options).await?;
+            all.extend(page.documents);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Records the live version of `app` (the switch is what makes it live).
+    async fn set_live(&self, app: &str, version: u64) -> Result<(), DeployError> {
+        self.services
+            .documents
+            .update(
+                APPS,
+                &json!({ "_id": app }),
+                &json!({ "$set": { "live": version } }),
+                true,
+                false,
+            )
+            .await?;
         Ok(())
     }
 
@@ -165,12 +212,13 @@ impl Apps {
             components,
         };
         let live = self.build(&record, &manifest).await?;
-        self.artifacts
-            .put_json(&version_path(app, version), &record)
+        let mut stored = serde_json::to_value(&record).expect("records serialize");
+        stored["_id"] = json!(record_id(app, version));
+        self.services
+            .documents
+            .insert(DEPLOYMENTS, vec![stored])
             .await?;
-        self.artifacts
-            .put_json(&current_path(app), &Current { version })
-            .await?;
+        self.set_live(app, version).await?;
         self.switch(app, live);
         tracing::info!(app, version, "deployed");
         Ok(record)
@@ -181,9 +229,7 @@ impl Apps {
         let _guard = self.deploying.lock().await;
         let record = self.record(app, version).await?;
         let live = self.load_record(&record).await?;
-        self.artifacts
-            .put_json(&current_path(app), &Current { version })
-            .await?;
+        self.set_live(app, version).await?;
         self.switch(app, live);
         tracing::info!(app, version, "rolled back");
         Ok(record)
@@ -192,27 +238,33 @@ impl Apps {
     /// Every stored version of `app`, ascending.
     pub async fn versions(&self, app: &str) -> Result<Vec<u64>, DeployError> {
         let mut versions: Vec<u64> = self
-            .artifacts
-            .list_names(&format!("apps/{app}/versions"))
+            .all_documents(DEPLOYMENTS, &json!({ "app": app }))
             .await?
             .iter()
-            .filter_map(|n| n.strip_suffix(".json")?.parse().ok())
+            .filter_map(|d| d["version"].as_u64())
             .collect();
         versions.sort_unstable();
         Ok(versions)
     }
 
     pub async fn record(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
-        if !is_valid_app_name(app) {
-            return Err(DeployError::UnknownApp(app.to_string()));
-        }
-        self.artifacts
-            .get_json(&version_path(app, version))
+        let unknown = || DeployError::UnknownVersion {
+            app: app.to_string(),
+            version,
+        };
+        let Some(mut doc) = self
+            .services
+            .documents
+            .get(DEPLOYMENTS, &record_id(app, version))
             .await?
-            .ok_or_else(|| DeployError::UnknownVersion {
-                app: app.to_string(),
-                version,
-            })
+        else {
+            return Err(unknown());
+        };
+        if let Some(map) = doc.as_object_mut() {
+            map.remove("_id");
+        }
+        serde_json::from_value(doc)
+            .map_err(|e| DeployError::Internal(format!("stored deployment {app} {version}: {e}")))
     }
 
     async fn load_version(&self, app: &str, version: u64) -> Result<LiveApp, DeployError> {
@@ -312,6 +364,7 @@ impl Apps {
             version: record.version,
             http: HttpApp {
                 app: record.app.as_str().into(),
+                services: self.services.clone(),
                 router,
                 functions,
             },
@@ -349,10 +402,6 @@ fn check_components(
     Ok(())
 }
 
-fn version_path(app: &str, version: u64) -> String {
-    format!("apps/{app}/versions/{version:010}.json")
-}
-
-fn current_path(app: &str) -> String {
-    format!("apps/{app}/current.json")
+fn record_id(app: &str, version: u64) -> String {
+    format!("{app}:{version:010}")
 }

@@ -1,24 +1,17 @@
-//! Components and deployment records in an object store (the local
-//! filesystem under the data directory by default), content-addressed.
+//! Components in an object store (the local filesystem under the data
+//! directory by default), content-addressed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("storage: {0}")]
     Storage(#[from] object_store::Error),
-    #[error("stored record {path} is corrupt: {source}")]
-    Corrupt {
-        path: String,
-        source: serde_json::Error,
-    },
 }
 
 #[derive(Clone)]
@@ -71,45 +64,6 @@ impl Artifacts {
 
     pub async fn get_component(&self, digest: &str) -> Result<Option<Bytes>, ArtifactError> {
         self.get_bytes(&component_path(digest)).await
-    }
-
-    pub async fn put_json<T: Serialize>(&self, path: &str, value: &T) -> Result<(), ArtifactError> {
-        let bytes = serde_json::to_vec_pretty(value).expect("records serialize");
-        self.store
-            .put(&Path::from(path), PutPayload::from(bytes))
-            .await?;
-        Ok(())
-    }
-
-    pub async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<Option<T>, ArtifactError> {
-        let Some(bytes) = self.get_bytes(&Path::from(path)).await? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ArtifactError::Corrupt {
-                path: path.to_string(),
-                source,
-            })
-    }
-
-    /// The names directly under `prefix` (its "folders" and files).
-    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&Path::from(prefix)))
-            .await?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .chain(listing.objects.iter().map(|o| &o.location))
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
     }
 
     async fn get_bytes(&self, path: &Path) -> Result<Option<Bytes>, ArtifactError> {

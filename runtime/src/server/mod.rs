@@ -22,7 +22,11 @@ use tokio::sync::watch;
 use self::apps::{Apps, DeployError};
 use self::artifacts::Artifacts;
 use self::settings::{Settings, SettingsError, stored_admin_key};
+use crate::capabilities::Services;
 use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::store::mongo::MongoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DocumentStore, Documents, StoreLimits};
 use crate::triggers::http::{ResponseBody, error_response};
 
 /// How long in-flight requests may take to finish at shutdown.
@@ -41,6 +45,8 @@ pub enum ServerError {
     },
     #[error("artifact store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("document store: {0}")]
+    Documents(#[from] crate::store::StoreError),
     #[error("loading deployed apps: {0}")]
     Load(#[from] DeployError),
     #[error("cannot listen on {addr}: {source}")]
@@ -105,7 +111,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         crate::capabilities::add_to_linker,
     )?;
     let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
-    let apps = Arc::new(Apps::new(engine.clone(), Artifacts::new(Arc::new(store))));
+    let services = Services {
+        documents: open_documents(&settings).await?,
+    };
+    let apps = Arc::new(Apps::new(
+        engine.clone(),
+        Artifacts::new(Arc::new(store)),
+        services,
+    ));
     apps.load_all().await?;
 
     let listener =
@@ -135,6 +148,21 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         shutdown,
         serving,
     })
+}
+
+/// How long one database call may run.
+const QUERY_BUDGET: Duration = Duration::from_secs(10);
+
+/// MongoDB when a URI is configured, else the embedded store in the data directory.
+async fn open_documents(settings: &Settings) -> Result<Documents, ServerError> {
+    let backend: Arc<dyn DocumentStore> = match &settings.mongodb_uri {
+        Some(uri) => Arc::new(MongoStore::connect(uri, QUERY_BUDGET).await?),
+        None => Arc::new(SqliteStore::open(
+            &settings.data_dir.join("db"),
+            QUERY_BUDGET,
+        )?),
+    };
+    Ok(Documents::new(backend, StoreLimits::default()))
 }
 
 impl RunningServer {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub admin_key: Option<String>,
     /// Instances alive at once across every function.
     pub max_instances: u32,
+    /// MongoDB for documents and platform data; `None`: the embedded store.
+    pub mongodb_uri: Option<String>,
 }
 
 /// The `[server]` table of a config file; every field optional.
@@ -32,6 +34,7 @@ pub struct FileSettings {
     pub cache_dir: Option<PathBuf>,
     pub admin_key: Option<String>,
     pub max_instances: Option<u32>,
+    pub mongodb_uri: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

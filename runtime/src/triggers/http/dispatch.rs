@@ -94,6 +94,7 @@ pub async fn handle(
         limits,
         variables: function.variables.clone(),
         allowed_outbound_hosts: function.allowed_outbound_hosts.clone(),
+        services: app.services.clone(),
     });
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources = store

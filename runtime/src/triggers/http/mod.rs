@@ -35,6 +35,7 @@ pub struct HttpFunction {
 /// The HTTP side of one deployment of an app.
 pub struct HttpApp {
     pub app: Arc<str>,
+    pub services: crate::capabilities::Services,
     pub router: Router,
     /// Indexed by [`RouteMatch::function`].
     pub functions: Vec<HttpFunction>,

@@ -1,0 +1,273 @@
+//! `kiln:platform/database`: the app's collections in the document store.
+//!
+//! Every call is confined to the invoking app's database; collection names
+//! are checked by [`app_namespace`]. Inputs are JSON text, refused past
+//! 16 MiB before they are parsed.
+
+use serde_json::Value;
+use wasmtime::component::{HasData, Linker};
+
+use super::bindings::kiln::platform::database::{
+    self as wit, Error, FindOptions, FindPage, Host, UpdateOptions, UpdateResult,
+};
+use crate::engine::InvocationState;
+use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
+use crate::store::{Documents, StoreError, app_namespace};
+
+pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<_, Database>(linker, |state| DatabaseHost {
+        documents: &state.context.services.documents,
+        app: &state.context.app,
+        request_id: &state.context.request_id,
+    })
+}
+
+struct Database;
+
+impl HasData for Database {
+    type Data<'a> = DatabaseHost<'a>;
+}
+
+struct DatabaseHost<'a> {
+    documents: &'a Documents,
+    app: &'a str,
+    request_id: &'a str,
+}
+
+impl DatabaseHost<'_> {
+    /// Logs a failure the function should not have caused, and converts.
+    fn error(&self, operation: &str, err: StoreError) -> Error {
+        match &err {
+            StoreError::Unavailable(message) => {
+                tracing::warn!(
+                    request_id = self.request_id,
+                    app = self.app,
+                    operation,
+                    "database unavailable: {message}"
+                )
+            }
+            other => tracing::debug!(
+                request_id = self.request_id,
+                app = self.app,
+                operation,
+                "database refused a call: {other}"
+            ),
+        }
+        match err {
+            StoreError::InvalidInput(m) => Error::InvalidInput(m),
+            StoreError::Conflict(m) => Error::Conflict(m),
+            StoreError::NotFound(m) => Error::NotFound(m),
+            StoreError::LimitExceeded(m) => Error::LimitExceeded(m),
+            StoreError::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
+/// Parses JSON text from the guest, refusing it past the document limit.
+fn json(what: &str, text: &str) -> Result<Value, StoreError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(StoreError::LimitExceeded(format!(
+            "the {what} is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+            text.len()
+        )));
+    }
+    parse_json(text).map_err(|e| StoreError::InvalidInput(format!("{what}: {e}")))
+}
+
+fn optional_json(what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| json(what, &t)).transpose()
+}
+
+impl Host for DatabaseHost<'_> {
+    async fn insert(&mut self, collection: String, document: String) -> Result<String, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let ids = self
+                .documents
+                .insert(ns, vec![json("document", &document)?])
+                .await?;
+            Ok(ids.into_iter().next().expect("one id per document"))
+        };
+        result.await.map_err(|e| self.error("insert", e))
+    }
+
+    async fn insert_many(
+        &mut self,
+        collection: String,
+        documents: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let docs = documents
+                .iter()
+                .map(|d| json("document", d))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.documents.insert(ns, docs).await
+        };
+        result.await.map_err(|e| self.error("insert-many", e))
+    }
+
+    async fn get(&mut self, collection: String, id: String) -> Result<Option<String>, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            Ok(self.documents.get(ns, &id).await?.map(|d| d.to_string()))
+        };
+        result.await.map_err(|e| self.error("get", e))
+    }
+
+    async fn find(
+        &mut self,
+        collection: String,
+        filter: String,
+        options: FindOptions,
+    ) -> Result<FindPage, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let options = crate::store::FindOptions {
+                sort: optional_json("sort", options.sort)?,
+                projection: optional_json("projection", options.projection)?,
+                skip: options.skip,
+                limit: options.limit,
+                batch_size: options.batch_size.map(u64::from),
+                cursor: options.cursor,
+            };
+            let page = self
+                .documents
+                .find(ns, &json("filter", &filter)?, options)
+                .await?;
+            Ok(FindPage {
+                documents: page.documents.iter().map(Value::to_string).collect(),
+                cursor: page.cursor,
+            })
+        };
+        result.await.map_err(|e| self.error("find", e))
+    }
+
+    async fn update(
+        &mut self,
+        collection: String,
+        filter: String,
+        update: String,
+        options: UpdateOptions,
+    ) -> Result<UpdateResult, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let outcome = self
+                .documents
+                .update(
+                    ns,
+                    &json("filter", &filter)?,
+                    &json("update", &update)?,
+                    options.upsert,
+                    options.multi,
+                )
+                .await?;
+            Ok(UpdateResult {
+                matched: outcome.matched,
+                modified: outcome.modified,
+                upserted_id: outcome.upserted_id,
+            })
+        };
+        result.await.map_err(|e| self.error("update", e))
+    }
+
+    async fn replace(
+        &mut self,
+        collection: String,
+        filter: String,
+        document: String,
+        upsert: bool,
+    ) -> Result<UpdateResult, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let outcome = self
+                .documents
+                .replace(
+                    ns,
+                    &json("filter", &filter)?,
+                    json("document", &document)?,
+                    upsert,
+                )
+                .await?;
+            Ok(UpdateResult {
+                matched: outcome.matched,
+                modified: outcome.modified,
+                upserted_id: outcome.upserted_id,
+            })
+        };
+        result.await.map_err(|e| self.error("replace", e))
+    }
+
+    async fn find_one_and_update(
+        &mut self,
+        collection: String,
+        filter: String,
+        update: String,
+        return_new: bool,
+        upsert: bool,
+    ) -> Result<Option<String>, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            let found = self
+                .documents
+                .find_one_and_update(
+                    ns,
+                    &json("filter", &filter)?,
+                    &json("update", &update)?,
+                    return_new,
+                    upsert,
+                )
+                .await?;
+            Ok(found.map(|d| d.to_string()))
+        };
+        result
+            .await
+            .map_err(|e| self.error("find-one-and-update", e))
+    }
+
+    async fn delete(
+        &mut self,
+        collection: String,
+        filter: String,
+        multi: bool,
+    ) -> Result<u64, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            self.documents
+                .delete(ns, &json("filter", &filter)?, multi)
+                .await
+        };
+        result.await.map_err(|e| self.error("delete", e))
+    }
+
+    async fn count(&mut self, collection: String, filter: String) -> Result<u64, Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            self.documents.count(ns, &json("filter", &filter)?).await
+        };
+        result.await.map_err(|e| self.error("count", e))
+    }
+
+    async fn create_index(
+        &mut self,
+        collection: String,
+        keys: String,
+        unique: bool,
+    ) -> Result<(), Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            self.documents
+                .create_index(ns, &json("index keys", &keys)?, unique)
+                .await
+        };
+        result.await.map_err(|e| self.error("create-index", e))
+    }
+
+    async fn drop_collection(&mut self, collection: String) -> Result<(), Error> {
+        let result = async {
+            let ns = app_namespace(self.app, &collection)?;
+            self.documents.drop_collection(ns).await
+        };
+        result.await.map_err(|e| self.error("drop-collection", e))
+    }
+}
