@@ -50,6 +50,8 @@ pub struct Examples {
     pub echo: PathBuf,
     pub plain: PathBuf,
     pub misbehave: PathBuf,
+    pub todo_api: PathBuf,
+    pub notes_js: PathBuf,
 }
 
 /// Builds `functions-examples` with `kiln build` (and `misbehave` with
@@ -90,6 +92,8 @@ pub fn examples() -> &'static Examples {
             echo: wasm("echo.wasm"),
             plain: wasm("plain_http.wasm"),
             misbehave: wasm("misbehave.wasm"),
+            todo_api: wasm("todo_api.wasm"),
+            notes_js: root.join("functions-examples/.kiln/build/notes.wasm"),
         }
     })
 }
@@ -236,7 +240,11 @@ impl Server {
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
-    pub fn kill(mut self) {
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -244,8 +252,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `/silent`: returns without sending a response;
 //! - `/env`: answers its environment variables as JSON;
 //! - `/escape`: tries the filesystem and the network, answers what happened;
+//! - `/incr`: adds 1 to a counter document (upserted) and answers it;
+//! - `/db-errors`: feeds the database bad input, answers each error's kind;
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -39,6 +41,21 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
         "silent" => drop(out),
         "env" => Response::json(&std::env::vars().collect::<Vec<_>>()).send(out),
         "escape" => Response::json(&escape_attempts(req.query())).send(out),
+        "incr" => {
+            use kiln_sdk::bindings::kiln::platform::database as wit;
+            match wit::find_one_and_update(
+                "counters",
+                r#"{"_id": "c"}"#,
+                r#"{"$inc": {"n": 1}}"#,
+                true,
+                true,
+            ) {
+                Ok(Some(doc)) => Response::text(doc).send(out),
+                Ok(None) => Response::error(500, "db", "no counter").send(out),
+                Err(e) => Response::error(500, "db", &format!("{e:?}")).send(out),
+            }
+        }
+        "db-errors" => Response::json(&database_errors()).send(out),
         _ => Response::text("ok").send(out),
     }
 }
@@ -61,6 +78,64 @@ fn escape_attempts(address: &str) -> Vec<(String, String)> {
         (
             "connect".into(),
             outcome(std::net::TcpStream::connect(address).map(|_| "connected".into())),
+        ),
+    ]
+}
+
+/// Bad input of every kind, and the kind of error each gets.
+fn database_errors() -> Vec<(&'static str, String)> {
+    use kiln_sdk::bindings::kiln::platform::database as wit;
+    let kind = |r: Result<String, wit::Error>| match r {
+        Ok(v) => format!("ok {v}"),
+        Err(wit::Error::InvalidInput(_)) => "invalid-input".into(),
+        Err(wit::Error::LimitExceeded(_)) => "limit-exceeded".into(),
+        Err(wit::Error::Conflict(_)) => "conflict".into(),
+        Err(other) => format!("{other:?}"),
+    };
+    let mut deep = String::from("1");
+    for _ in 0..101 {
+        deep = format!("{{\"d\": {deep}}}");
+    }
+    let huge = format!("{{\"blob\": \"{}\"}}", "x".repeat(17 * 1024 * 1024));
+    let options = || wit::FindOptions {
+        sort: None,
+        projection: None,
+        skip: None,
+        limit: None,
+        batch_size: None,
+        cursor: None,
+    };
+    vec![
+        ("not-json", kind(wit::insert("things", "{not json"))),
+        ("not-an-object", kind(wit::insert("things", "[1, 2]"))),
+        (
+            "dollar-field",
+            kind(wit::insert("things", r#"{"$set": 1}"#)),
+        ),
+        ("deep", kind(wit::insert("things", &deep))),
+        ("huge", kind(wit::insert("things", &huge))),
+        ("platform-collection", kind(wit::insert("_kiln", "{}"))),
+        (
+            "path-collection",
+            kind(wit::insert("../other/things", "{}")),
+        ),
+        (
+            "where",
+            kind(
+                wit::find("things", r#"{"$where": "1"}"#, &options())
+                    .map(|p| p.documents.len().to_string()),
+            ),
+        ),
+        (
+            "half-bad-batch",
+            kind(
+                wit::insert_many("things", &["{}".into(), "{bad".into()])
+                    .map(|ids| ids.len().to_string()),
+            ),
+        ),
+        (
+            "count-after",
+            kind(wit::count("things", "{}").map(|n| n.to_string())),
         ),
     ]
 }

@@ -15,6 +15,7 @@
 //! Build with `cargo build --release --target wasm32-wasip2` (or `kiln build`).
 
 pub mod config;
+pub mod db;
 pub mod http;
 
 /// Bindings generated from the `kiln:platform` WIT package, for what the
