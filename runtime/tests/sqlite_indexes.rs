@@ -1,0 +1,70 @@
+//! The embedded store uses its indexes: a find on an indexed field reads a
+//! key range instead of scanning the collection.
+
+use std::sync::Arc;
+
+use kiln::store::sqlite::SqliteStore;
+use kiln::store::{Documents, FindOptions, StoreLimits, app_namespace};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_find_on_an_indexed_field_searches_the_index_instead_of_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), std::time::Duration::from_secs(5)).unwrap());
+    let docs = Documents::new(store.clone(), StoreLimits::default());
+    let ns = app_namespace("shop", "orders").unwrap();
+    let orders = (0..500)
+        .map(|i| json!({"customer": format!("c{}", i % 50), "total": i}))
+        .collect();
+    docs.insert(ns, orders).await.unwrap();
+
+    assert_eq!(
+        store.explain(ns, &json!({"customer": "c7"})).await.unwrap(),
+        None,
+        "no index yet: a scan"
+    );
+    docs.create_index(ns, &json!({"customer": 1}), false)
+        .await
+        .unwrap();
+    docs.create_index(ns, &json!({"total": 1}), false)
+        .await
+        .unwrap();
+
+    for filter in [
+        json!({"customer": "c7"}),
+        json!({"customer": {"$in": ["c1", "c2"]}}),
+        json!({"total": {"$gte": 10, "$lt": 20}}),
+    ] {
+        let plan = store
+            .explain(ns, &filter)
+            .await
+            .unwrap()
+            .expect("an index plan");
+        let text = plan.join("\n");
+        assert!(
+            text.contains(
+                "SEARCH e USING PRIMARY KEY (collection=? AND name=? AND key>? AND key<?)"
+            ),
+            "{filter}: {text}"
+        );
+        assert!(
+            text.contains("SEARCH d USING PRIMARY KEY (collection=? AND id=?)"),
+            "{filter}: {text}"
+        );
+        assert!(!text.contains("SCAN"), "{filter}: {text}");
+    }
+    let page = docs
+        .find(ns, &json!({"customer": "c7"}), FindOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(page.documents.len(), 10);
+    let page = docs
+        .find(
+            ns,
+            &json!({"total": {"$gte": 10, "$lt": 20}}),
+            FindOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.documents.len(), 10);
+}
