@@ -191,6 +191,16 @@ fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>,
     best
 }
 
+/// The `_id`s every match must have, when the filter names them: those
+/// are read by primary key.
+fn id_lookup(filter: &Filter) -> Option<Vec<&str>> {
+    filter.conditions_on("_id").iter().find_map(|c| match c {
+        Cond::Eq(Value::String(id)) => Some(vec![id.as_str()]),
+        Cond::In(list) => list.iter().map(Value::as_str).collect(),
+        _ => None,
+    })
+}
+
 /// Values an index can look up by equality: scalars and dates.
 fn indexable(v: &Value) -> bool {
     !matches!(bracket(v), Bracket::Object | Bracket::Array)
@@ -270,6 +280,23 @@ fn matching(
         }
         Ok(stop_after.is_some_and(|n| found.len() >= n))
     };
+    if let Some(ids) = id_lookup(filter) {
+        let mut stmt = conn
+            .prepare_cached("SELECT id, body FROM documents WHERE collection = ?1 AND id = ?2")
+            .map_err(unavailable)?;
+        for id in ids {
+            let row = stmt
+                .query_row(params![coll, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(unavailable)?;
+            if let Some((id, body)) = row {
+                if check(id, body, &mut found)? {
+                    break;
+                }
+            }
+        }
+        return Ok(found.into_iter().collect());
+    }
     match plan(filter, indexes) {
         Some((index, ranges)) => {
             let mut stmt = conn.prepare_cached(RANGE_SQL).map_err(unavailable)?;
