@@ -365,3 +365,18 @@ async fn requests_past_max_concurrency_wait_for_a_free_instance() {
         waited.elapsed()
     );
 }
+
+#[tokio::test]
+async fn no_state_survives_from_one_request_to_the_next() {
+    let server = misbehave_server().await;
+    let requests: Vec<_> = (0..64).map(|_| server.get("/bad/global").send()).collect();
+    for response in futures::future::join_all(requests).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            "1",
+            "a global counter saw another request"
+        );
+    }
+}

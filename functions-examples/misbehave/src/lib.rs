@@ -8,6 +8,7 @@
 //! - `/escape`: tries the filesystem and the network, answers what happened;
 //! - `/incr`: adds 1 to a counter document (upserted) and answers it;
 //! - `/db-errors`: feeds the database bad input, answers each error's kind;
+//! - `/global`: adds 1 to a global counter and answers it (1 in a fresh instance);
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -56,6 +57,11 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
         "db-errors" => Response::json(&database_errors()).send(out),
+        "global" => {
+            static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Response::text(n.to_string()).send(out)
+        }
         _ => Response::text("ok").send(out),
     }
 }
