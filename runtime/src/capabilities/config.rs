@@ -69,14 +69,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_one_variable_or_none() {
+    #[tokio::test]
+    async fn reads_one_variable_or_none() {
         let vars = vec![("greeting".to_string(), "Hi".to_string())];
         let mut host = ConfigHost { variables: &vars };
-        assert_eq!(host.get("greeting".into()).unwrap(), Some("Hi".into()));
-        assert_eq!(host.get("other".into()).unwrap(), None);
+        assert_eq!(
+            host.get("greeting".into()).await.unwrap(),
+            Some("Hi".into())
+        );
+        assert_eq!(host.get("other".into()).await.unwrap(), None);
         assert!(matches!(
-            host.get("no-dash".into()),
+            host.get("no-dash".into()).await,
             Err(Error::InvalidInput(_))
         ));
     }
