@@ -380,6 +380,13 @@ fn write(
     Ok(())
 }
 
+/// A write transaction: it takes the database's write lock at once, so it
+/// never fails half-way for want of it.
+fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)
+}
+
 fn remove(conn: &Connection, coll: &str, id: &str) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM index_entries WHERE collection = ?1 AND id = ?2",
@@ -444,10 +451,7 @@ fn update_in(
     deadline: Instant,
 ) -> Result<(UpdateOutcome, Option<(Value, Value)>), StoreError> {
     let indexes = db.indexes_of(coll)?;
-    let tx = db
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
+    let tx = begin(&mut db.conn)?;
     let matches = matching(
         &tx,
         coll,
@@ -490,10 +494,7 @@ impl DocumentStore for SqliteStore {
     async fn insert(&self, ns: Namespace<'_>, docs: Vec<Value>) -> Result<(), StoreError> {
         self.run(ns, move |db, coll, _| {
             let indexes = db.indexes_of(coll)?;
-            let tx = db
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = begin(&mut db.conn)?;
             for doc in &docs {
                 let id = id_of(doc);
                 if exists(&tx, coll, &id)? {
@@ -565,10 +566,7 @@ impl DocumentStore for SqliteStore {
         let query = query.clone();
         self.run(ns, move |db, coll, deadline| {
             let indexes = db.indexes_of(coll)?;
-            let tx = db
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = begin(&mut db.conn)?;
             let found = matching(&tx, coll, &query.filter, &indexes, deadline, Some(1))?;
             let mut outcome = UpdateOutcome::default();
             let mut doc = replacement;
@@ -639,10 +637,7 @@ impl DocumentStore for SqliteStore {
         let filter = query.filter.clone();
         self.run(ns, move |db, coll, deadline| {
             let indexes = db.indexes_of(coll)?;
-            let tx = db
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = begin(&mut db.conn)?;
             let found = matching(
                 &tx,
                 coll,
@@ -693,10 +688,7 @@ impl DocumentStore for SqliteStore {
                 paths,
                 unique,
             };
-            let tx = db
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = begin(&mut db.conn)?;
             tx.execute(
                 "INSERT INTO indexes (collection, name, paths, is_unique) VALUES (?1, ?2, ?3, ?4)",
                 params![
@@ -731,10 +723,7 @@ impl DocumentStore for SqliteStore {
 
     async fn drop_collection(&self, ns: Namespace<'_>) -> Result<(), StoreError> {
         self.run(ns, move |db, coll, _| {
-            let tx = db
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = begin(&mut db.conn)?;
             for table in ["documents", "indexes", "index_entries"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE collection = ?1"),
