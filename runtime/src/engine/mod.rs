@@ -120,6 +120,9 @@ fn engine_config(settings: &EngineSettings) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
+    // No component-model async (p3) is linked; without its per-store state a
+    // fresh instance costs about a quarter less (shared/facts.md).
+    config.concurrency_support(false);
     let mut pool = PoolingAllocationConfig::default();
     let slots = settings.max_instances.max(1);
     pool.total_component_instances(slots);
