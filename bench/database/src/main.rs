@@ -83,7 +83,8 @@ async fn main() {
     let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
     let table = format!(
         "# Embedded document store benchmark\n\n\
-         {DOCUMENTS} documents; one index on `customer` ({CUSTOMERS} values). Measured by `bench/run-database`.\n\n\
+         {DOCUMENTS} documents; one index on `customer` ({CUSTOMERS} values). Measured by `bench/run-database` \
+         on {} ({} cores), {}; release build, WAL with `synchronous = FULL`.\n\n\
          | measure | value |\n| --- | --- |\n\
          | insert throughput, batches of 1,000 | {batched:.0} docs/s |\n\
          | insert throughput, one document per call (fsync per commit) | {single:.0} docs/s |\n\
@@ -94,6 +95,9 @@ async fn main() {
          | get by `_id`, native call | {} |\n\
          | get by `_id`, through the Wasm boundary | {} ({:.2}x, +{:.1} µs) |\n\n\
          Target (performance issue): through the boundary within 1.3x of native plus a fixed overhead under 20 µs per call.\n",
+        machine(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        command_output("date", &["-u", "+%Y-%m-%d"]),
         us(p50),
         us(p99),
         us(native_find),
@@ -107,6 +111,26 @@ async fn main() {
     );
     std::fs::write(results, &table).unwrap();
     print!("{table}");
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "an unknown CPU".into())
+}
+
+fn command_output(command: &str, args: &[&str]) -> String {
+    std::process::Command::new(command)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn native_per_call(docs: &Documents, op: &str) -> Duration {
