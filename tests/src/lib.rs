@@ -111,9 +111,15 @@ pub struct Server {
 impl Server {
     /// Starts a server with a new temporary data directory.
     pub fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// Starts a server with a new temporary data directory and extra
+    /// environment variables (`KILN_MONGODB_URI`, say).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let mut server = Server::start_in(&dir, Some(ADMIN_KEY), true);
+        let mut server = Server::spawn(&dir, Some(ADMIN_KEY), true, env);
         server._temp = Some(temp);
         server
     }
@@ -123,6 +129,15 @@ impl Server {
     /// `shared_cache`, compiled components are cached for every test's server;
     /// otherwise in the data directory.
     pub fn start_in(data_dir: &Path, admin_key: Option<&str>, shared_cache: bool) -> Server {
+        Server::spawn(data_dir, admin_key, shared_cache, &[])
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        admin_key: Option<&str>,
+        shared_cache: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = log_path(data_dir);
         let mut command = Command::new(kiln_binary());
@@ -132,6 +147,7 @@ impl Server {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+        command.envs(env.iter().copied());
         if shared_cache {
             command
                 .arg("--cache-dir")

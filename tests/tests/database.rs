@@ -321,3 +321,70 @@ async fn writes_that_succeeded_survive_kill_9() {
         missing.len()
     );
 }
+
+#[tokio::test]
+async fn the_todo_api_and_deployments_work_the_same_on_mongodb() {
+    let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
+        eprintln!("KILN_TEST_MONGODB_URI is not set: skipping the MongoDB run");
+        return;
+    };
+    let server = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    // App names are unique per run: the MongoDB server outlives it.
+    let app = format!("todo{}", std::process::id());
+    server
+        .deploy_ok(&app, TODO_MANIFEST, &[("todos", &examples().todo_api)])
+        .await;
+    let (status, todo) = json_of(
+        server
+            .post(&format!("/{app}/todos"))
+            .json(&json!({"title": "on mongo"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{todo}");
+    let id = todo["_id"].as_str().unwrap();
+    let (status, got) = json_of(
+        server
+            .get(&format!("/{app}/todos/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, got),
+        (200, todo.clone()),
+        "dates and ids read back as written"
+    );
+    let patch = server
+        .client
+        .patch(format!("{}/{app}/todos/{id}", server.url))
+        .json(&json!({"done": true}))
+        .send();
+    let (status, patched) = json_of(patch.await.unwrap()).await;
+    assert_eq!(
+        (status, patched["done"].clone()),
+        (200, json!(true)),
+        "{patched}"
+    );
+    let (_, all) = json_of(server.get(&format!("/{app}/todos")).send().await.unwrap()).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let (status, versions) = json_of(
+        server
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/apps/{app}/deployments"),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, versions["live"].clone()),
+        (200, json!(1)),
+        "deployments are platform data in MongoDB"
+    );
+}
