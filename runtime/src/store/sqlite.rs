@@ -412,6 +412,23 @@ fn exists(conn: &Connection, coll: &str, id: &str) -> Result<bool, StoreError> {
     .map_err(unavailable)
 }
 
+/// Writes a document whose `_id` must be new; returns the `_id`.
+fn insert_new(
+    conn: &Connection,
+    coll: &str,
+    indexes: &[IndexSpec],
+    doc: &Value,
+) -> Result<String, StoreError> {
+    let id = id_of(doc);
+    if exists(conn, coll, &id)? {
+        return Err(StoreError::Conflict(format!(
+            "a document with _id `{id}` exists"
+        )));
+    }
+    write(conn, coll, indexes, &id, doc)?;
+    Ok(id)
+}
+
 fn id_of(doc: &Value) -> String {
     doc.get("_id")
         .and_then(Value::as_str)
@@ -464,14 +481,7 @@ fn update_in(
     let mut first = None;
     if matches.is_empty() && upsert {
         let doc = upserted(&query.filter, change)?;
-        let id = id_of(&doc);
-        if exists(&tx, coll, &id)? {
-            return Err(StoreError::Conflict(format!(
-                "a document with _id `{id}` exists"
-            )));
-        }
-        write(&tx, coll, &indexes, &id, &doc)?;
-        outcome.upserted_id = Some(id);
+        outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc)?);
         first = Some((Value::Null, doc));
     }
     let now = now_millis();
@@ -496,13 +506,7 @@ impl DocumentStore for SqliteStore {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             for doc in &docs {
-                let id = id_of(doc);
-                if exists(&tx, coll, &id)? {
-                    return Err(StoreError::Conflict(format!(
-                        "a document with _id `{id}` exists"
-                    )));
-                }
-                write(&tx, coll, &indexes, &id, doc)?;
+                insert_new(&tx, coll, &indexes, doc)?;
             }
             tx.commit().map_err(unavailable)
         })
@@ -589,14 +593,7 @@ impl DocumentStore for SqliteStore {
                     if doc.get("_id").is_none() {
                         set(&mut doc, "_id", Value::from(new_id()))?;
                     }
-                    let id = id_of(&doc);
-                    if exists(&tx, coll, &id)? {
-                        return Err(StoreError::Conflict(format!(
-                            "a document with _id `{id}` exists"
-                        )));
-                    }
-                    write(&tx, coll, &indexes, &id, &doc)?;
-                    outcome.upserted_id = Some(id);
+                    outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc)?);
                 }
                 None => {}
             }
