@@ -8,7 +8,9 @@ wit_bindgen::generate!({
 });
 
 use exports::wasi::http::incoming_handler::Guest;
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct JsonWork;
 
@@ -18,7 +20,9 @@ impl Guest for JsonWork {
             .map(|i| serde_json::json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.25, "tags": ["a", "b"]}))
             .collect();
         let body = serde_json::to_vec(&items).unwrap();
-        let headers = Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())]).unwrap();
+        let headers =
+            Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())])
+                .unwrap();
         let response = OutgoingResponse::new(headers);
         let outgoing = response.body().unwrap();
         ResponseOutparam::set(out, Ok(response));

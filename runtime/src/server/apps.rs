@@ -23,7 +23,7 @@ use crate::engine::{Engine, EngineError};
 use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
 use crate::triggers::http::{HANDLER_EXPORT, HttpApp, HttpFunction, Route, RouteError, Router};
 
-/// Why a deploy or rollback failed. Everything but `Storage` and `Internal`
+/// Why a deploy or rollback failed. Everything but `Storage`, `Platform` and `Internal`
 /// is the caller's mistake (400/404), and none of them changes anything.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
