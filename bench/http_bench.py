@@ -87,11 +87,13 @@ def to_ms(text):
 
 
 def wrk(url, connections):
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{DURATION}", "--latency", url],
+    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{DURATION}", "--latency", url],
                          capture_output=True, text=True, timeout=120).stdout
+    if "Requests/sec" not in out:
+        raise SystemExit(f"bench: wrk against {url} reported no results:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"bench: {url} answered {errors.group(1)} errors")
@@ -141,7 +143,7 @@ def write(results):
                 rows.append(f"| {workload} | {c} | {system} | {rps:,.0f} | {median(values, 1):.2f} | {median(values, 2):.2f} | {ratios} |")
     text = f"""# HTTP benchmark
 
-Measured by `bench/run-http` on {cpu} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}; wrk -t2, {DURATION} per run,
+Measured by `bench/run-http` on {cpu} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}; wrk with 2 threads (1 at one connection), {DURATION} per run,
 median of {ROUNDS} rounds, systems alternating within each round; wrk and the server share the machine.
 Versions: Kiln (this commit, release build), {wasmtime_version} (`wasmtime serve -S cli=y`, its defaults: pooling
 allocator, fresh instance per request), native hyper 1.12 with 2 workers. Linux {platform.release()}.
