@@ -35,6 +35,15 @@ struct DatabaseHost<'a> {
 }
 
 impl DatabaseHost<'_> {
+    /// Runs one call, logging and converting its failure.
+    async fn call<T>(
+        &self,
+        operation: &str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, Error> {
+        work.await.map_err(|e| self.error(operation, e))
+    }
+
     /// Logs a failure the function should not have caused, and converts.
     fn error(&self, operation: &str, err: StoreError) -> Error {
         match &err {
@@ -80,15 +89,15 @@ fn optional_json(what: &str, text: Option<String>) -> Result<Option<Value>, Stor
 
 impl Host for DatabaseHost<'_> {
     async fn insert(&mut self, collection: String, document: String) -> Result<String, Error> {
-        let result = async {
+        self.call("insert", async {
             let ns = app_namespace(self.app, &collection)?;
             let ids = self
                 .documents
                 .insert(ns, vec![json("document", &document)?])
                 .await?;
             Ok(ids.into_iter().next().expect("one id per document"))
-        };
-        result.await.map_err(|e| self.error("insert", e))
+        })
+        .await
     }
 
     async fn insert_many(
@@ -96,23 +105,23 @@ impl Host for DatabaseHost<'_> {
         collection: String,
         documents: Vec<String>,
     ) -> Result<Vec<String>, Error> {
-        let result = async {
+        self.call("insert-many", async {
             let ns = app_namespace(self.app, &collection)?;
             let docs = documents
                 .iter()
                 .map(|d| json("document", d))
                 .collect::<Result<Vec<_>, _>>()?;
             self.documents.insert(ns, docs).await
-        };
-        result.await.map_err(|e| self.error("insert-many", e))
+        })
+        .await
     }
 
     async fn get(&mut self, collection: String, id: String) -> Result<Option<String>, Error> {
-        let result = async {
+        self.call("get", async {
             let ns = app_namespace(self.app, &collection)?;
             Ok(self.documents.get(ns, &id).await?.map(|d| d.to_string()))
-        };
-        result.await.map_err(|e| self.error("get", e))
+        })
+        .await
     }
 
     async fn find(
@@ -121,7 +130,7 @@ impl Host for DatabaseHost<'_> {
         filter: String,
         options: FindOptions,
     ) -> Result<FindPage, Error> {
-        let result = async {
+        self.call("find", async {
             let ns = app_namespace(self.app, &collection)?;
             let options = crate::store::FindOptions {
                 sort: optional_json("sort", options.sort)?,
@@ -139,8 +148,8 @@ impl Host for DatabaseHost<'_> {
                 documents: page.documents.iter().map(Value::to_string).collect(),
                 cursor: page.cursor,
             })
-        };
-        result.await.map_err(|e| self.error("find", e))
+        })
+        .await
     }
 
     async fn update(
@@ -150,7 +159,7 @@ impl Host for DatabaseHost<'_> {
         update: String,
         options: UpdateOptions,
     ) -> Result<UpdateResult, Error> {
-        let result = async {
+        self.call("update", async {
             let ns = app_namespace(self.app, &collection)?;
             let outcome = self
                 .documents
@@ -167,8 +176,8 @@ impl Host for DatabaseHost<'_> {
                 modified: outcome.modified,
                 upserted_id: outcome.upserted_id,
             })
-        };
-        result.await.map_err(|e| self.error("update", e))
+        })
+        .await
     }
 
     async fn replace(
@@ -178,7 +187,7 @@ impl Host for DatabaseHost<'_> {
         document: String,
         upsert: bool,
     ) -> Result<UpdateResult, Error> {
-        let result = async {
+        self.call("replace", async {
             let ns = app_namespace(self.app, &collection)?;
             let outcome = self
                 .documents
@@ -194,8 +203,8 @@ impl Host for DatabaseHost<'_> {
                 modified: outcome.modified,
                 upserted_id: outcome.upserted_id,
             })
-        };
-        result.await.map_err(|e| self.error("replace", e))
+        })
+        .await
     }
 
     async fn find_one_and_update(
@@ -206,7 +215,7 @@ impl Host for DatabaseHost<'_> {
         return_new: bool,
         upsert: bool,
     ) -> Result<Option<String>, Error> {
-        let result = async {
+        self.call("find-one-and-update", async {
             let ns = app_namespace(self.app, &collection)?;
             let found = self
                 .documents
@@ -219,10 +228,8 @@ impl Host for DatabaseHost<'_> {
                 )
                 .await?;
             Ok(found.map(|d| d.to_string()))
-        };
-        result
-            .await
-            .map_err(|e| self.error("find-one-and-update", e))
+        })
+        .await
     }
 
     async fn delete(
@@ -231,21 +238,21 @@ impl Host for DatabaseHost<'_> {
         filter: String,
         multi: bool,
     ) -> Result<u64, Error> {
-        let result = async {
+        self.call("delete", async {
             let ns = app_namespace(self.app, &collection)?;
             self.documents
                 .delete(ns, &json("filter", &filter)?, multi)
                 .await
-        };
-        result.await.map_err(|e| self.error("delete", e))
+        })
+        .await
     }
 
     async fn count(&mut self, collection: String, filter: String) -> Result<u64, Error> {
-        let result = async {
+        self.call("count", async {
             let ns = app_namespace(self.app, &collection)?;
             self.documents.count(ns, &json("filter", &filter)?).await
-        };
-        result.await.map_err(|e| self.error("count", e))
+        })
+        .await
     }
 
     async fn create_index(
@@ -254,20 +261,20 @@ impl Host for DatabaseHost<'_> {
         keys: String,
         unique: bool,
     ) -> Result<(), Error> {
-        let result = async {
+        self.call("create-index", async {
             let ns = app_namespace(self.app, &collection)?;
             self.documents
                 .create_index(ns, &json("index keys", &keys)?, unique)
                 .await
-        };
-        result.await.map_err(|e| self.error("create-index", e))
+        })
+        .await
     }
 
     async fn drop_collection(&mut self, collection: String) -> Result<(), Error> {
-        let result = async {
+        self.call("drop-collection", async {
             let ns = app_namespace(self.app, &collection)?;
             self.documents.drop_collection(ns).await
-        };
-        result.await.map_err(|e| self.error("drop-collection", e))
+        })
+        .await
     }
 }

@@ -150,18 +150,13 @@ async fn upload(apps: &Apps, digest: &str, req: Request<Incoming>) -> Response<R
 }
 
 async fn list_versions(apps: &Apps, app: &str) -> Response<ResponseBody> {
-    let versions = match apps.versions(app).await {
-        Ok(v) if v.is_empty() => return deploy_error(DeployError::UnknownApp(app.to_string())),
-        Ok(v) => v,
+    let list: Vec<Value> = match apps.records(app).await {
+        Ok(records) if records.is_empty() => {
+            return deploy_error(DeployError::UnknownApp(app.to_string()));
+        }
+        Ok(records) => records.iter().map(summary).collect(),
         Err(err) => return deploy_error(err),
     };
-    let mut list = Vec::with_capacity(versions.len());
-    for version in versions {
-        match apps.record(app, version).await {
-            Ok(record) => list.push(summary(&record)),
-            Err(err) => return deploy_error(err),
-        }
-    }
     let live = apps.get(app).map(|a| a.version);
     json_response(
         StatusCode::OK,

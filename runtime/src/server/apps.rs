@@ -201,7 +201,7 @@ impl Apps {
         }
         check_components(&manifest, &components)?;
         let _guard = self.deploying.lock().await;
-        let version = self.versions(app).await?.last().copied().unwrap_or(0) + 1;
+        let version = self.records(app).await?.last().map_or(0, |r| r.version) + 1;
         let record = DeploymentRecord {
             app: app.to_string(),
             version,
@@ -236,15 +236,15 @@ impl Apps {
     }
 
     /// Every stored version of `app`, ascending.
-    pub async fn versions(&self, app: &str) -> Result<Vec<u64>, DeployError> {
-        let mut versions: Vec<u64> = self
+    pub async fn records(&self, app: &str) -> Result<Vec<DeploymentRecord>, DeployError> {
+        let mut records = self
             .all_documents(DEPLOYMENTS, &json!({ "app": app }))
             .await?
-            .iter()
-            .filter_map(|d| d["version"].as_u64())
-            .collect();
-        versions.sort_unstable();
-        Ok(versions)
+            .into_iter()
+            .map(from_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by_key(|r| r.version);
+        Ok(records)
     }
 
     pub async fn record(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
@@ -252,19 +252,13 @@ impl Apps {
             app: app.to_string(),
             version,
         };
-        let Some(mut doc) = self
+        let doc = self
             .services
             .documents
             .get(DEPLOYMENTS, &record_id(app, version))
             .await?
-        else {
-            return Err(unknown());
-        };
-        if let Some(map) = doc.as_object_mut() {
-            map.remove("_id");
-        }
-        serde_json::from_value(doc)
-            .map_err(|e| DeployError::Internal(format!("stored deployment {app} {version}: {e}")))
+            .ok_or_else(unknown)?;
+        from_document(doc)
     }
 
     async fn load_version(&self, app: &str, version: u64) -> Result<LiveApp, DeployError> {
@@ -400,6 +394,13 @@ fn check_components(
         )));
     }
     Ok(())
+}
+
+/// A deployment record as stored (its `_id` aside).
+fn from_document(mut doc: Value) -> Result<DeploymentRecord, DeployError> {
+    let id = doc.as_object_mut().and_then(|map| map.remove("_id"));
+    serde_json::from_value(doc)
+        .map_err(|e| DeployError::Internal(format!("stored deployment {id:?}: {e}")))
 }
 
 fn record_id(app: &str, version: u64) -> String {
