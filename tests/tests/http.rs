@@ -375,8 +375,19 @@ async fn no_state_survives_from_one_request_to_the_next() {
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.text().await.unwrap(),
-            "1",
-            "a global counter saw another request"
+            "1 1",
+            "a global counter or heap list saw another request"
+        );
+    }
+    // One after another, each request reuses the slot the last one left, so
+    // this is the path where a used memory is reset for the next instance.
+    for _ in 0..32 {
+        let response = server.get("/bad/global").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            "1 1",
+            "a reused instance slot kept state"
         );
     }
 }

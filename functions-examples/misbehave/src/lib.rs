@@ -8,7 +8,8 @@
 //! - `/escape`: tries the filesystem and the network, answers what happened;
 //! - `/incr`: adds 1 to a counter document (upserted) and answers it;
 //! - `/db-errors`: feeds the database bad input, answers each error's kind;
-//! - `/global`: adds 1 to a global counter and answers it (1 in a fresh instance);
+//! - `/global`: adds 1 to a global counter and keeps a 3 MiB heap buffer in a
+//!   global list; answers both counts (`1 1` in a fresh instance);
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -58,9 +59,14 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
         "db-errors" => Response::json(&database_errors()).send(out),
         "global" => {
+            // The counter lives in the data segment; the buffers on the heap,
+            // past what a reused instance slot keeps resident.
             static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            Response::text(n.to_string()).send(out)
+            let mut buffers = BUFFERS.lock().unwrap();
+            buffers.push(vec![0xA5; 3 * 1024 * 1024]);
+            Response::text(format!("{n} {}", buffers.len())).send(out)
         }
         _ => Response::text("ok").send(out),
     }

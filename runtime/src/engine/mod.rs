@@ -27,6 +27,9 @@ pub use self::state::{InvocationContext, InvocationState};
 /// this interval, so a guest stuck in a loop never holds a server thread.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Bytes of a memory or table a reused slot keeps resident.
+const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
+
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -131,8 +134,12 @@ fn engine_config(settings: &EngineSettings) -> Config {
     pool.total_memories(slots.saturating_mul(2));
     pool.total_tables(slots.saturating_mul(4));
     pool.max_memory_size(Limits::MAX_MEMORY_MB as usize * 1024 * 1024);
-    pool.linear_memory_keep_resident(64 * 1024);
-    pool.table_keep_resident(64 * 1024);
+    // Reset a used memory by copying back only the pages the guest dirtied
+    // (PAGEMAP_SCAN, Linux 6.7+): no madvise, so no TLB shootdown across
+    // cores and no page faults when the slot is next used.
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    pool.linear_memory_keep_resident(KEEP_RESIDENT);
+    pool.table_keep_resident(KEEP_RESIDENT);
     pool.max_component_instance_size(4 * 1024 * 1024);
     pool.max_core_instance_size(4 * 1024 * 1024);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

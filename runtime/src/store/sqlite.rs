@@ -340,21 +340,22 @@ fn write(
     id: &str,
     doc: &Value,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    execute(
+        conn,
         "DELETE FROM index_entries WHERE collection = ?1 AND id = ?2",
         params![coll, id],
-    )
-    .map_err(unavailable)?;
+    )?;
     for index in indexes {
         for key in index_keys(doc, &index.paths) {
             if index.unique {
                 let clash: Option<String> = conn
-                    .query_row(
+                    .prepare_cached(
                         "SELECT id FROM index_entries WHERE collection = ?1 AND name = ?2 AND key = ?3 AND id <> ?4 LIMIT 1",
-                        params![coll, index.name, key, id],
-                        |r| r.get(0),
                     )
-                    .optional()
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![coll, index.name, key, id], |r| r.get(0))
+                            .optional()
+                    })
                     .map_err(unavailable)?;
                 if clash.is_some() {
                     return Err(StoreError::Conflict(format!(
@@ -364,19 +365,19 @@ fn write(
                     )));
                 }
             }
-            conn.execute(
+            execute(
+                conn,
                 "INSERT OR IGNORE INTO index_entries (collection, name, key, id) VALUES (?1, ?2, ?3, ?4)",
                 params![coll, index.name, key, id],
-            )
-            .map_err(unavailable)?;
+            )?;
         }
     }
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO documents (collection, id, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (collection, id) DO UPDATE SET body = excluded.body",
         params![coll, id, doc.to_string()],
-    )
-    .map_err(unavailable)?;
+    )?;
     Ok(())
 }
 
@@ -388,28 +389,36 @@ fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError>
 }
 
 fn remove(conn: &Connection, coll: &str, id: &str) -> Result<(), StoreError> {
-    conn.execute(
+    execute(
+        conn,
         "DELETE FROM index_entries WHERE collection = ?1 AND id = ?2",
         params![coll, id],
-    )
-    .map_err(unavailable)?;
-    conn.execute(
+    )?;
+    execute(
+        conn,
         "DELETE FROM documents WHERE collection = ?1 AND id = ?2",
         params![coll, id],
-    )
-    .map_err(unavailable)?;
+    )?;
     Ok(())
 }
 
+/// Runs one statement from the connection's statement cache: parsing the
+/// SQL again on every write cost more than the write itself.
+fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params))
+        .map_err(unavailable)
+}
+
 fn exists(conn: &Connection, coll: &str, id: &str) -> Result<bool, StoreError> {
-    conn.query_row(
-        "SELECT 1 FROM documents WHERE collection = ?1 AND id = ?2",
-        params![coll, id],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|r| r.is_some())
-    .map_err(unavailable)
+    conn.prepare_cached("SELECT 1 FROM documents WHERE collection = ?1 AND id = ?2")
+        .and_then(|mut stmt| stmt.query_row(params![coll, id], |_| Ok(())).optional())
+        .map(|r| r.is_some())
+        .map_err(unavailable)
 }
 
 /// Writes a document whose `_id` must be new; returns the `_id`.
@@ -686,7 +695,8 @@ impl DocumentStore for SqliteStore {
                 unique,
             };
             let tx = begin(&mut db.conn)?;
-            tx.execute(
+            execute(
+                &tx,
                 "INSERT INTO indexes (collection, name, paths, is_unique) VALUES (?1, ?2, ?3, ?4)",
                 params![
                     coll,
@@ -694,8 +704,7 @@ impl DocumentStore for SqliteStore {
                     serde_json::to_string(&spec.paths).expect("strings"),
                     unique
                 ],
-            )
-            .map_err(unavailable)?;
+            )?;
             let docs = {
                 let mut stmt = tx.prepare(SCAN_SQL).map_err(unavailable)?;
                 stmt.query_map([coll], |r| {
