@@ -376,3 +376,48 @@ async fn a_generated_admin_key_is_stored_owner_only_and_found_by_kiln_deploy() {
         .bytes_stream();
     assert!(body.next().await.is_some());
 }
+
+#[tokio::test]
+async fn a_function_whose_component_is_lost_answers_503_and_the_others_serve() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), Some(ADMIN_KEY), false);
+    server
+        .deploy_ok(
+            "shop",
+            &hello_manifest("Kept"),
+            &[("hello", &examples().hello)],
+        )
+        .await;
+    server
+        .deploy_ok(
+            "plain",
+            "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/*rest\"\nfunction = \"plain\"\n",
+            &[("plain", &examples().plain)],
+        )
+        .await;
+    server.kill();
+    // Components load on their first request: losing one (compiled and
+    // uploaded) shows there, not at start.
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(
+        std::fs::read(&examples().hello).unwrap(),
+    ));
+    std::fs::remove_dir_all(data.path().join("cache")).unwrap();
+    std::fs::remove_file(
+        data.path()
+            .join(format!("objects/components/sha256-{digest}.wasm")),
+    )
+    .unwrap();
+
+    let server = Server::start_in(data.path(), Some(ADMIN_KEY), false);
+    let (status, body) = json_of(server.get("/shop/hello/x").send().await.unwrap()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_code(&body), "function_unavailable");
+    assert!(
+        server.log().contains("was not uploaded"),
+        "{}",
+        server.log()
+    );
+    let plain = server.get("/plain/anything").send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+}

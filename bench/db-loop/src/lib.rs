@@ -1,5 +1,7 @@
-//! `GET /loop?op=find|get&n=N&key=K`: makes N database calls (a find by the
-//! indexed field `customer`, or a get by `_id`) and answers the time they took.
+//! `GET /loop?op=find|get|insert&n=N&key=K[&id=I]`: makes N database calls
+//! (a find by the indexed field `customer`, a get by `_id`, or an insert of
+//! one order, with `_id` I when given) and answers the time they took.
+//! With `n=1` it is the per-request database workload of `bench/run`.
 
 use kiln_sdk::bindings::kiln::platform::database as wit;
 use kiln_sdk::http::{Request, Response};
@@ -12,6 +14,13 @@ fn handle(req: Request) -> Response {
     let key = req.query_param("key").unwrap_or_else(|| "c1".into());
     let op = req.query_param("op").unwrap_or_else(|| "find".into());
     let filter = serde_json::json!({ "customer": key }).to_string();
+    let order = match req.query_param("id") {
+        Some(id) => {
+            serde_json::json!({ "_id": id, "customer": key, "total": 1, "items": ["a", "b"] })
+        }
+        None => serde_json::json!({ "customer": key, "total": 1, "items": ["a", "b"] }),
+    }
+    .to_string();
     let options = wit::FindOptions {
         sort: None,
         projection: None,
@@ -25,6 +34,7 @@ fn handle(req: Request) -> Response {
     for _ in 0..n {
         let result = match op.as_str() {
             "get" => wit::get("orders", &key).map(|d| d.map_or(0, |_| 1)),
+            "insert" => wit::insert("orders", &order).map(|_| 1),
             _ => wit::find("orders", &filter, &options).map(|p| p.documents.len()),
         };
         match result {

@@ -26,30 +26,44 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
+    /// The cached artifact of `digest`, if there is one that loads.
+    pub fn load(&self, engine: &wasmtime::Engine, digest: &str) -> Option<Component> {
+        let path = self.path(digest);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `precompile_component` of an
+        // engine with the same compatibility hash, into a folder only this
+        // server writes.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "recompiling a cached artifact that did not load: {err:#}");
+                None
+            }
+        }
+    }
+
     pub fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
         digest: &str,
         bytes: &[u8],
     ) -> Result<Component, EngineError> {
-        let path = self.dir.join(format!("{digest}.cwasm"));
-        if path.exists() {
-            // SAFETY: the file was written by `precompile_component` of an
-            // engine with the same compatibility hash, into a folder only
-            // this server writes.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(err) => {
-                    tracing::warn!(path = %path.display(), "recompiling a cached artifact that did not load: {err:#}");
-                }
-            }
+        if let Some(component) = self.load(engine, digest) {
+            return Ok(component);
         }
+        let path = self.path(digest);
         let compiled = engine
             .precompile_component(bytes)
             .map_err(EngineError::InvalidComponent)?;
         self.write_atomically(&path, &compiled)?;
         // SAFETY: as above; we just wrote this artifact.
         unsafe { Component::deserialize_file(engine, &path) }.map_err(EngineError::InvalidComponent)
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.cwasm"))
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {

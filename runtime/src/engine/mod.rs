@@ -7,6 +7,7 @@
 //! survives from one invocation to the next.
 
 mod cache;
+pub mod lazy;
 pub mod limits;
 pub mod logs;
 mod outbound;
@@ -92,6 +93,11 @@ impl Engine {
     /// it holds this digest.
     pub fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, EngineError> {
         self.cache.load_or_compile(&self.wasmtime, digest, bytes)
+    }
+
+    /// The compiled component for `digest` if the on-disk cache holds it.
+    pub fn load_cached(&self, digest: &str) -> Option<Component> {
+        self.cache.load(&self.wasmtime, digest)
     }
 
     /// Resolves every import of the component against the linker.

@@ -19,7 +19,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
 use crate::capabilities::Services;
-use crate::engine::{Engine, EngineError};
+use crate::engine::lazy::Lazy;
+use crate::engine::{Engine, EngineError, InvocationState};
 use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
 use crate::triggers::http::{HANDLER_EXPORT, HttpApp, HttpFunction, Route, RouteError, Router};
 
@@ -127,8 +128,9 @@ impl Apps {
         apps
     }
 
-    /// Loads the live version of every stored app (at start-up). An app that
-    /// no longer loads is logged and skipped, so one bad app cannot keep the
+    /// Routes the live version of every stored app (at start-up); each
+    /// function's component loads on its first request. An app whose record
+    /// no longer reads is logged and skipped, so one bad app cannot keep the
     /// server down.
     pub async fn load_all(&self) -> Result<(), DeployError> {
         for app in self.all_documents(APPS, &json!({})).await? {
@@ -211,7 +213,8 @@ impl Apps {
             manifest: manifest_text,
             components,
         };
-        let live = self.build(&record, &manifest).await?;
+        self.validate(&record, &manifest).await?;
+        let live = self.assemble(&record, &manifest)?;
         let mut stored = serde_json::to_value(&record).expect("records serialize");
         stored["_id"] = json!(record_id(app, version));
         self.services
@@ -268,7 +271,7 @@ impl Apps {
 
     async fn load_record(&self, record: &DeploymentRecord) -> Result<LiveApp, DeployError> {
         let manifest = Manifest::parse(&record.manifest)?;
-        self.build(record, &manifest).await
+        self.assemble(record, &manifest)
     }
 
     fn switch(&self, app: &str, live: LiveApp) {
@@ -278,9 +281,29 @@ impl Apps {
             .insert(app.to_string(), Arc::new(live));
     }
 
-    /// Compiles (or loads from the cache) and links every function, and
-    /// builds the router.
-    async fn build(
+    /// Compiles every function and checks its imports and exports, so a
+    /// deploy that would not serve is refused. The compiled artifacts stay in
+    /// the compile cache; nothing is kept loaded.
+    async fn validate(
+        &self,
+        record: &DeploymentRecord,
+        manifest: &Manifest,
+    ) -> Result<(), DeployError> {
+        for name in manifest.functions.keys() {
+            load_function(
+                &self.engine,
+                &self.artifacts,
+                name,
+                &record.components[name],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The router and the functions of a version; each function's component
+    /// is loaded by its first request.
+    fn assemble(
         &self,
         record: &DeploymentRecord,
         manifest: &Manifest,
@@ -303,57 +326,31 @@ impl Apps {
             })
             .collect::<Vec<_>>();
         let router = Router::new(&routes)?;
-        let mut functions = Vec::with_capacity(names.len());
-        for (name, spec) in &manifest.functions {
-            let digest = &record.components[name];
-            let bytes = self.artifacts.get_component(digest).await?.ok_or_else(|| {
-                DeployError::Components(format!(
-                    "component {digest} of function `{name}` was not uploaded"
-                ))
-            })?;
-            let engine = self.engine.clone();
-            let digest = digest.clone();
-            let component = tokio::task::spawn_blocking(move || engine.compile(&digest, &bytes))
-                .await
-                .map_err(|e| DeployError::Internal(e.to_string()))?
-                .map_err(|error| DeployError::Component {
-                    function: name.clone(),
-                    error,
-                })?;
-            // Imports first: a missing import says more than a missing export.
-            let pre = self.engine.instantiate_pre(&component).map_err(|error| {
-                DeployError::Component {
-                    function: name.clone(),
-                    error,
+        let functions = manifest
+            .functions
+            .iter()
+            .map(|(name, spec)| {
+                let (engine, artifacts) = (self.engine.clone(), self.artifacts.clone());
+                let (name_, digest) = (name.clone(), record.components[name].clone());
+                let pre = Lazy::new(move || {
+                    let (engine, artifacts) = (engine.clone(), artifacts.clone());
+                    let (name, digest) = (name_.clone(), digest.clone());
+                    Box::pin(async move {
+                        load_function(&engine, &artifacts, &name, &digest)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                });
+                HttpFunction {
+                    name: name.as_str().into(),
+                    pre,
+                    limits: spec.limits,
+                    variables: manifest.variables_of(spec).into(),
+                    allowed_outbound_hosts: spec.allowed_outbound_hosts.clone().into(),
+                    concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
                 }
-            })?;
-            let exports_handler = component
-                .component_type()
-                .exports(self.engine.wasmtime())
-                .any(|(export, item)| {
-                    export.starts_with(HANDLER_EXPORT)
-                        && matches!(item.ty, ComponentItem::ComponentInstance(_))
-                });
-            // Every function is an HTTP function until other triggers exist.
-            if !exports_handler {
-                return Err(DeployError::MissingExport {
-                    function: name.clone(),
-                    export: HANDLER_EXPORT,
-                });
-            }
-            let pre = ProxyPre::new(pre).map_err(|err| DeployError::Component {
-                function: name.clone(),
-                error: EngineError::Link(err),
-            })?;
-            functions.push(HttpFunction {
-                name: name.as_str().into(),
-                pre,
-                limits: spec.limits,
-                variables: manifest.variables_of(spec).into(),
-                allowed_outbound_hosts: spec.allowed_outbound_hosts.clone().into(),
-                concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-            });
-        }
+            })
+            .collect();
         Ok(LiveApp {
             version: record.version,
             http: HttpApp {
@@ -364,6 +361,53 @@ impl Apps {
             },
         })
     }
+}
+
+/// Loads a function's component (from the compile cache, or compiling the
+/// uploaded bytes) and links it as an HTTP handler.
+async fn load_function(
+    engine: &Arc<Engine>,
+    artifacts: &Artifacts,
+    name: &str,
+    digest: &str,
+) -> Result<ProxyPre<InvocationState>, DeployError> {
+    let failed = |error| DeployError::Component {
+        function: name.to_string(),
+        error,
+    };
+    let component = match engine.load_cached(digest) {
+        Some(component) => component,
+        None => {
+            let bytes = artifacts.get_component(digest).await?.ok_or_else(|| {
+                DeployError::Components(format!(
+                    "component {digest} of function `{name}` was not uploaded"
+                ))
+            })?;
+            let (engine, digest) = (engine.clone(), digest.to_string());
+            tokio::task::spawn_blocking(move || engine.compile(&digest, &bytes))
+                .await
+                .map_err(|e| DeployError::Internal(e.to_string()))?
+                .map_err(failed)?
+        }
+    };
+    // Imports first: a missing import says more than a missing export.
+    let pre = engine.instantiate_pre(&component).map_err(failed)?;
+    let exports_handler =
+        component
+            .component_type()
+            .exports(engine.wasmtime())
+            .any(|(export, item)| {
+                export.starts_with(HANDLER_EXPORT)
+                    && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            });
+    // Every function is an HTTP function until other triggers exist.
+    if !exports_handler {
+        return Err(DeployError::MissingExport {
+            function: name.to_string(),
+            export: HANDLER_EXPORT,
+        });
+    }
+    ProxyPre::new(pre).map_err(|err| failed(EngineError::Link(err)))
 }
 
 fn check_components(

@@ -68,6 +68,20 @@ pub async fn handle(
         return body_too_large(limits.max_request_body);
     }
 
+    let pre = match function.pre.get().await {
+        Ok(pre) => pre.clone(),
+        Err(message) => {
+            tracing::error!(request_id, app = %app.app, function = %function.name, "cannot load the function: {message}");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function_unavailable",
+                &format!(
+                    "function `{}` could not be loaded (request id {request_id}); see the server log",
+                    function.name
+                ),
+            );
+        }
+    };
     let deadline = Instant::now() + limits.timeout;
     let Ok(Ok(permit)) =
         tokio::time::timeout_at(deadline, function.concurrency.clone().acquire_owned()).await
@@ -109,7 +123,6 @@ pub async fn handle(
         }
     };
 
-    let pre = function.pre.clone();
     // The guest keeps running after it sends the response head, to stream the
     // body; so it runs in its own task, bounded by the deadline.
     let task = tokio::spawn(async move {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::engine::lazy::Lazy;
 use crate::engine::{InvocationState, Limits};
 
 pub use self::body::ResponseBody;
@@ -24,7 +25,8 @@ pub const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 /// A function of a deployment, ready to serve HTTP.
 pub struct HttpFunction {
     pub name: Arc<str>,
-    pub pre: ProxyPre<InvocationState>,
+    /// The linked component, loaded (from the compile cache) by the first request.
+    pub pre: Lazy<ProxyPre<InvocationState>>,
     pub limits: Limits,
     pub variables: Arc<[(String, String)]>,
     pub allowed_outbound_hosts: Arc<[String]>,
