@@ -51,6 +51,7 @@ pub struct Examples {
     pub plain: PathBuf,
     pub misbehave: PathBuf,
     pub todo_api: PathBuf,
+    pub cleanup: PathBuf,
     pub notes_js: PathBuf,
 }
 
@@ -93,6 +94,7 @@ pub fn examples() -> &'static Examples {
             plain: wasm("plain_http.wasm"),
             misbehave: wasm("misbehave.wasm"),
             todo_api: wasm("todo_api.wasm"),
+            cleanup: wasm("cleanup.wasm"),
             notes_js: root.join("functions-examples/.kiln/build/notes.wasm"),
         }
     })
@@ -253,6 +255,10 @@ impl Server {
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.url))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(format!("{}{path}", self.url))
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

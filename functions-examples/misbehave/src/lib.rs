@@ -10,6 +10,7 @@
 //! - `/db-errors`: feeds the database bad input, answers each error's kind;
 //! - `/global`: adds 1 to a global counter and keeps a 3 MiB heap buffer in a
 //!   global list; answers both counts (`1 1` in a fresh instance);
+//! - `/cron-runs`: the documents the scheduled handler recorded (below);
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -39,6 +40,21 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Response::json(&format!("allocated {mb} MiB ({sum} pages)")).send(out)
         }
         "trap" => panic!("misbehave: trapping on purpose"),
+        "cron-runs" => {
+            use kiln_sdk::bindings::kiln::platform::database as wit;
+            let options = wit::FindOptions {
+                sort: Some(r#"{"scheduled_ms": 1}"#.into()),
+                projection: None,
+                skip: None,
+                limit: Some(1000),
+                batch_size: None,
+                cursor: None,
+            };
+            match wit::find("cron_runs", "{}", &options) {
+                Ok(page) => Response::text(format!("[{}]", page.documents.join(","))).send(out),
+                Err(e) => Response::error(500, "db", &format!("{e:?}")).send(out),
+            }
+        }
         "flood" => flood(out),
         "silent" => drop(out),
         "env" => Response::json(&std::env::vars().collect::<Vec<_>>()).send(out),
@@ -163,3 +179,69 @@ fn flood(out: ResponseOutparam) {
 }
 
 kiln_sdk::raw_http_function!(handle);
+
+/// The scheduled handler, for the scheduler's tests. The payload says what
+/// to do: `{"do": "record"}` inserts one document per occurrence into
+/// `cron_runs` (a second run of one occurrence fails on its `_id`);
+/// `{"do": "sleep", "ms": N}` records, then sleeps; `{"do": "fail", "times": N}`
+/// fails the first N attempts of an occurrence; `"trap"` panics; `"spin"`
+/// loops until its timeout.
+fn scheduled(run: kiln_sdk::scheduled::Run<serde_json::Value>) -> Result<(), String> {
+    use kiln_sdk::bindings::kiln::platform::database as wit;
+    let what = run.payload["do"].as_str().unwrap_or("record");
+    println!(
+        "misbehave: {what} for {} due at {}",
+        run.trigger, run.scheduled_ms
+    );
+    let record = || {
+        let doc = serde_json::json!({
+            "_id": format!("{}-{}", run.trigger, run.scheduled_ms),
+            "trigger": run.trigger,
+            "scheduled_ms": run.scheduled_ms,
+            "started_ms": run.started_ms,
+        });
+        wit::insert("cron_runs", &doc.to_string())
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    };
+    match what {
+        "sleep" => {
+            record()?;
+            let ms = run.payload["ms"].as_u64().unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
+        "fail" => {
+            let times = run.payload["times"].as_u64().unwrap_or(u64::MAX);
+            let counter = format!("attempts-{}-{}", run.trigger, run.scheduled_ms);
+            let filter = serde_json::json!({ "_id": counter }).to_string();
+            let doc = wit::find_one_and_update(
+                "cron_attempts",
+                &filter,
+                r#"{"$inc": {"n": 1}}"#,
+                true,
+                true,
+            )
+            .map_err(|e| format!("{e:?}"))?
+            .unwrap_or_default();
+            let n = serde_json::from_str::<serde_json::Value>(&doc)
+                .ok()
+                .and_then(|d| d["n"].as_u64())
+                .unwrap_or(0);
+            if n <= times {
+                return Err(format!("failing attempt {n} on purpose"));
+            }
+            record()
+        }
+        "trap" => panic!("misbehave: trapping on purpose"),
+        "spin" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        _ => record(),
+    }
+}
+
+kiln_sdk::scheduled_function!(scheduled);

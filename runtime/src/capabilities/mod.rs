@@ -3,12 +3,13 @@
 //! Each capability has three phases: once per server it adds itself to the
 //! linker ([`add_to_linker`]); once per deployment it validates and builds
 //! its shared state; once per invocation it borrows that state from the
-//! store. `config` and `database` are implemented so far: a component
+//! store. `config`, `database` and `scheduler` are implemented so far: a component
 //! importing another `kiln:platform` interface fails to link at deploy,
 //! naming the import.
 
 pub mod config;
 mod database;
+pub mod scheduler;
 
 use wasmtime::component::Linker;
 
@@ -31,5 +32,6 @@ pub struct Services {
 /// Adds every implemented capability to the linker.
 pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     config::add_to_linker(linker)?;
-    database::add_to_linker(linker)
+    database::add_to_linker(linker)?;
+    scheduler::add_to_linker(linker)
 }

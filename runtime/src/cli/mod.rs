@@ -1,6 +1,8 @@
 //! The command line. Each subcommand is one module.
 
+mod admin;
 mod build;
+mod cron;
 mod deploy;
 mod new;
 mod serve;
@@ -34,6 +36,11 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Create a new app with one Rust HTTP function.
     New(new::NewArgs),
+    /// A running server's cron triggers.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
+    /// A running server's recent cron runs and one-off jobs.
+    Runs(cron::RunsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,5 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Deploy(args) => deploy::run(args),
         Command::New(args) => new::run(args),
+        Command::Cron(cron::CronCommand::List { app, server }) => cron::list(&app, &server),
+        Command::Runs(args) => cron::runs(args),
     }
 }

@@ -7,6 +7,7 @@
 //! survives from one invocation to the next.
 
 mod cache;
+pub mod function;
 pub mod lazy;
 pub mod limits;
 pub mod logs;

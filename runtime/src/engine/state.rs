@@ -25,6 +25,8 @@ pub struct InvocationContext {
     pub variables: Arc<[(String, String)]>,
     /// Hosts the function may call over HTTP.
     pub allowed_outbound_hosts: Arc<[String]>,
+    /// Every function of the app's live version (one-off jobs may name them).
+    pub app_functions: Arc<[Arc<str>]>,
     /// The backends of the platform capabilities.
     pub services: crate::capabilities::Services,
 }

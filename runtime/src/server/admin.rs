@@ -8,6 +8,9 @@
 //! | `GET /admin/v1/apps` | every app and its live version |
 //! | `GET /admin/v1/apps/{app}/deployments` | every stored version of the app |
 //! | `POST /admin/v1/apps/{app}/rollback` | switches to `{"version": n}` |
+//! | `GET /admin/v1/apps/{app}/crons` | the live cron triggers and their next occurrences |
+//! | `POST /admin/v1/apps/{app}/crons/{trigger}/run` | runs a trigger now (202) |
+//! | `GET /admin/v1/apps/{app}/runs?trigger=&status=&limit=` | the run history, newest first |
 
 use std::collections::BTreeMap;
 
@@ -17,8 +20,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::apps::{Apps, DeployError, DeploymentRecord};
 use super::artifacts::{ArtifactError, digest_of, is_valid_digest};
+use crate::triggers::cron::Scheduler;
+use crate::triggers::cron::runs::{self, RunFilter};
 use crate::triggers::http::{ResponseBody, error_response, json_response};
 
 /// Largest component upload.
@@ -42,6 +49,7 @@ struct RollbackRequest {
 /// Handles a request whose path starts with `/admin/`.
 pub async fn handle(
     apps: &Apps,
+    scheduler: &Arc<Scheduler>,
     admin_key: &str,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
@@ -95,9 +103,89 @@ pub async fn handle(
                 Err(err) => deploy_error(err),
             }
         }
+        (&Method::GET, ["admin", "v1", "apps", app, "crons"]) => list_crons(apps, app),
+        (&Method::POST, ["admin", "v1", "apps", app, "crons", trigger, "run"]) => {
+            match scheduler.run_now(app, trigger) {
+                Ok(scheduled_ms) => json_response(
+                    StatusCode::ACCEPTED,
+                    json!({ "app": app, "trigger": trigger, "scheduled_ms": scheduled_ms }),
+                ),
+                Err(err) => not_found("trigger_not_found", &err.to_string()),
+            }
+        }
+        (&Method::GET, ["admin", "v1", "apps", app, "runs"]) => {
+            list_runs(scheduler, app, req.uri().query().unwrap_or("")).await
+        }
         _ => not_found(
             "admin_route_not_found",
             &format!("no admin call {method} {path}"),
+        ),
+    }
+}
+
+fn list_crons(apps: &Apps, app: &str) -> Response<ResponseBody> {
+    let Some(live) = apps.get(app) else {
+        return not_found("app_not_found", &format!("no app `{app}`"));
+    };
+    let now = chrono::Utc::now();
+    let triggers: Vec<Value> = live
+        .cron
+        .triggers
+        .iter()
+        .map(|t| {
+            let next: Vec<String> = t
+                .schedule
+                .upcoming(now, 5)
+                .iter()
+                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .collect();
+            json!({
+                "name": t.name,
+                "schedule": t.expression,
+                "timezone": t.timezone.as_deref().unwrap_or("UTC"),
+                "function": &*t.function.name,
+                "overlap": t.overlap,
+                "missed": t.missed,
+                "retries": t.retries,
+                "next": next,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({ "app": app, "version": live.version, "crons": triggers }),
+    )
+}
+
+async fn list_runs(scheduler: &Scheduler, app: &str, query: &str) -> Response<ResponseBody> {
+    let mut filter = RunFilter::default();
+    // Trigger names and statuses need no percent-decoding.
+    let pairs = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")));
+    for (key, value) in pairs {
+        match key {
+            "trigger" => filter.trigger = Some(value.to_string()),
+            "status" => filter.status = Some(value.to_string()),
+            "limit" => match value.parse() {
+                Ok(limit) => filter.limit = Some(limit),
+                Err(_) => return bad_request("invalid_query", "limit is a number"),
+            },
+            other => {
+                return bad_request(
+                    "invalid_query",
+                    &format!("unknown parameter `{other}` (trigger, status, limit)"),
+                );
+            }
+        }
+    }
+    match runs::list(scheduler.documents(), app, &filter).await {
+        Ok(runs) => json_response(StatusCode::OK, json!({ "app": app, "runs": runs })),
+        Err(err) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "platform_data_unavailable",
+            &format!("cannot read the run history: {err}"),
         ),
     }
 }

@@ -19,10 +19,14 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
 use crate::capabilities::Services;
+use crate::engine::function::{
+    Function, HTTP_EXPORT, LoadedComponent, SCHEDULED_EXPORT, SCHEDULED_RUN,
+};
 use crate::engine::lazy::Lazy;
-use crate::engine::{Engine, EngineError, InvocationState};
+use crate::engine::{Engine, EngineError};
 use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
-use crate::triggers::http::{HANDLER_EXPORT, HttpApp, HttpFunction, Route, RouteError, Router};
+use crate::triggers::cron::{CronApp, CronTrigger, Schedule};
+use crate::triggers::http::{HttpApp, Route, RouteError, Router};
 
 /// Why a deploy or rollback failed. Everything but `Storage`, `Platform` and `Internal`
 /// is the caller's mistake (400/404), and none of them changes anything.
@@ -39,10 +43,11 @@ pub enum DeployError {
         function: String,
         error: EngineError,
     },
-    #[error("function `{function}` does not export `{export}.x` (the HTTP handler)")]
+    #[error("function `{function}` does not export `{export}` ({why})")]
     MissingExport {
         function: String,
         export: &'static str,
+        why: &'static str,
     },
     #[error("routes: {0}")]
     Routes(#[from] RouteError),
@@ -84,6 +89,7 @@ const APPS: Namespace<'static> = Namespace {
 pub struct LiveApp {
     pub version: u64,
     pub http: HttpApp,
+    pub cron: Arc<CronApp>,
 }
 
 /// Every app of the server and its live version.
@@ -118,6 +124,16 @@ impl Apps {
             .unwrap_or_else(|e| e.into_inner())
             .get(app)
             .cloned()
+    }
+
+    /// The cron side of every live version.
+    pub fn cron_apps(&self) -> Vec<Arc<CronApp>> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|live| live.cron.clone())
+            .collect()
     }
 
     /// Every app and its live version, sorted by name.
@@ -290,13 +306,32 @@ impl Apps {
         manifest: &Manifest,
     ) -> Result<(), DeployError> {
         for name in manifest.functions.keys() {
-            load_function(
+            let loaded = load_component(
                 &self.engine,
                 &self.artifacts,
                 name,
                 &record.components[name],
             )
             .await?;
+            let routed = manifest.routes.iter().any(|r| r.function == *name);
+            let scheduled = manifest.crons.iter().any(|c| c.function == *name);
+            let missing = |export, why| DeployError::MissingExport {
+                function: name.clone(),
+                export,
+                why,
+            };
+            if routed && loaded.http.is_none() {
+                return Err(missing(HTTP_EXPORT, "a route calls it"));
+            }
+            if scheduled && loaded.scheduled.is_none() {
+                return Err(missing(SCHEDULED_EXPORT, "a cron trigger calls it"));
+            }
+            if loaded.http.is_none() && loaded.scheduled.is_none() {
+                return Err(missing(
+                    HTTP_EXPORT,
+                    "a function exports an HTTP handler, a scheduled handler, or both",
+                ));
+            }
         }
         Ok(())
     }
@@ -332,45 +367,84 @@ impl Apps {
             .map(|(name, spec)| {
                 let (engine, artifacts) = (self.engine.clone(), self.artifacts.clone());
                 let (name_, digest) = (name.clone(), record.components[name].clone());
-                let pre = Lazy::new(move || {
+                let component = Lazy::new(move || {
                     let (engine, artifacts) = (engine.clone(), artifacts.clone());
                     let (name, digest) = (name_.clone(), digest.clone());
                     Box::pin(async move {
-                        load_function(&engine, &artifacts, &name, &digest)
+                        load_component(&engine, &artifacts, &name, &digest)
                             .await
                             .map_err(|e| e.to_string())
                     })
                 });
-                HttpFunction {
+                Arc::new(Function {
                     name: name.as_str().into(),
-                    pre,
+                    component,
                     limits: spec.limits,
                     variables: manifest.variables_of(spec).into(),
                     allowed_outbound_hosts: spec.allowed_outbound_hosts.clone().into(),
                     concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-                }
+                })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let triggers = manifest
+            .crons
+            .iter()
+            .map(|cron| {
+                let function = names
+                    .iter()
+                    .position(|n| **n == cron.function)
+                    .map(|i| functions[i].clone())
+                    .ok_or_else(|| {
+                        ManifestError(format!("crons: no function `{}`", cron.function))
+                    })?;
+                let schedule = Schedule::parse(&cron.schedule, cron.timezone.as_deref())
+                    .map_err(|e| ManifestError(format!("crons (`{}`): {e}", cron.name)))?;
+                let payload = serde_json::to_string(&cron.payload)
+                    .map_err(|e| ManifestError(format!("crons (`{}`).payload: {e}", cron.name)))?;
+                Ok(Arc::new(CronTrigger {
+                    name: cron.name.clone(),
+                    expression: cron.schedule.clone(),
+                    timezone: cron.timezone.clone(),
+                    schedule,
+                    function,
+                    payload,
+                    overlap: cron.overlap,
+                    missed: cron.missed,
+                    retries: cron.retries,
+                    retry_backoff: cron.retry_backoff,
+                }))
+            })
+            .collect::<Result<Vec<_>, ManifestError>>()?;
+        let app: Arc<str> = record.app.as_str().into();
+        let function_names: Arc<[Arc<str>]> = functions.iter().map(|f| f.name.clone()).collect();
         Ok(LiveApp {
             version: record.version,
             http: HttpApp {
-                app: record.app.as_str().into(),
+                app: app.clone(),
                 services: self.services.clone(),
                 router,
-                functions,
+                functions: functions.clone(),
+                function_names: function_names.clone(),
             },
+            cron: Arc::new(CronApp {
+                app,
+                services: self.services.clone(),
+                triggers,
+                functions,
+                function_names,
+            }),
         })
     }
 }
 
 /// Loads a function's component (from the compile cache, or compiling the
-/// uploaded bytes) and links it as an HTTP handler.
-async fn load_function(
+/// uploaded bytes), links it, and resolves the entry points it exports.
+async fn load_component(
     engine: &Arc<Engine>,
     artifacts: &Artifacts,
     name: &str,
     digest: &str,
-) -> Result<ProxyPre<InvocationState>, DeployError> {
+) -> Result<LoadedComponent, DeployError> {
     let failed = |error| DeployError::Component {
         function: name.to_string(),
         error,
@@ -390,24 +464,27 @@ async fn load_function(
                 .map_err(failed)?
         }
     };
-    // Imports first: a missing import says more than a missing export.
     let pre = engine.instantiate_pre(&component).map_err(failed)?;
-    let exports_handler =
+    let exports_http =
         component
             .component_type()
             .exports(engine.wasmtime())
             .any(|(export, item)| {
-                export.starts_with(HANDLER_EXPORT)
+                export.starts_with(HTTP_EXPORT)
                     && matches!(item.ty, ComponentItem::ComponentInstance(_))
             });
-    // Every function is an HTTP function until other triggers exist.
-    if !exports_handler {
-        return Err(DeployError::MissingExport {
-            function: name.to_string(),
-            export: HANDLER_EXPORT,
-        });
-    }
-    ProxyPre::new(pre).map_err(|err| failed(EngineError::Link(err)))
+    let http = match exports_http {
+        true => Some(ProxyPre::new(pre.clone()).map_err(|err| failed(EngineError::Link(err)))?),
+        false => None,
+    };
+    let scheduled = component
+        .get_export_index(None, SCHEDULED_EXPORT)
+        .and_then(|instance| component.get_export_index(Some(&instance), SCHEDULED_RUN));
+    Ok(LoadedComponent {
+        pre,
+        http,
+        scheduled,
+    })
 }
 
 fn check_components(

@@ -16,6 +16,17 @@
 //! path = "/hello/:name"
 //! methods = ["GET"]                  # empty or absent: any method
 //! function = "hello"
+//!
+//! [[crons]]
+//! name = "cleanup"
+//! schedule = "0 3 * * *"             # crontab; 6 fields: seconds first
+//! function = "cleanup"
+//! timezone = "Europe/Paris"          # IANA name; UTC when absent
+//! payload = { days = 30 }            # any TOML value, passed as JSON
+//! overlap = "skip"                   # or "queue"
+//! missed = "skip"                    # or "run-latest"
+//! retries = 2                        # after a failure; backoff doubles
+//! retry_backoff = "10s"
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::config::is_valid_name;
 use crate::engine::Limits;
+use crate::triggers::cron::{Missed, Overlap};
 
 /// Why a manifest is invalid; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +52,35 @@ pub struct Manifest {
     pub functions: BTreeMap<String, FunctionSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub crons: Vec<CronSpec>,
 }
+
+/// A cron trigger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronSpec {
+    pub name: String,
+    pub schedule: String,
+    pub function: String,
+    pub timezone: Option<String>,
+    pub payload: Option<toml::Value>,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub missed: Missed,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub retry_backoff: std::time::Duration,
+}
+
+fn default_backoff() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
+/// Most retries a trigger may ask for.
+const MAX_RETRIES: u32 = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +183,39 @@ impl Manifest {
                         &format!("`{method}` is not an HTTP method (write it in capitals)"),
                     );
                 }
+            }
+        }
+        let mut cron_names = std::collections::HashSet::new();
+        for (i, cron) in self.crons.iter().enumerate() {
+            let field = format!("crons[{i}]");
+            if !is_valid_function_name(&cron.name) {
+                return err(
+                    format!("{field}.name"),
+                    "a trigger name is 1 to 64 of a-z, 0-9, `-` or `_`, starting with a letter",
+                );
+            }
+            if !cron_names.insert(cron.name.as_str()) {
+                return err(
+                    format!("{field}.name"),
+                    &format!("two triggers are named `{}`", cron.name),
+                );
+            }
+            if !self.functions.contains_key(&cron.function) {
+                return err(
+                    format!("{field}.function"),
+                    &format!("no function named `{}`", cron.function),
+                );
+            }
+            if let Err(msg) =
+                crate::triggers::cron::Schedule::parse(&cron.schedule, cron.timezone.as_deref())
+            {
+                return err(format!("{field} (`{}`)", cron.name), &msg);
+            }
+            if cron.retries > MAX_RETRIES {
+                return err(
+                    format!("{field}.retries"),
+                    &format!("at most {MAX_RETRIES}"),
+                );
             }
         }
         Ok(())

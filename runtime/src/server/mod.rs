@@ -27,6 +27,7 @@ use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DocumentStore, Documents, StoreLimits};
+use crate::triggers::cron::Scheduler;
 use crate::triggers::http::{ResponseBody, error_response};
 
 /// How long in-flight requests may take to finish at shutdown.
@@ -71,11 +72,13 @@ pub struct RunningServer {
     pub admin_key_source: AdminKeySource,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
+    scheduling: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
     engine: Arc<Engine>,
     apps: Arc<Apps>,
+    scheduler: Arc<Scheduler>,
     admin_key: String,
 }
 
@@ -114,12 +117,19 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let services = Services {
         documents: open_documents(&settings).await?,
     };
+    let documents = services.documents.clone();
     let apps = Arc::new(Apps::new(
         engine.clone(),
         Artifacts::new(Arc::new(store)),
         services,
     ));
     apps.load_all().await?;
+    let cron_source = {
+        let apps = apps.clone();
+        Arc::new(move || apps.cron_apps())
+    };
+    let scheduler = Scheduler::new(engine.clone(), documents, cron_source);
+    let scheduling = scheduler.spawn();
 
     let listener =
         TcpListener::bind(settings.listen)
@@ -137,6 +147,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let shared = Arc::new(Shared {
         engine,
         apps: apps.clone(),
+        scheduler,
         admin_key,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -147,6 +158,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         admin_key_source,
         shutdown,
         serving,
+        scheduling,
     })
 }
 
@@ -169,6 +181,8 @@ impl RunningServer {
     /// Stops accepting connections and waits for in-flight requests
     /// (at most 30 s).
     pub async fn shutdown(self) {
+        // No new occurrence starts; a run in progress is left to its lease.
+        self.scheduling.abort();
         let _ = self.shutdown.send(true);
         let _ = self.serving.await;
     }
@@ -221,7 +235,7 @@ async fn accept_loop(
 async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path();
     if path == "/admin" || path.starts_with("/admin/") {
-        return admin::handle(&shared.apps, &shared.admin_key, req).await;
+        return admin::handle(&shared.apps, &shared.scheduler, &shared.admin_key, req).await;
     }
     let request_id = hex::encode(rand::random::<[u8; 8]>());
     let Some((app, app_path)) = resolve_app(&shared.apps, &req) else {

@@ -17,6 +17,8 @@
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod scheduled;
+pub mod scheduler;
 
 /// Bindings generated from the `kiln:platform` WIT package, for what the
 /// ergonomic API does not cover (streaming bodies, for one).
@@ -28,5 +30,26 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_http_function",
         default_bindings_module: "kiln_sdk::bindings",
+    });
+}
+
+/// Bindings of the `scheduled-handler` export; the platform imports are the
+/// ones in [`bindings`].
+#[doc(hidden)]
+pub mod scheduled_bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "kiln:platform/scheduled-function",
+        with: {
+            "kiln:platform/config@0.1.0": crate::bindings::kiln::platform::config,
+            "kiln:platform/database@0.1.0": crate::bindings::kiln::platform::database,
+            "kiln:platform/auth@0.1.0": crate::bindings::kiln::platform::auth,
+            "kiln:platform/storage@0.1.0": crate::bindings::kiln::platform::storage,
+            "kiln:platform/push@0.1.0": crate::bindings::kiln::platform::push,
+            "kiln:platform/scheduler@0.1.0": crate::bindings::kiln::platform::scheduler,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_scheduled_function",
+        default_bindings_module: "kiln_sdk::scheduled_bindings",
     });
 }

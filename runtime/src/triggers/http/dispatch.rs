@@ -68,8 +68,18 @@ pub async fn handle(
         return body_too_large(limits.max_request_body);
     }
 
-    let pre = match function.pre.get().await {
-        Ok(pre) => pre.clone(),
+    let pre = match function.component.get().await {
+        Ok(loaded) => match &loaded.http {
+            Some(pre) => pre.clone(),
+            // A deploy refuses a route to a function without the handler.
+            None => {
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_http_handler",
+                    &format!("function `{}` has no HTTP handler", function.name),
+                );
+            }
+        },
         Err(message) => {
             tracing::error!(request_id, app = %app.app, function = %function.name, "cannot load the function: {message}");
             return error_response(
@@ -108,6 +118,7 @@ pub async fn handle(
         limits,
         variables: function.variables.clone(),
         allowed_outbound_hosts: function.allowed_outbound_hosts.clone(),
+        app_functions: app.function_names.clone(),
         services: app.services.clone(),
     });
     let (sender, receiver) = tokio::sync::oneshot::channel();

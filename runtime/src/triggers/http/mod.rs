@@ -8,31 +8,12 @@ pub mod router;
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
-
-use crate::engine::lazy::Lazy;
-use crate::engine::{InvocationState, Limits};
+use crate::engine::function::Function;
 
 pub use self::body::ResponseBody;
 pub use self::dispatch::handle;
 pub use self::error::{error_response, json_response};
 pub use self::router::{Route, RouteError, RouteMatch, Router};
-
-/// The export every HTTP function must have (any 0.2.x version).
-pub const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
-
-/// A function of a deployment, ready to serve HTTP.
-pub struct HttpFunction {
-    pub name: Arc<str>,
-    /// The linked component, loaded (from the compile cache) by the first request.
-    pub pre: Lazy<ProxyPre<InvocationState>>,
-    pub limits: Limits,
-    pub variables: Arc<[(String, String)]>,
-    pub allowed_outbound_hosts: Arc<[String]>,
-    /// Permits for `limits.max_concurrency` instances at once.
-    pub concurrency: Arc<Semaphore>,
-}
 
 /// The HTTP side of one deployment of an app.
 pub struct HttpApp {
@@ -40,5 +21,7 @@ pub struct HttpApp {
     pub services: crate::capabilities::Services,
     pub router: Router,
     /// Indexed by [`RouteMatch::function`].
-    pub functions: Vec<HttpFunction>,
+    pub functions: Vec<Arc<Function>>,
+    /// The names of `functions`.
+    pub function_names: Arc<[Arc<str>]>,
 }

@@ -1,0 +1,38 @@
+//! A deployed function: its component (loaded on first use), its limits and
+//! configuration. HTTP routes and cron triggers of a version share it.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::lazy::Lazy;
+use super::{InvocationState, Limits};
+
+/// The export of HTTP functions (any 0.2.x version).
+pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The export of scheduled functions.
+pub const SCHEDULED_EXPORT: &str = "kiln:platform/scheduled-handler@0.1.0";
+/// The function inside [`SCHEDULED_EXPORT`].
+pub const SCHEDULED_RUN: &str = "run";
+
+pub struct Function {
+    pub name: Arc<str>,
+    pub component: Lazy<LoadedComponent>,
+    pub limits: Limits,
+    /// The function's variables; also its only environment variables.
+    pub variables: Arc<[(String, String)]>,
+    pub allowed_outbound_hosts: Arc<[String]>,
+    /// Permits for `limits.max_concurrency` instances at once.
+    pub concurrency: Arc<Semaphore>,
+}
+
+/// A component linked against the platform, with its entry points resolved.
+pub struct LoadedComponent {
+    pub pre: InstancePre<InvocationState>,
+    /// The HTTP handler, when the component exports one.
+    pub http: Option<ProxyPre<InvocationState>>,
+    /// `scheduled-handler.run`, when the component exports it.
+    pub scheduled: Option<ComponentExportIndex>,
+}

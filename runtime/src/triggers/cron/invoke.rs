@@ -1,0 +1,115 @@
+//! One scheduled invocation: a fresh instance, the guest's
+//! `scheduled-handler.run`, the function's limits.
+
+use tokio::time::Instant;
+use wasmtime::component::{ComponentType, Lower};
+
+use super::CronApp;
+use super::runs::{RunStatus, bounded_logs};
+use crate::engine::function::Function;
+use crate::engine::{Engine, InvocationContext};
+
+/// `kiln:platform/scheduled-handler.invocation`.
+#[derive(ComponentType, Lower, Clone, Debug)]
+#[component(record)]
+pub struct Invocation {
+    pub trigger: String,
+    #[component(name = "scheduled-ms")]
+    pub scheduled_ms: u64,
+    #[component(name = "started-ms")]
+    pub started_ms: u64,
+    pub payload: String,
+}
+
+/// How one attempt ended.
+pub struct Outcome {
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub logs: String,
+}
+
+impl Outcome {
+    fn failed(error: String) -> Self {
+        Outcome {
+            status: RunStatus::Failed,
+            error: Some(error),
+            logs: String::new(),
+        }
+    }
+}
+
+pub async fn invoke(
+    engine: &Engine,
+    app: &CronApp,
+    function: &Function,
+    invocation: Invocation,
+    request_id: &str,
+) -> Outcome {
+    let loaded = match function.component.get().await {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            return Outcome::failed(format!("the function could not be loaded: {message}"));
+        }
+    };
+    let Some(run) = loaded.scheduled.clone() else {
+        return Outcome::failed("the function exports no scheduled handler".into());
+    };
+    let limits = function.limits;
+    let deadline = Instant::now() + limits.timeout;
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout_at(deadline, function.concurrency.clone().acquire_owned()).await
+    else {
+        return Outcome {
+            status: RunStatus::TimedOut,
+            error: Some(format!(
+                "the function stayed at its {} concurrent instances until the timeout",
+                limits.max_concurrency
+            )),
+            logs: String::new(),
+        };
+    };
+    let mut store = engine.new_store(InvocationContext {
+        request_id: request_id.to_string(),
+        app: app.app.clone(),
+        function: function.name.clone(),
+        limits,
+        variables: function.variables.clone(),
+        allowed_outbound_hosts: function.allowed_outbound_hosts.clone(),
+        app_functions: app.function_names.clone(),
+        services: app.services.clone(),
+    });
+    let result = tokio::time::timeout_at(deadline, async {
+        let instance = loaded.pre.instantiate_async(&mut store).await?;
+        let func =
+            instance.get_typed_func::<(Invocation,), (Result<(), String>,)>(&mut store, &run)?;
+        let (result,) = func.call_async(&mut store, (invocation,)).await?;
+        Ok::<_, wasmtime::Error>(result)
+    })
+    .await;
+    let (stdout, _) = store.data().stdout.take();
+    let (stderr, _) = store.data().stderr.take();
+    for line in stdout.lines().chain(stderr.lines()) {
+        tracing::info!(target: "kiln::guest", request_id, app = %app.app, function = %function.name, "{line}");
+    }
+    let logs = bounded_logs(&stdout, &stderr);
+    let (status, error) = match result {
+        Ok(Ok(Ok(()))) => (RunStatus::Succeeded, None),
+        Ok(Ok(Err(message))) => (RunStatus::Failed, Some(message)),
+        Ok(Err(trap)) => (
+            RunStatus::Failed,
+            Some(format!("the function trapped: {trap:#}")),
+        ),
+        Err(_) => (
+            RunStatus::TimedOut,
+            Some(format!(
+                "the function did not finish within {:?}",
+                limits.timeout
+            )),
+        ),
+    };
+    Outcome {
+        status,
+        error,
+        logs,
+    }
+}
