@@ -680,6 +680,36 @@ async fn refuses_bad_documents(f: Fixture) {
     assert_eq!(f.docs.count(ns, &json!({})).await.unwrap(), 0);
 }
 
+/// The scheduler's leases rely on this: an upsert whose filter does not
+/// match a document with that `_id` inserts it, and one that collides with an
+/// existing `_id` is a conflict that changes nothing.
+async fn an_upsert_onto_a_taken_id_is_a_conflict(f: Fixture) {
+    let ns = f.ns("locks");
+    let take = |holder: &str, now: u64| {
+        let filter = json!({"_id": "lock", "$or": [{"until": {"$lt": now}}, {"holder": holder}]});
+        let update = json!({"$set": {"until": now + 100, "holder": holder}});
+        (filter, update)
+    };
+    let (filter, update) = take("a", 1000);
+    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
+    let (filter, update) = take("b", 1050);
+    let err = f.docs.update(ns, &filter, &update, true, false).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"], "a");
+    // The holder renews; after the lease anyone takes it.
+    let (filter, update) = take("a", 1060);
+    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
+    let (filter, update) = take("b", 2000);
+    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
+    assert_eq!(f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"], "b");
+    // `$max` keeps the larger value, inserting when absent.
+    let state = |v: u64| json!({"$max": {"last": v}});
+    for v in [5, 3, 9] {
+        f.docs.update(ns, &json!({"_id": "state"}), &state(v), true, false).await.unwrap();
+    }
+    assert_eq!(f.docs.get(ns, "state").await.unwrap().unwrap()["last"], 9);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -714,4 +744,5 @@ every_backend!(
     apps_cannot_see_each_others_collections,
     concurrent_increments_are_exact,
     refuses_bad_documents,
+    an_upsert_onto_a_taken_id_is_a_conflict,
 );
