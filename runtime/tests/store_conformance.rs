@@ -691,21 +691,43 @@ async fn an_upsert_onto_a_taken_id_is_a_conflict(f: Fixture) {
         (filter, update)
     };
     let (filter, update) = take("a", 1000);
-    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
+    f.docs
+        .update(ns, &filter, &update, true, false)
+        .await
+        .unwrap();
     let (filter, update) = take("b", 1050);
-    let err = f.docs.update(ns, &filter, &update, true, false).await.unwrap_err();
+    let err = f
+        .docs
+        .update(ns, &filter, &update, true, false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"], "a");
+    assert_eq!(
+        f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"],
+        "a"
+    );
     // The holder renews; after the lease anyone takes it.
     let (filter, update) = take("a", 1060);
-    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
+    f.docs
+        .update(ns, &filter, &update, true, false)
+        .await
+        .unwrap();
     let (filter, update) = take("b", 2000);
-    f.docs.update(ns, &filter, &update, true, false).await.unwrap();
-    assert_eq!(f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"], "b");
+    f.docs
+        .update(ns, &filter, &update, true, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.docs.get(ns, "lock").await.unwrap().unwrap()["holder"],
+        "b"
+    );
     // `$max` keeps the larger value, inserting when absent.
     let state = |v: u64| json!({"$max": {"last": v}});
     for v in [5, 3, 9] {
-        f.docs.update(ns, &json!({"_id": "state"}), &state(v), true, false).await.unwrap();
+        f.docs
+            .update(ns, &json!({"_id": "state"}), &state(v), true, false)
+            .await
+            .unwrap();
     }
     assert_eq!(f.docs.get(ns, "state").await.unwrap().unwrap()["last"], 9);
 }

@@ -90,8 +90,12 @@ async fn run_now(server: &Server) -> u64 {
 
 /// What the function recorded itself: one document per run it completed.
 async fn recorded(server: &Server) -> Vec<Value> {
+    recorded_in(server, "cron").await
+}
+
+async fn recorded_in(server: &Server, app: &str) -> Vec<Value> {
     let text = server
-        .get("/cron/cron-runs")
+        .get(&format!("/{app}/cron-runs"))
         .send()
         .await
         .unwrap()
@@ -739,4 +743,56 @@ async fn wait_for_runs_of(server: &Server, app: &str, done: impl Fn(&[Value]) ->
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn each_occurrence_runs_once_across_two_nodes_sharing_mongodb() {
+    let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
+        eprintln!("KILN_TEST_MONGODB_URI is not set: skipping the MongoDB run");
+        return;
+    };
+    // Two nodes with their own data directories and one MongoDB; the app
+    // name is unique because the MongoDB server outlives the run.
+    let app = format!("cron{}", std::process::id());
+    let first = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    first
+        .deploy_ok(
+            &app,
+            &manifest(EVERY_SECOND, r#"{ do = "record" }"#, ""),
+            &[("probe", &examples().misbehave)],
+        )
+        .await;
+    let second = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    // Components are on each node's disk until the S3 backend: give it one.
+    second
+        .upload(std::fs::read(&examples().misbehave).unwrap())
+        .await;
+    let started = Instant::now();
+    let mut history = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        history = runs_of(&first, &app, "limit=1000").await;
+        if with_status(&history, "succeeded").len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let succeeded = with_status(&history, "succeeded");
+    assert!(succeeded.len() >= 5, "{history:?}");
+    assert!(with_status(&history, "failed").is_empty(), "{history:?}");
+    let due: Vec<u64> = succeeded
+        .iter()
+        .map(|r| r["scheduled_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        due.iter().collect::<HashSet<_>>().len(),
+        due.len(),
+        "an occurrence ran twice: {due:?}"
+    );
+    drop(second);
+    let done: HashSet<u64> = recorded_in(&first, &app)
+        .await
+        .iter()
+        .map(|d| d["scheduled_ms"].as_u64().unwrap())
+        .collect();
+    assert!(due.iter().all(|d| done.contains(d)), "{due:?} vs {done:?}");
 }
