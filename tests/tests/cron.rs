@@ -796,3 +796,48 @@ async fn each_occurrence_runs_once_across_two_nodes_sharing_mongodb() {
         .collect();
     assert!(due.iter().all(|d| done.contains(d)), "{due:?} vs {done:?}");
 }
+
+#[tokio::test]
+async fn a_changed_schedule_takes_effect_at_its_next_occurrence_and_misses_nothing() {
+    let server = Server::start();
+    deploy(&server, &manifest(EVERY_SECOND, r#"{ do = "record" }"#, "")).await;
+    wait_for_runs(&server, Duration::from_secs(10), |runs| {
+        !with_status(runs, "succeeded").is_empty()
+    })
+    .await;
+    deploy(&server, &manifest(YEARLY, r#"{ do = "record" }"#, "")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = runs(&server, "limit=1000").await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        runs(&server, "limit=1000").await.len(),
+        before,
+        "the old schedule still ran"
+    );
+    // Back to every second: the seconds spent on the yearly schedule were not missed.
+    let back = Instant::now();
+    deploy(&server, &manifest(EVERY_SECOND, r#"{ do = "record" }"#, "")).await;
+    let history = wait_for_runs(&server, Duration::from_secs(10), |runs| {
+        with_status(runs, "succeeded").len() > before
+    })
+    .await;
+    assert!(
+        with_status(&history, "succeeded").len() > before,
+        "{history:?}"
+    );
+    assert!(with_status(&history, "missed").is_empty(), "{history:?}");
+    let newest = history
+        .iter()
+        .map(|r| r["scheduled_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let back_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - back.elapsed().as_millis() as u64;
+    assert!(
+        newest + 1000 >= back_ms,
+        "runs resumed from the redeploy on"
+    );
+}

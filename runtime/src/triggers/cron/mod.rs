@@ -35,6 +35,9 @@ const TICK: Duration = Duration::from_millis(200);
 const ON_TIME: Duration = Duration::from_secs(2);
 /// Missed occurrences recorded one by one; earlier ones get one record.
 const MISSED_RECORDS: usize = 100;
+/// Missed occurrences counted one by one after an outage; past this the
+/// count is a lower bound.
+const MISSED_COUNTED: usize = 100_000;
 /// Why a missed occurrence did not run.
 const MISSED: &str = "no Kiln server was running when it was due";
 /// Due one-off jobs a node claims per tick.
@@ -122,8 +125,11 @@ pub struct Scheduler {
     source: CronSource,
 }
 
-/// A trigger as the loop tracks it: a changed schedule is a new trigger.
-type TriggerKey = (Arc<str>, String, String, Option<String>);
+/// A trigger as the loop tracks it: its address (the loop holds the `Arc`,
+/// so the address is not reused meanwhile). Every deploy makes new triggers,
+/// which start from the stored state of their name: a changed schedule takes
+/// effect at its next occurrence, and nothing runs twice.
+type TriggerKey = usize;
 
 impl Scheduler {
     pub fn new(engine: Arc<Engine>, documents: Documents, source: CronSource) -> Arc<Self> {
@@ -152,24 +158,20 @@ impl Scheduler {
         if let Err(err) = jobs::create_index(&self.documents).await {
             tracing::warn!("cannot index the job queue: {err}");
         }
-        let mut next: HashMap<TriggerKey, DateTime<Utc>> = HashMap::new();
+        let mut next: HashMap<TriggerKey, (Arc<CronTrigger>, DateTime<Utc>)> = HashMap::new();
+        let mut live = HashSet::new();
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             ticks.tick().await;
             let now = Utc::now();
-            let mut live = HashSet::new();
+            live.clear();
             for app in (self.source)() {
                 for trigger in &app.triggers {
-                    let key = (
-                        app.app.clone(),
-                        trigger.name.clone(),
-                        trigger.expression.clone(),
-                        trigger.timezone.clone(),
-                    );
-                    live.insert(key.clone());
+                    let key = Arc::as_ptr(trigger) as usize;
+                    live.insert(key);
                     let mut due = match next.get(&key) {
-                        Some(due) => *due,
+                        Some((_, due)) => *due,
                         None => match self.first_look(&app, trigger, now).await {
                             Ok(due) => due,
                             Err(err) => {
@@ -185,7 +187,7 @@ impl Scheduler {
                             None => break,
                         }
                     }
-                    next.insert(key, due);
+                    next.insert(key, (trigger.clone(), due));
                 }
             }
             // A removed or changed trigger stops here; a running run finishes.
@@ -211,19 +213,33 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
         let id = state_id(&app.app, &trigger.name);
-        let last = self
-            .documents
-            .get(STATE, &id)
-            .await?
+        let schedule = format!(
+            "{} {}",
+            trigger.expression,
+            trigger.timezone.as_deref().unwrap_or("UTC")
+        );
+        let state = self.documents.get(STATE, &id).await?;
+        let last = state
+            .as_ref()
+            .filter(|doc| doc["schedule"] == schedule.as_str())
             .and_then(|doc| doc["last_ms"].as_u64())
             .and_then(from_ms);
         let on_time_from = now - chrono::Duration::from_std(ON_TIME).expect("small");
         let Some(last) = last else {
-            // A new trigger starts now: nothing before it was missed.
-            self.advance_state(&id, now).await?;
+            // A new trigger, or a new schedule, starts now: nothing before
+            // it was missed.
+            self.documents
+                .update(
+                    STATE,
+                    &json!({"_id": id}),
+                    &json!({"$max": {"last_ms": to_ms(now)}, "$set": {"schedule": schedule}}),
+                    true,
+                    false,
+                )
+                .await?;
             return Ok(trigger.schedule.next_after(now).unwrap_or(far_future()));
         };
-        let mut missed = Vec::new();
+        let mut missed = std::collections::VecDeque::new();
         let mut count = 0usize;
         let mut at = last;
         while let Some(due) = trigger.schedule.next_after(at) {
@@ -231,12 +247,22 @@ impl Scheduler {
                 break;
             }
             count += 1;
-            missed.push(due);
+            missed.push_back(due);
             if missed.len() > MISSED_RECORDS {
-                missed.remove(0);
+                missed.pop_front();
             }
             at = due;
+            // A long outage of a frequent trigger: count no further, and
+            // skip ahead to the occurrences just before now.
+            if count == MISSED_COUNTED {
+                let resume = on_time_from - chrono::Duration::from_std(ON_TIME).expect("small");
+                if resume > at {
+                    at = resume;
+                    missed.clear();
+                }
+            }
         }
+        let missed: Vec<_> = missed.into();
         if let Some(&latest) = missed.last() {
             // The catch-up run takes the trigger's lock before this
             // trigger's on-time occurrences are started, so they see it.
@@ -290,7 +316,14 @@ impl Scheduler {
             }
             let mut error = MISSED.to_string();
             if i == 0 && earlier > 0 {
-                error.push_str(&format!(" ({earlier} earlier occurrences were missed too)"));
+                let at_least = if count >= MISSED_COUNTED {
+                    "at least "
+                } else {
+                    ""
+                };
+                error.push_str(&format!(
+                    " ({at_least}{earlier} earlier occurrences were missed too)"
+                ));
             }
             self.save(&self.record(
                 &app.app,
