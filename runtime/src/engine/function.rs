@@ -8,7 +8,8 @@ use wasmtime::component::{ComponentExportIndex, InstancePre};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::lazy::Lazy;
-use super::{InvocationState, Limits};
+use super::{InvocationContext, InvocationState, Limits};
+use crate::capabilities::Services;
 
 /// The export of HTTP functions (any 0.2.x version).
 pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
@@ -26,6 +27,28 @@ pub struct Function {
     pub allowed_outbound_hosts: Arc<[String]>,
     /// Permits for `limits.max_concurrency` instances at once.
     pub concurrency: Arc<Semaphore>,
+}
+
+impl Function {
+    /// The context of one invocation of this function, for `app`.
+    pub fn invocation_context(
+        &self,
+        request_id: &str,
+        app: &Arc<str>,
+        app_functions: &Arc<[Arc<str>]>,
+        services: &Services,
+    ) -> InvocationContext {
+        InvocationContext {
+            request_id: request_id.to_string(),
+            app: app.clone(),
+            function: self.name.clone(),
+            limits: self.limits,
+            variables: self.variables.clone(),
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            app_functions: app_functions.clone(),
+            services: services.clone(),
+        }
+    }
 }
 
 /// A component linked against the platform, with its entry points resolved.

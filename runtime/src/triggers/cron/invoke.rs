@@ -6,8 +6,8 @@ use wasmtime::component::{ComponentType, Lower};
 
 use super::CronApp;
 use super::runs::{RunStatus, bounded_logs};
+use crate::engine::Engine;
 use crate::engine::function::Function;
-use crate::engine::{Engine, InvocationContext};
 
 /// `kiln:platform/scheduled-handler.invocation`.
 #[derive(ComponentType, Lower, Clone, Debug)]
@@ -68,16 +68,12 @@ pub async fn invoke(
             logs: String::new(),
         };
     };
-    let mut store = engine.new_store(InvocationContext {
-        request_id: request_id.to_string(),
-        app: app.app.clone(),
-        function: function.name.clone(),
-        limits,
-        variables: function.variables.clone(),
-        allowed_outbound_hosts: function.allowed_outbound_hosts.clone(),
-        app_functions: app.function_names.clone(),
-        services: app.services.clone(),
-    });
+    let mut store = engine.new_store(function.invocation_context(
+        request_id,
+        &app.app,
+        &app.function_names,
+        &app.services,
+    ));
     let result = tokio::time::timeout_at(deadline, async {
         let instance = loaded.pre.instantiate_async(&mut store).await?;
         let func =

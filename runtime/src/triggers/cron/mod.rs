@@ -446,7 +446,7 @@ impl Scheduler {
                     let error = "the previous run of this trigger was still running".to_string();
                     let record = self.record(
                         &app.app,
-                        &trigger,
+                        trigger,
                         due,
                         1,
                         RunStatus::Skipped,
@@ -460,7 +460,7 @@ impl Scheduler {
                     let error = format!("the platform database was unavailable: {err}");
                     let record = self.record(
                         &app.app,
-                        &trigger,
+                        trigger,
                         due,
                         1,
                         RunStatus::Failed,

@@ -13,7 +13,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
 use super::error::error_response;
 use super::{HttpApp, RouteMatch};
-use crate::engine::{Engine, InvocationContext, InvocationState};
+use crate::engine::{Engine, InvocationState};
 
 /// Headers the trigger sets for the guest; a client cannot set them.
 const KILN_HEADER_PREFIX: &str = "kiln-";
@@ -111,16 +111,12 @@ pub async fn handle(
     let req =
         req.map(|body| LimitedRequestBody::new(body, limits.max_request_body, exceeded.clone()));
 
-    let mut store = engine.new_store(InvocationContext {
-        request_id: request_id.to_string(),
-        app: app.app.clone(),
-        function: function.name.clone(),
-        limits,
-        variables: function.variables.clone(),
-        allowed_outbound_hosts: function.allowed_outbound_hosts.clone(),
-        app_functions: app.function_names.clone(),
-        services: app.services.clone(),
-    });
+    let mut store = engine.new_store(function.invocation_context(
+        request_id,
+        &app.app,
+        &app.function_names,
+        &app.services,
+    ));
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources = store
         .data_mut()
