@@ -841,3 +841,44 @@ async fn a_changed_schedule_takes_effect_at_its_next_occurrence_and_misses_nothi
         "runs resumed from the redeploy on"
     );
 }
+
+#[tokio::test]
+async fn a_deploy_through_one_node_reaches_the_others_sharing_the_store() {
+    let data = tempfile::tempdir().unwrap();
+    let first = Server::start_in(data.path(), Some(ADMIN_KEY), false);
+    deploy(&first, &manifest(EVERY_SECOND, r#"{ do = "record" }"#, "")).await;
+    let second = Server::start_in(data.path(), Some(ADMIN_KEY), false);
+    wait_for_runs(&first, Duration::from_secs(10), |runs| {
+        with_status(runs, "succeeded").len() >= 2
+    })
+    .await;
+    // Version 2, deployed through the first node, has no trigger.
+    let without = manifest(EVERY_SECOND, "{}", "")
+        .split("[[crons]]")
+        .next()
+        .unwrap()
+        .to_string();
+    deploy(&first, &without).await;
+    let started = Instant::now();
+    let live_version = |server: &Server| {
+        let request = server.admin(Method::GET, "/admin/v1/apps");
+        async move { json_of(request.send().await.unwrap()).await.1["apps"][0]["version"].clone() }
+    };
+    while live_version(&second).await != 2 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        live_version(&second).await,
+        2,
+        "the second node did not switch"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = runs(&first, "limit=1000").await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        runs(&first, "limit=1000").await.len(),
+        before,
+        "a node still ran the removed trigger"
+    );
+    drop(second);
+}

@@ -100,6 +100,8 @@ pub struct Apps {
     live: RwLock<HashMap<String, Arc<LiveApp>>>,
     /// One deploy or rollback at a time: version numbers and the switch stay simple.
     deploying: Mutex<()>,
+    /// Live versions that failed to load, so a refresh does not retry them.
+    unloadable: Mutex<HashMap<String, u64>>,
 }
 
 impl Apps {
@@ -110,6 +112,7 @@ impl Apps {
             services,
             live: RwLock::new(HashMap::new()),
             deploying: Mutex::new(()),
+            unloadable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,18 +147,41 @@ impl Apps {
         apps
     }
 
-    /// Routes the live version of every stored app (at start-up); each
-    /// function's component loads on its first request. An app whose record
-    /// no longer reads is logged and skipped, so one bad app cannot keep the
-    /// server down.
-    pub async fn load_all(&self) -> Result<(), DeployError> {
+    /// Brings every app to the live version the store names: at start-up,
+    /// and then every second, for deploys and rollbacks made through other
+    /// nodes sharing the store. Each function's component loads on its first
+    /// request. A version whose record no longer reads is logged once and
+    /// skipped, so one bad app cannot keep the server down.
+    pub async fn refresh(&self) -> Result<(), DeployError> {
         for app in self.all_documents(APPS, &json!({})).await? {
             let (Some(name), Some(version)) = (app["_id"].as_str(), app["live"].as_u64()) else {
                 continue;
             };
+            let current = |apps: &Self| apps.get(name).is_some_and(|live| live.version == version);
+            if current(self) || self.unloadable.lock().await.get(name) == Some(&version) {
+                continue;
+            }
+            // A local deploy of this app may be switching right now.
+            let _guard = self.deploying.lock().await;
+            if current(self) {
+                continue;
+            }
             match self.load_version(name, version).await {
-                Ok(live) => self.switch(name, live),
-                Err(err) => tracing::error!(app = name, "cannot load the live version: {err}"),
+                Ok(live) => {
+                    self.switch(name, live);
+                    tracing::info!(
+                        app = name,
+                        version,
+                        "switched to the version the store names"
+                    );
+                }
+                Err(err) => {
+                    tracing::error!(app = name, version, "cannot load the live version: {err}");
+                    self.unloadable
+                        .lock()
+                        .await
+                        .insert(name.to_string(), version);
+                }
             }
         }
         Ok(())

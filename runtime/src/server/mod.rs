@@ -73,6 +73,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
     scheduling: tokio::task::JoinHandle<()>,
+    refreshing: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
@@ -123,7 +124,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         Artifacts::new(Arc::new(store)),
         services,
     ));
-    apps.load_all().await?;
+    apps.refresh().await?;
+    let refreshing = tokio::spawn(refresh_apps(apps.clone()));
     let cron_source = {
         let apps = apps.clone();
         Arc::new(move || apps.cron_apps())
@@ -159,7 +161,23 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         shutdown,
         serving,
         scheduling,
+        refreshing,
     })
+}
+
+/// How often a node looks for deploys made through other nodes.
+const REFRESH: Duration = Duration::from_secs(1);
+
+async fn refresh_apps(apps: Arc<Apps>) {
+    let mut ticks = tokio::time::interval(REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(err) = apps.refresh().await {
+            tracing::warn!("cannot read the live versions: {err}");
+        }
+    }
 }
 
 /// How long one database call may run.
@@ -183,6 +201,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         // No new occurrence starts; a run in progress is left to its lease.
         self.scheduling.abort();
+        self.refreshing.abort();
         let _ = self.shutdown.send(true);
         let _ = self.serving.await;
     }
