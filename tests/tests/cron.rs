@@ -882,3 +882,25 @@ async fn a_deploy_through_one_node_reaches_the_others_sharing_the_store() {
     );
     drop(second);
 }
+
+#[tokio::test]
+async fn overlap_allow_runs_occurrences_alongside_each_other() {
+    let server = Server::start();
+    let m = manifest(
+        EVERY_SECOND,
+        r#"{ do = "sleep", ms = 2500 }"#,
+        r#"overlap = "allow""#,
+    )
+    .replace(r#"timeout = "1s""#, r#"timeout = "5s""#);
+    deploy(&server, &m).await;
+    let history = wait_for_runs(&server, Duration::from_secs(20), |runs| {
+        with_status(runs, "succeeded").len() >= 3
+    })
+    .await;
+    assert!(with_status(&history, "skipped").is_empty(), "{history:?}");
+    let spans = intervals(&history);
+    assert!(
+        spans.windows(2).any(|pair| pair[0].1 > pair[1].0),
+        "no two runs overlapped: {spans:?}"
+    );
+}

@@ -23,7 +23,7 @@
 //! function = "cleanup"
 //! timezone = "Europe/Paris"          # IANA name; UTC when absent
 //! payload = { days = 30 }            # any TOML value, passed as JSON
-//! overlap = "skip"                   # or "queue"
+//! overlap = "skip"                   # or "queue", or "allow"
 //! missed = "skip"                    # or "run-latest"
 //! retries = 2                        # after a failure; backoff doubles
 //! retry_backoff = "10s"

@@ -70,6 +70,8 @@ pub enum Overlap {
     Skip,
     /// It waits for the previous run, then runs.
     Queue,
+    /// It runs alongside the previous run.
+    Allow,
 }
 
 /// What a start does with occurrences that fell while no server ran.
@@ -437,7 +439,11 @@ impl Scheduler {
             id: state_id(&app.app, &trigger.name),
             holder: format!("{}|{}|{}", self.node, trigger.name, to_ms(due)),
             lease: trigger.function.limits.timeout + LOCK_MARGIN,
+            held: trigger.overlap != Overlap::Allow,
         };
+        if !lock.held {
+            return Some(lock);
+        }
         loop {
             match self.lock(&lock.id, &lock.holder, lock.lease).await {
                 Ok(true) => return Some(lock),
@@ -526,17 +532,21 @@ impl Scheduler {
             if next_occurrence.is_some_and(|next| retry_at >= next) {
                 break;
             }
-            if !matches!(
-                self.lock(&lock.id, &lock.holder, lock.lease + backoff)
-                    .await,
-                Ok(true)
-            ) {
+            if lock.held
+                && !matches!(
+                    self.lock(&lock.id, &lock.holder, lock.lease + backoff)
+                        .await,
+                    Ok(true)
+                )
+            {
                 break;
             }
             tokio::time::sleep(backoff).await;
             attempt += 1;
         }
-        self.unlock(&lock.id, &lock.holder).await;
+        if lock.held {
+            self.unlock(&lock.id, &lock.holder).await;
+        }
     }
 
     /// Runs a claimed one-off job once, on the live version of its app.
@@ -679,11 +689,12 @@ impl Scheduler {
     }
 }
 
-/// A trigger's lock as one run holds it.
+/// A trigger's lock as one run holds it (or, with `overlap = "allow"`, does not).
 struct TriggerLock {
     id: String,
     holder: String,
     lease: Duration,
+    held: bool,
 }
 
 fn state_id(app: &str, trigger: &str) -> String {
