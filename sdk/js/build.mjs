@@ -26,14 +26,21 @@ function platformImports(code) {
   return [...found].sort();
 }
 
+/** Whether the source exports `scheduledHandler` (cron triggers and jobs call its `run`). */
+function exportsScheduledHandler(code) {
+  return /export\s+(const|let|var|function)\s+scheduledHandler\b/.test(code) ||
+    /export\s*\{[^}]*\bscheduledHandler\b[^}]*\}/.test(code);
+}
+
 const witDir = await mkdtemp(join(tmpdir(), 'kiln-js-wit-'));
 try {
   const code = await readFile(source, 'utf8');
   await cp(kilnWit, witDir, { recursive: true });
   const imports = platformImports(code).map((name) => `    import ${name};\n`).join('');
+  const scheduled = exportsScheduledHandler(code) ? '    export scheduled-handler;\n' : '';
   await writeFile(
     join(witDir, 'js-function.wit'),
-    `package kiln:platform@0.1.0;\n\nworld js-function {\n${imports}    include wasi:http/proxy@0.2.10;\n}\n`,
+    `package kiln:platform@0.1.0;\n\nworld js-function {\n${imports}${scheduled}    include wasi:http/proxy@0.2.10;\n}\n`,
   );
   const { component } = await componentize({
     sourcePath: resolve(source),

@@ -52,6 +52,7 @@ pub struct Examples {
     pub misbehave: PathBuf,
     pub todo_api: PathBuf,
     pub cleanup: PathBuf,
+    pub tick_js: PathBuf,
     pub notes_js: PathBuf,
 }
 
@@ -95,6 +96,7 @@ pub fn examples() -> &'static Examples {
             misbehave: wasm("misbehave.wasm"),
             todo_api: wasm("todo_api.wasm"),
             cleanup: wasm("cleanup.wasm"),
+            tick_js: root.join("functions-examples/.kiln/build/tick-js.wasm"),
             notes_js: root.join("functions-examples/.kiln/build/notes.wasm"),
         }
     })

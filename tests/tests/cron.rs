@@ -904,3 +904,62 @@ async fn overlap_allow_runs_occurrences_alongside_each_other() {
         "no two runs overlapped: {spans:?}"
     );
 }
+
+#[tokio::test]
+async fn a_javascript_function_runs_on_a_schedule_and_fails_by_throwing() {
+    let server = Server::start();
+    let m = r#"
+[functions.tick]
+component = "tick.wasm"
+
+[[routes]]
+path = "/ticks"
+function = "tick"
+
+[[crons]]
+name = "every"
+schedule = "* * * * * *"
+function = "tick"
+
+[[crons]]
+name = "broken"
+schedule = "0 0 1 1 *"
+function = "tick"
+payload = { fail = true }
+"#;
+    server
+        .deploy_ok("js", m, &[("tick", &examples().tick_js)])
+        .await;
+    let response = server
+        .admin(Method::POST, "/admin/v1/apps/js/crons/broken/run")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let started = Instant::now();
+    let mut history = Vec::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        history = runs_of(&server, "js", "limit=1000").await;
+        if with_status(&history, "succeeded").len() >= 2
+            && !with_status(&history, "failed").is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let succeeded = with_status(&history, "succeeded");
+    assert!(succeeded.len() >= 2, "{history:?}");
+    assert!(
+        succeeded[0]["logs"]
+            .as_str()
+            .unwrap()
+            .contains("tick every due at"),
+        "{history:?}"
+    );
+    let failed = with_status(&history, "failed");
+    assert_eq!(failed.len(), 1, "{history:?}");
+    assert_eq!(failed[0]["error"], "failing on purpose (broken)");
+    let (status, body) = json_of(server.get("/js/ticks").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(body["ticks"].as_u64().unwrap() >= 2, "{body}");
+}
