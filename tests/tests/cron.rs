@@ -57,19 +57,79 @@ async fn runs_of(server: &Server, app: &str, query: &str) -> Vec<Value> {
     body["runs"].as_array().unwrap().clone()
 }
 
-/// Waits until `done` holds for the run history (at most `limit`).
+/// Waits until `done` holds for the run history of app `cron` (at most `limit`).
 async fn wait_for_runs(
     server: &Server,
     limit: Duration,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    wait_for_runs_in(server, "cron", limit, done).await
+}
+
+async fn wait_for_runs_in(
+    server: &Server,
+    app: &str,
+    limit: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let started = Instant::now();
     loop {
-        let found = runs(server, "limit=1000").await;
+        let found = runs_of(server, app, "limit=1000").await;
         if done(&found) || started.elapsed() > limit {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With two nodes serving `app` (a trigger every second that records each
+/// run under its own `_id`), every occurrence ran once.
+async fn assert_each_occurrence_ran_once(first: &Server, second: Server, app: &str) {
+    let history = wait_for_runs_in(first, app, Duration::from_secs(30), |runs| {
+        with_status(runs, "succeeded").len() >= 5
+    })
+    .await;
+    let succeeded = with_status(&history, "succeeded");
+    assert!(succeeded.len() >= 5, "{history:?}");
+    assert!(
+        with_status(&history, "failed").is_empty(),
+        "a run failed (twice-run occurrences fail on their _id): {history:?}"
+    );
+    let due: Vec<u64> = succeeded
+        .iter()
+        .map(|r| r["scheduled_ms"].as_u64().unwrap())
+        .collect();
+    let distinct: HashSet<_> = due.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        due.len(),
+        "an occurrence ran twice: {due:?}"
+    );
+    drop(second);
+    // The function's own records agree.
+    let recorded_due: HashSet<u64> = recorded_in(first, app)
+        .await
+        .iter()
+        .map(|d| d["scheduled_ms"].as_u64().unwrap())
+        .collect();
+    for run in &succeeded {
+        let due = run["scheduled_ms"].as_u64().unwrap();
+        assert!(
+            recorded_due.contains(&due),
+            "run {due} succeeded but recorded nothing"
+        );
+        assert_eq!(
+            (run["trigger"].as_str(), run["attempt"].as_u64()),
+            (Some("tick"), Some(1))
+        );
+        assert!(
+            run["logs"]
+                .as_str()
+                .unwrap()
+                .contains("misbehave: record for tick"),
+            "{run}"
+        );
+        assert!(run["started_ms"].as_u64().unwrap() >= due);
     }
 }
 
@@ -89,10 +149,6 @@ async fn run_now(server: &Server) -> u64 {
 }
 
 /// What the function recorded itself: one document per run it completed.
-async fn recorded(server: &Server) -> Vec<Value> {
-    recorded_in(server, "cron").await
-}
-
 async fn recorded_in(server: &Server, app: &str) -> Vec<Value> {
     let text = server
         .get(&format!("/{app}/cron-runs"))
@@ -154,56 +210,7 @@ async fn each_occurrence_runs_once_across_two_nodes_sharing_a_store() {
     deploy(&first, &manifest(EVERY_SECOND, r#"{ do = "record" }"#, "")).await;
     // The second node reads the same deployments and the same store.
     let second = Server::start_in(data.path(), Some(ADMIN_KEY), false);
-    let history = wait_for_runs(&first, Duration::from_secs(20), |runs| {
-        with_status(runs, "succeeded").len() >= 5
-    })
-    .await;
-    let succeeded = with_status(&history, "succeeded");
-    assert!(succeeded.len() >= 5, "{history:?}");
-    assert!(
-        with_status(&history, "failed").is_empty(),
-        "a run failed (twice-run occurrences fail on their _id): {history:?}"
-    );
-    let due: Vec<u64> = succeeded
-        .iter()
-        .map(|r| r["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    let distinct: HashSet<_> = due.iter().collect();
-    assert_eq!(
-        distinct.len(),
-        due.len(),
-        "an occurrence ran twice: {due:?}"
-    );
-    // Both nodes took part, and the function's own records agree.
-    let nodes: HashSet<_> = succeeded
-        .iter()
-        .map(|r| r["node"].as_str().unwrap())
-        .collect();
-    drop(second);
-    let done = recorded(&first).await;
-    let recorded_due: HashSet<u64> = done
-        .iter()
-        .map(|d| d["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    for d in &due {
-        assert!(
-            recorded_due.contains(d),
-            "run {d} succeeded but recorded nothing"
-        );
-    }
-    assert!(nodes.len() <= 2, "{nodes:?}");
-    for run in &succeeded {
-        assert_eq!(run["trigger"], "tick");
-        assert_eq!(run["attempt"], 1);
-        assert!(
-            run["logs"]
-                .as_str()
-                .unwrap()
-                .contains("misbehave: record for tick"),
-            "{run}"
-        );
-        assert!(run["started_ms"].as_u64().unwrap() >= run["scheduled_ms"].as_u64().unwrap());
-    }
+    assert_each_occurrence_ran_once(&first, second, "cron").await;
 }
 
 /// `(started, ended)` of every finished run, sorted.
@@ -678,7 +685,7 @@ async fn kiln_cron_list_and_kiln_runs_show_triggers_and_history() {
             &[("cleanup", &examples().cleanup)],
         )
         .await;
-    wait_for_runs_of(&server, "shop", |runs| {
+    wait_for_runs_in(&server, "shop", Duration::from_secs(15), |runs| {
         with_status(runs, "succeeded").len() >= 2
     })
     .await;
@@ -736,15 +743,6 @@ async fn kiln_cron_list_and_kiln_runs_show_triggers_and_history() {
     assert!(stderr.contains("404"), "{stderr}");
 }
 
-async fn wait_for_runs_of(server: &Server, app: &str, done: impl Fn(&[Value]) -> bool) {
-    let started = Instant::now();
-    while !done(&runs_of(server, app, "limit=1000").await)
-        && started.elapsed() < Duration::from_secs(15)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn each_occurrence_runs_once_across_two_nodes_sharing_mongodb() {
     let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
@@ -767,34 +765,7 @@ async fn each_occurrence_runs_once_across_two_nodes_sharing_mongodb() {
     second
         .upload(std::fs::read(&examples().misbehave).unwrap())
         .await;
-    let started = Instant::now();
-    let mut history = Vec::new();
-    while started.elapsed() < Duration::from_secs(30) {
-        history = runs_of(&first, &app, "limit=1000").await;
-        if with_status(&history, "succeeded").len() >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let succeeded = with_status(&history, "succeeded");
-    assert!(succeeded.len() >= 5, "{history:?}");
-    assert!(with_status(&history, "failed").is_empty(), "{history:?}");
-    let due: Vec<u64> = succeeded
-        .iter()
-        .map(|r| r["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        due.iter().collect::<HashSet<_>>().len(),
-        due.len(),
-        "an occurrence ran twice: {due:?}"
-    );
-    drop(second);
-    let done: HashSet<u64> = recorded_in(&first, &app)
-        .await
-        .iter()
-        .map(|d| d["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    assert!(due.iter().all(|d| done.contains(d)), "{due:?} vs {done:?}");
+    assert_each_occurrence_ran_once(&first, second, &app).await;
 }
 
 #[tokio::test]
@@ -936,17 +907,10 @@ payload = { fail = true }
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let started = Instant::now();
-    let mut history = Vec::new();
-    while started.elapsed() < Duration::from_secs(20) {
-        history = runs_of(&server, "js", "limit=1000").await;
-        if with_status(&history, "succeeded").len() >= 2
-            && !with_status(&history, "failed").is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let history = wait_for_runs_in(&server, "js", Duration::from_secs(20), |runs| {
+        with_status(runs, "succeeded").len() >= 2 && !with_status(runs, "failed").is_empty()
+    })
+    .await;
     let succeeded = with_status(&history, "succeeded");
     assert!(succeeded.len() >= 2, "{history:?}");
     assert!(
