@@ -126,10 +126,10 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), ManifestError> {
         let err = |field: String, msg: &str| Err(ManifestError(format!("{field}: {msg}")));
-        if let Some(name) = &self.name {
-            if !is_valid_app_name(name) {
-                return err("name".into(), APP_NAME_RULE);
-            }
+        if let Some(name) = &self.name
+            && !is_valid_app_name(name)
+        {
+            return err("name".into(), APP_NAME_RULE);
         }
         if self.functions.is_empty() {
             return err("functions".into(), "an app needs at least one function");

@@ -276,10 +276,10 @@ fn resolve_app<B>(apps: &Apps, req: &Request<B>) -> Option<(Arc<apps::LiveApp>, 
         .uri()
         .host()
         .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
-    if let Some((label, _)) = host.and_then(|h| h.split_once('.')) {
-        if let Some(app) = apps.get(label) {
-            return Some((app, path.to_string()));
-        }
+    if let Some((label, _)) = host.and_then(|h| h.split_once('.'))
+        && let Some(app) = apps.get(label)
+    {
+        return Some((app, path.to_string()));
     }
     let rest = path.strip_prefix('/')?;
     let (name, tail) = match rest.find('/') {

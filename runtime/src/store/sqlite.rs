@@ -182,10 +182,10 @@ fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>,
         if let Some(ranges) = equality_ranges(&conds) {
             return Some((index.name.clone(), ranges));
         }
-        if best.is_none() {
-            if let Some(range) = comparison_range(&conds) {
-                best = Some((index.name.clone(), vec![range]));
-            }
+        if best.is_none()
+            && let Some(range) = comparison_range(&conds)
+        {
+            best = Some((index.name.clone(), vec![range]));
         }
     }
     best
@@ -289,10 +289,10 @@ fn matching(
                 .query_row(params![coll, id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(unavailable)?;
-            if let Some((id, body)) = row {
-                if check(id, body, &mut found)? {
-                    break;
-                }
+            if let Some((id, body)) = row
+                && check(id, body, &mut found)?
+            {
+                break;
             }
         }
         return Ok(found.into_iter().collect());

@@ -62,14 +62,14 @@ impl Request {
             .map(|(_, v)| parse_pairs(&String::from_utf8_lossy(v)))
             .unwrap_or_default();
         let mut body = Vec::new();
-        if let Ok(incoming) = req.consume() {
-            if let Ok(stream) = incoming.stream() {
-                loop {
-                    match stream.blocking_read(64 * 1024) {
-                        Ok(chunk) => body.extend_from_slice(&chunk),
-                        Err(StreamError::Closed) => break,
-                        Err(err) => return Err(err),
-                    }
+        if let Ok(incoming) = req.consume()
+            && let Ok(stream) = incoming.stream()
+        {
+            loop {
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(err) => return Err(err),
                 }
             }
         }

@@ -25,10 +25,10 @@ fn collect<'a>(value: &'a Value, parts: &[&str], out: &mut Vec<&'a Value>) {
             }
         }
         Value::Array(items) => {
-            if let Ok(index) = first.parse::<usize>() {
-                if let Some(item) = items.get(index) {
-                    collect(item, rest, out);
-                }
+            if let Ok(index) = first.parse::<usize>()
+                && let Some(item) = items.get(index)
+            {
+                collect(item, rest, out);
             }
             for item in items.iter().filter(|i| i.is_object()) {
                 collect(item, parts, out);

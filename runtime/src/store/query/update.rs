@@ -108,10 +108,10 @@ impl Update {
         for (op, path, arg) in &self.ops {
             apply_one(*op, doc, path, arg, inserting, now_millis)?;
         }
-        if let (Some(old), Some(new)) = (before.get("_id"), doc.get("_id")) {
-            if !equal(old, new) {
-                return Err(QueryError::invalid("_id cannot be changed"));
-            }
+        if let (Some(old), Some(new)) = (before.get("_id"), doc.get("_id"))
+            && !equal(old, new)
+        {
+            return Err(QueryError::invalid("_id cannot be changed"));
         }
         Ok(before != *doc)
     }

@@ -51,7 +51,7 @@ pub async fn invoke(
             return Outcome::failed(format!("the function could not be loaded: {message}"));
         }
     };
-    let Some(run) = loaded.scheduled.clone() else {
+    let Some(run) = loaded.scheduled else {
         return Outcome::failed("the function exports no scheduled handler".into());
     };
     let limits = function.limits;
