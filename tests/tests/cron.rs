@@ -31,6 +31,16 @@ payload = {payload}
     )
 }
 
+/// A trigger every second whose runs take `ms` (the timeout is 5 s).
+fn sleeping_manifest(ms: u64, extra: &str) -> String {
+    manifest(
+        EVERY_SECOND,
+        &format!("{{ do = \"sleep\", ms = {ms} }}"),
+        extra,
+    )
+    .replace(r#"timeout = "1s""#, r#"timeout = "5s""#)
+}
+
 /// Every second.
 const EVERY_SECOND: &str = "* * * * * *";
 /// Far enough away that only manual runs happen in a test.
@@ -240,8 +250,7 @@ fn assert_no_overlap(runs: &[Value]) {
 async fn overlap_skip_records_the_skipped_occurrences() {
     let server = Server::start();
     // Each run takes 2.5 s (timeout 5 s); a new occurrence is due every second.
-    let m = manifest(EVERY_SECOND, r#"{ do = "sleep", ms = 2500 }"#, "")
-        .replace(r#"timeout = "1s""#, r#"timeout = "5s""#);
+    let m = sleeping_manifest(2500, "");
     deploy(&server, &m).await;
     let history = wait_for_runs(&server, Duration::from_secs(20), |runs| {
         with_status(runs, "succeeded").len() >= 2 && with_status(runs, "skipped").len() >= 2
@@ -259,12 +268,7 @@ async fn overlap_skip_records_the_skipped_occurrences() {
 #[tokio::test]
 async fn overlap_queue_waits_for_the_previous_run() {
     let server = Server::start();
-    let m = manifest(
-        EVERY_SECOND,
-        r#"{ do = "sleep", ms = 1500 }"#,
-        r#"overlap = "queue""#,
-    )
-    .replace(r#"timeout = "1s""#, r#"timeout = "5s""#);
+    let m = sleeping_manifest(1500, r#"overlap = "queue""#);
     deploy(&server, &m).await;
     let history = wait_for_runs(&server, Duration::from_secs(20), |runs| {
         with_status(runs, "succeeded").len() >= 3
@@ -857,12 +861,7 @@ async fn a_deploy_through_one_node_reaches_the_others_sharing_the_store() {
 #[tokio::test]
 async fn overlap_allow_runs_occurrences_alongside_each_other() {
     let server = Server::start();
-    let m = manifest(
-        EVERY_SECOND,
-        r#"{ do = "sleep", ms = 2500 }"#,
-        r#"overlap = "allow""#,
-    )
-    .replace(r#"timeout = "1s""#, r#"timeout = "5s""#);
+    let m = sleeping_manifest(2500, r#"overlap = "allow""#);
     deploy(&server, &m).await;
     let history = wait_for_runs(&server, Duration::from_secs(20), |runs| {
         with_status(runs, "succeeded").len() >= 3
