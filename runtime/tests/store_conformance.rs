@@ -732,6 +732,54 @@ async fn an_upsert_onto_a_taken_id_is_a_conflict(f: Fixture) {
     assert_eq!(f.docs.get(ns, "state").await.unwrap().unwrap()["last"], 9);
 }
 
+async fn integer_overflow_is_refused_and_writes_nothing(f: Fixture) {
+    if f.needs_real_server("mongomock's integers are Python's, which never overflow") {
+        return;
+    }
+    let ns = f.ns("numbers");
+    f.docs
+        .insert(ns, vec![json!({"_id": "n", "i": i64::MAX, "j": 5})])
+        .await
+        .unwrap();
+    for update in [json!({"$inc": {"i": 1}}), json!({"$mul": {"i": 2}})] {
+        let err = f
+            .docs
+            .update(ns, &json!({"_id": "n"}), &update, false, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{update}: {err:?}");
+    }
+    assert_eq!(f.one("numbers", "n").await, json!({"_id": "n", "i": i64::MAX, "j": 5}));
+}
+
+async fn replace_upserts_with_the_filters_id_kept_first(f: Fixture) {
+    let ns = f.ns("replaced");
+    let outcome = f
+        .docs
+        .replace(ns, &json!({"_id": "wanted"}), json!({"b": 2}), true)
+        .await
+        .unwrap();
+    assert_eq!(outcome.upserted_id.as_deref(), Some("wanted"));
+    let doc = f.one("replaced", "wanted").await;
+    assert_eq!(doc, json!({"_id": "wanted", "b": 2}));
+    assert_eq!(doc.as_object().unwrap().keys().next().unwrap(), "_id");
+    f.docs
+        .replace(ns, &json!({"b": 2}), json!({"c": 3}), false)
+        .await
+        .unwrap();
+    let doc = f.one("replaced", "wanted").await;
+    assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["_id", "c"]);
+    let upserted = f
+        .docs
+        .update(ns, &json!({"k": 1}), &json!({"$set": {"v": 2}}), true, false)
+        .await
+        .unwrap()
+        .upserted_id
+        .unwrap();
+    let doc = f.docs.get(ns, &upserted).await.unwrap().unwrap();
+    assert_eq!(doc.as_object().unwrap().keys().next().unwrap(), "_id");
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -767,4 +815,6 @@ every_backend!(
     concurrent_increments_are_exact,
     refuses_bad_documents,
     an_upsert_onto_a_taken_id_is_a_conflict,
+    integer_overflow_is_refused_and_writes_nothing,
+    replace_upserts_with_the_filters_id_kept_first,
 );

@@ -43,8 +43,12 @@ function = "plain"
 "#;
 
 async fn examples_server() -> Server {
+    examples_server_with(&[]).await
+}
+
+async fn examples_server_with(env: &[(&str, &str)]) -> Server {
     let ex = examples();
-    let server = Server::start();
+    let server = Server::start_with_env(env);
     server
         .deploy_ok(
             "examples",
@@ -79,8 +83,8 @@ async fn serves_the_rust_and_js_hello_functions_with_their_config() {
 }
 
 #[tokio::test]
-async fn routes_by_host_name_as_well_as_by_path_prefix() {
-    let server = examples_server().await;
+async fn routes_by_host_name_under_the_app_domain_as_well_as_by_path_prefix() {
+    let server = examples_server_with(&[("KILN_APP_DOMAIN", "kiln.test")]).await;
     let response = server
         .get("/hello/lin")
         .header("host", "examples.kiln.test")
@@ -90,6 +94,23 @@ async fn routes_by_host_name_as_well_as_by_path_prefix() {
     let (status, body) = json_of(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "Howdy, lin!");
+    // Under the domain, the host alone names the app: no fallback to the path.
+    let response = server
+        .get("/examples/hello/lin")
+        .header("host", "nobody.kiln.test")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, error_code(&body)), (404, "app_not_found"));
+    // Another host routes by path.
+    let response = server
+        .get("/examples/hello/lin")
+        .header("host", "examples.other.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

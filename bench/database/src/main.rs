@@ -159,6 +159,8 @@ impl Guest {
             admin_key: Some("bench".into()),
             max_instances: 10,
             mongodb_uri: None,
+            limits: kiln::server::settings::ServerLimits::for_instances(10),
+            app_domain: None,
         };
         let server = kiln::server::start(settings).await.unwrap();
         let bytes = bytes::Bytes::from(std::fs::read(component).unwrap());

@@ -11,6 +11,14 @@
 //! - `/global`: adds 1 to a global counter and keeps a 3 MiB heap buffer in a
 //!   global list; answers both counts (`1 1` in a fresh instance);
 //! - `/cron-runs`: the documents the scheduled handler recorded (below);
+//! - `/db-raw` (POST): one database call described by the JSON body, for
+//!   the containment tests (`{"op": "update", "collection": ..., ...}`);
+//!   answers `{"ok": result}` or `{"error": kind, "message": ...}`;
+//! - `/log-lines/:n`: writes `n` empty lines to stdout;
+//! - `/schedule-many/:n`: schedules `n` one-off jobs of `?fn=` due now, with
+//!   the payload `{"do": "record"}`, a unique `tag` each;
+//! - `/fetch?URL`: a GET to URL over outbound HTTP; answers the status or
+//!   the error;
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -74,6 +82,34 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
         "db-errors" => Response::json(&database_errors()).send(out),
+        "db-raw" => match req.json::<serde_json::Value>() {
+            Ok(call) => Response::json(&raw_database_call(&call)).send(out),
+            Err(e) => Response::error(400, "bad_body", &e.to_string()).send(out),
+        },
+        "log-lines" => {
+            let n: usize = path.split('/').nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+            print!("{}", "\n".repeat(n));
+            Response::text("logged").send(out)
+        }
+        "schedule-many" => {
+            let n: usize = path.split('/').nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let function = req.query_param("fn").unwrap_or_else(|| "bad".into());
+            let prefix = req.query_param("tag").unwrap_or_else(|| "job".into());
+            let mut scheduled = 0;
+            let mut error = None;
+            for i in 0..n {
+                let payload = serde_json::json!({"do": "record", "tag": format!("{prefix}-{i}")});
+                match kiln_sdk::scheduler::schedule_at(&function, std::time::UNIX_EPOCH, &payload) {
+                    Ok(_) => scheduled += 1,
+                    Err(e) => {
+                        error = Some(format!("{e:?}"));
+                        break;
+                    }
+                }
+            }
+            Response::json(&serde_json::json!({"scheduled": scheduled, "error": error})).send(out)
+        }
+        "fetch" => Response::json(&fetch(req.query())).send(out),
         "global" => {
             // The counter lives in the data segment; the buffers on the heap,
             // past what a reused instance slot keeps resident.
@@ -166,6 +202,86 @@ fn database_errors() -> Vec<(&'static str, String)> {
             kind(wit::count("things", "{}").map(|n| n.to_string())),
         ),
     ]
+}
+
+/// One database call described as JSON; its result or its error's kind.
+fn raw_database_call(call: &serde_json::Value) -> serde_json::Value {
+    use kiln_sdk::bindings::kiln::platform::database as wit;
+    use serde_json::json;
+    let text = |key: &str| call[key].to_string();
+    let collection = call["collection"].as_str().unwrap_or("things");
+    let options = wit::FindOptions {
+        sort: call.get("sort").map(|s| s.to_string()),
+        projection: None,
+        skip: None,
+        limit: call["limit"].as_u64(),
+        batch_size: None,
+        cursor: None,
+    };
+    let result: Result<serde_json::Value, wit::Error> = match call["op"].as_str().unwrap_or("") {
+        "insert" => wit::insert(collection, &text("doc")).map(|id| json!(id)),
+        "insert-many" => {
+            let docs: Vec<String> = call["docs"]
+                .as_array()
+                .map(|d| d.iter().map(|d| d.to_string()).collect())
+                .unwrap_or_default();
+            wit::insert_many(collection, &docs).map(|ids| json!(ids.len()))
+        }
+        "find" => wit::find(collection, &text("filter"), &options).map(|p| json!(p.documents.len())),
+        "count" => wit::count(collection, &text("filter")).map(|n| json!(n)),
+        "update" => wit::update(
+            collection,
+            &text("filter"),
+            &text("update"),
+            &wit::UpdateOptions { upsert: false, multi: true },
+        )
+        .map(|r| json!({"matched": r.matched, "modified": r.modified})),
+        "get" => wit::get(collection, call["id"].as_str().unwrap_or("")).map(|d| json!(d)),
+        "create-index" => wit::create_index(collection, &text("keys"), false).map(|_| json!(true)),
+        other => return json!({"error": "bad-op", "message": other}),
+    };
+    match result {
+        Ok(value) => json!({ "ok": value }),
+        Err(e) => {
+            let (kind, message) = match e {
+                wit::Error::InvalidInput(m) => ("invalid-input", m),
+                wit::Error::LimitExceeded(m) => ("limit-exceeded", m),
+                wit::Error::Conflict(m) => ("conflict", m),
+                wit::Error::NotFound(m) => ("not-found", m),
+                wit::Error::Unavailable(m) => ("unavailable", m),
+                wit::Error::PermissionDenied(m) => ("permission-denied", m),
+            };
+            json!({ "error": kind, "message": message })
+        }
+    }
+}
+
+/// A GET to `url` through wasi:http's outgoing handler.
+fn fetch(url: &str) -> String {
+    use kiln_sdk::bindings::wasi::http::outgoing_handler;
+    use kiln_sdk::bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "error: not a URL".into();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(path));
+    match outgoing_handler::handle(request, None) {
+        Err(e) => format!("error: {e:?}"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => format!("status {}", response.status()),
+                Some(Ok(Err(e))) => format!("error: {e:?}"),
+                other => format!("error: {other:?}"),
+            }
+        }
+    }
 }
 
 fn flood(out: ResponseOutparam) {

@@ -79,6 +79,12 @@ impl Host for SchedulerHost<'_> {
                 "a job is at most 366 days ahead".into(),
             ));
         }
+        // A time in the past means now: it does not jump the queue.
+        let due_ms = at_ms.max(now);
+        // Count and insert under the app's lock, so concurrent calls on this
+        // node cannot both take the last place.
+        let lock = app_lock(self.app);
+        let _held = lock.lock().await;
         let pending = self
             .documents
             .count(JOBS, &json!({"app": self.app, "status": "pending"}))
@@ -95,7 +101,7 @@ impl Host for SchedulerHost<'_> {
             "_id": id,
             "app": self.app,
             "function": function,
-            "due_ms": at_ms,
+            "due_ms": due_ms,
             "payload": payload.to_string(),
             "status": "pending",
             "created_ms": now,
@@ -141,24 +147,58 @@ pub struct Job {
     pub payload: String,
 }
 
+/// One lock per app, held while a `schedule` counts and inserts.
+fn app_lock(app: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(app.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Indexes the queue by app, status and due time: a pending count and an
+/// app's due jobs read only that app's part of the index.
 pub async fn create_index(documents: &Documents) -> Result<(), StoreError> {
     documents
-        .create_index(JOBS, &json!({"status": 1, "due_ms": 1}), false)
+        .create_index(JOBS, &json!({"app": 1, "status": 1, "due_ms": 1}), false)
         .await
 }
 
-/// Claims up to `limit` due jobs for `node`: each is claimed by one node only
-/// (the update from `pending` to `running` matches once).
+/// Claims due jobs for `node`, at most `per_app` of each app in `apps`, so
+/// one app's backlog never delays another app's jobs by more than a tick.
+/// Each job is claimed by one node only (the update from `pending` to
+/// `running` matches once).
 pub async fn claim_due(
     documents: &Documents,
     node: &str,
     now: u64,
+    apps: &[&str],
+    per_app: u64,
+) -> Result<Vec<Job>, StoreError> {
+    let mut claimed = Vec::new();
+    for app in apps {
+        claimed.extend(claim_due_of(documents, node, now, app, per_app).await?);
+    }
+    Ok(claimed)
+}
+
+async fn claim_due_of(
+    documents: &Documents,
+    node: &str,
+    now: u64,
+    app: &str,
     limit: u64,
 ) -> Result<Vec<Job>, StoreError> {
     let page = documents
         .find(
             JOBS,
-            &json!({"status": "pending", "due_ms": {"$lte": now}}),
+            &json!({"app": app, "status": "pending", "due_ms": {"$lte": now}}),
             FindOptions {
                 sort: Some(json!({"due_ms": 1})),
                 limit: Some(limit),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use kiln::server::settings::{ADMIN_KEY_ENV, FileSettings, Settings, default_data_dir};
+use kiln::server::settings::{
+    ADMIN_KEY_ENV, FileSettings, ServerLimits, Settings, default_data_dir,
+};
 use kiln::server::{AdminKeySource, RunningServer};
 
 use super::build::build_app;
@@ -26,7 +28,7 @@ pub struct ServeArgs {
     /// The admin API's key; generated and stored in the data directory when absent.
     #[arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)]
     admin_key: Option<String>,
-    /// A TOML file with a `[server]` table (listen, data_dir, cache_dir, admin_key, max_instances, mongodb_uri).
+    /// A TOML file with a `[server]` table (the flags' names: listen, data_dir, max_instances, header_timeout, ...).
     #[arg(long, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
     /// MongoDB for documents and platform data (default: the embedded store).
@@ -35,6 +37,24 @@ pub struct ServeArgs {
     /// Instances alive at once across every function.
     #[arg(long, env = "KILN_MAX_INSTANCES")]
     max_instances: Option<u32>,
+    /// Instances one app may run at once (default: a quarter of --max-instances).
+    #[arg(long, env = "KILN_APP_MAX_INSTANCES")]
+    app_max_instances: Option<u32>,
+    /// Client connections open at once (default 10000).
+    #[arg(long, env = "KILN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Client connections open at once from one IP address (default 1000).
+    #[arg(long, env = "KILN_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Time to send a request head, and the longest idle keep-alive (default 30s, at most 30s).
+    #[arg(long, env = "KILN_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_timeout: Option<std::time::Duration>,
+    /// Bytes of guest output one app may write to the server log per minute (default 1 MiB).
+    #[arg(long, env = "KILN_APP_LOG_BYTES_PER_MINUTE")]
+    app_log_bytes_per_minute: Option<usize>,
+    /// Route `Host: APP.<domain>` to app APP (default: apps by path only).
+    #[arg(long, env = "KILN_APP_DOMAIN")]
+    app_domain: Option<String>,
     /// Build and deploy this app folder at start (repeatable).
     #[arg(long = "app")]
     apps: Vec<PathBuf>,
@@ -45,6 +65,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => FileSettings::load(path)?,
         None => FileSettings::default(),
     };
+    let max_instances = args.max_instances.or(file.max_instances).unwrap_or(1000);
+    let defaults = ServerLimits::for_instances(max_instances);
+    let header_timeout = args
+        .header_timeout
+        .or(file.header_timeout)
+        .unwrap_or(defaults.header_timeout);
+    if header_timeout.is_zero() || header_timeout > defaults.header_timeout {
+        anyhow::bail!("header_timeout must be between 1ms and 30s");
+    }
+    let limits = ServerLimits {
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .or(file.max_connections_per_ip)
+            .unwrap_or(defaults.max_connections_per_ip),
+        header_timeout,
+        app_max_instances: args
+            .app_max_instances
+            .or(file.app_max_instances)
+            .unwrap_or(defaults.app_max_instances),
+        app_log_bytes_per_minute: args
+            .app_log_bytes_per_minute
+            .or(file.app_log_bytes_per_minute)
+            .unwrap_or(defaults.app_log_bytes_per_minute),
+    };
+    if limits.max_connections == 0
+        || limits.max_connections_per_ip == 0
+        || limits.app_max_instances == 0
+    {
+        anyhow::bail!("connection and instance limits must be at least 1");
+    }
     let settings = Settings {
         listen: args
             .listen
@@ -56,11 +110,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(default_data_dir),
         cache_dir: args.cache_dir.or(file.cache_dir),
         admin_key: args.admin_key.or(file.admin_key).filter(|k| !k.is_empty()),
-        max_instances: args.max_instances.or(file.max_instances).unwrap_or(1000),
+        max_instances,
         mongodb_uri: args
             .mongodb_uri
             .or(file.mongodb_uri)
             .filter(|u| !u.is_empty()),
+        limits,
+        app_domain: args
+            .app_domain
+            .or(file.app_domain)
+            .map(|d| d.trim_matches('.').to_ascii_lowercase())
+            .filter(|d| !d.is_empty()),
     };
     // Apps are built before the server starts: a build error stops here.
     let built = args

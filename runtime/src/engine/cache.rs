@@ -1,21 +1,33 @@
 //! Compiled components cached on disk, keyed by content digest and engine
 //! settings, so a restart does not recompile.
+//!
+//! A cached artifact is native code, loaded with `unsafe`; the folder may be
+//! configured or shared, so nothing in it is trusted: each file carries an
+//! HMAC-SHA256 of its contents under a key only the server knows, and a
+//! file that does not verify is compiled again and replaced.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ring::hmac;
 use wasmtime::component::Component;
 
 use super::EngineError;
 
+/// Bytes of the MAC at the start of each cached file.
+const MAC_LEN: usize = 32;
+
 pub struct CompileCache {
     dir: PathBuf,
+    key: hmac::Key,
 }
 
 impl CompileCache {
     /// Opens the cache folder for this engine's settings: artifacts compiled
     /// with other settings (or another wasmtime) live in another folder.
-    pub fn open(root: &Path, engine: &wasmtime::Engine) -> Result<Self, EngineError> {
+    /// `key` authenticates the artifacts (servers sharing the folder share it).
+    pub fn open(root: &Path, engine: &wasmtime::Engine, key: &[u8]) -> Result<Self, EngineError> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = root.join(format!("{:016x}", hasher.finish()));
@@ -23,19 +35,26 @@ impl CompileCache {
             path: dir.clone(),
             source,
         })?;
-        Ok(CompileCache { dir })
+        Ok(CompileCache {
+            dir,
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        })
     }
 
-    /// The cached artifact of `digest`, if there is one that loads.
+    /// The cached artifact of `digest`, if there is one that verifies and
+    /// loads. Reads the file: call it off the async threads.
     pub fn load(&self, engine: &wasmtime::Engine, digest: &str) -> Option<Component> {
-        let path = self.path(digest);
-        if !path.exists() {
+        let path = self.path(digest)?;
+        let bytes = std::fs::read(&path).ok()?;
+        let Some(code) = self.verified(&bytes) else {
+            tracing::warn!(path = %path.display(), "recompiling a cached artifact that does not verify");
             return None;
-        }
-        // SAFETY: the file was written by `precompile_component` of an
-        // engine with the same compatibility hash, into a folder only this
-        // server writes.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        };
+        // SAFETY: `code` carries a valid MAC under this server's key, so it
+        // is what `precompile_component` of an engine with the same
+        // compatibility hash wrote; it is deserialized from memory, so the
+        // file cannot change between the check and the load.
+        match unsafe { Component::deserialize(engine, code) } {
             Ok(component) => Some(component),
             Err(err) => {
                 tracing::warn!(path = %path.display(), "recompiling a cached artifact that did not load: {err:#}");
@@ -44,6 +63,8 @@ impl CompileCache {
         }
     }
 
+    /// Loads the cached artifact, or compiles `bytes` and caches the result.
+    /// Blocking: call it off the async threads.
     pub fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
@@ -53,26 +74,85 @@ impl CompileCache {
         if let Some(component) = self.load(engine, digest) {
             return Ok(component);
         }
-        let path = self.path(digest);
         let compiled = engine
             .precompile_component(bytes)
             .map_err(EngineError::InvalidComponent)?;
-        self.write_atomically(&path, &compiled)?;
-        // SAFETY: as above; we just wrote this artifact.
-        unsafe { Component::deserialize_file(engine, &path) }.map_err(EngineError::InvalidComponent)
+        if let Some(path) = self.path(digest)
+            && let Err(err) = self.write(&path, &compiled)
+        {
+            tracing::warn!(path = %path.display(), "cannot cache a compiled component: {err}");
+        }
+        // SAFETY: we compiled these bytes just now with this engine.
+        unsafe { Component::deserialize(engine, &compiled) }.map_err(EngineError::InvalidComponent)
     }
 
-    fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}.cwasm"))
+    /// The file of `digest`; none for anything but `sha256:<64 hex>`, so a
+    /// tampered record cannot name a path outside the folder.
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        valid.then(|| self.dir.join(format!("sha256-{hex}.kcwasm")))
     }
 
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let io = |source| EngineError::Cache {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+    fn verified<'a>(&self, file: &'a [u8]) -> Option<&'a [u8]> {
+        let (mac, code) = file.split_at_checked(MAC_LEN)?;
+        hmac::verify(&self.key, code, mac).ok()?;
+        Some(code)
+    }
+
+    /// Writes MAC and code to a new file of a random name, then renames it
+    /// into place, so readers see a whole file or none.
+    fn write(&self, path: &Path, code: &[u8]) -> std::io::Result<()> {
+        let tmp = path.with_extension(format!("tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+        let mac = hmac::sign(&self.key, code);
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            file.write_all(mac.as_ref())?;
+            file.write_all(code)?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tampered_or_foreign_artifact_is_compiled_again() {
+        let engine = wasmtime::Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let wat = wat_component();
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let cache = CompileCache::open(dir.path(), &engine, b"key one").unwrap();
+        cache.load_or_compile(&engine, &digest, &wat).unwrap();
+        assert!(cache.load(&engine, &digest).is_some());
+        let path = cache.path(&digest).unwrap();
+        // Another key (another server) does not trust it.
+        let other = CompileCache::open(dir.path(), &engine, b"key two").unwrap();
+        assert!(other.load(&engine, &digest).is_none());
+        // One flipped byte of code: refused, then replaced by a recompile.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(cache.load(&engine, &digest).is_none());
+        cache.load_or_compile(&engine, &digest, &wat).unwrap();
+        assert!(cache.load(&engine, &digest).is_some());
+        assert!(cache.path("sha256:../../etc/passwd").is_none());
+        assert!(cache.path("../x").is_none());
+    }
+
+    /// The smallest component: no imports, no exports.
+    fn wat_component() -> Vec<u8> {
+        // (component) in the binary format: magic, component version/layer.
+        vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
     }
 }

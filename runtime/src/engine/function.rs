@@ -8,6 +8,8 @@ use wasmtime::component::{ComponentExportIndex, InstancePre};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::lazy::Lazy;
+use super::outbound::OutboundEntry;
+use super::quota::{Admission, AppQuota, Overloaded};
 use super::{InvocationContext, InvocationState, Limits};
 use crate::capabilities::Services;
 
@@ -24,12 +26,21 @@ pub struct Function {
     pub limits: Limits,
     /// The function's variables; also its only environment variables.
     pub variables: Arc<[(String, String)]>,
-    pub allowed_outbound_hosts: Arc<[String]>,
+    pub allowed_outbound_hosts: Arc<[OutboundEntry]>,
     /// Permits for `limits.max_concurrency` instances at once.
     pub concurrency: Arc<Semaphore>,
+    /// The app's share of the server, shared by all its functions.
+    pub app_quota: Arc<AppQuota>,
 }
 
 impl Function {
+    /// Waits (until `deadline`) for a slot of this function and of its app.
+    pub async fn admit(&self, deadline: tokio::time::Instant) -> Result<Admission, Overloaded> {
+        self.app_quota
+            .admit(&self.concurrency, self.limits.max_concurrency, deadline)
+            .await
+    }
+
     /// The context of one invocation of this function, for `app`.
     pub fn invocation_context(
         &self,

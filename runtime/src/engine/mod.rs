@@ -11,7 +11,8 @@ pub mod function;
 pub mod lazy;
 pub mod limits;
 pub mod logs;
-mod outbound;
+pub mod outbound;
+pub mod quota;
 mod state;
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub struct EngineSettings {
     pub cache_dir: PathBuf,
     /// Instances that may exist at once across all functions (pooling slots).
     pub max_instances: u32,
+    /// The key cached artifacts are authenticated with.
+    pub cache_key: Vec<u8>,
 }
 
 /// The engine shared by every app on the server.
@@ -80,7 +83,7 @@ impl Engine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(EngineError::Config)?;
         link(&mut linker).map_err(EngineError::Config)?;
-        let cache = CompileCache::open(&settings.cache_dir, &wasmtime)?;
+        let cache = CompileCache::open(&settings.cache_dir, &wasmtime, &settings.cache_key)?;
         let engine = Arc::new(Engine {
             wasmtime,
             linker,
@@ -91,12 +94,13 @@ impl Engine {
     }
 
     /// The compiled component for these bytes, from the on-disk cache when
-    /// it holds this digest.
+    /// it holds this digest. Blocking.
     pub fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, EngineError> {
         self.cache.load_or_compile(&self.wasmtime, digest, bytes)
     }
 
     /// The compiled component for `digest` if the on-disk cache holds it.
+    /// Blocking (reads the file).
     pub fn load_cached(&self, digest: &str) -> Option<Component> {
         self.cache.load(&self.wasmtime, digest)
     }
@@ -123,6 +127,12 @@ impl Engine {
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.wasmtime
     }
+}
+
+/// Whether instantiation failed because every pooling slot was taken: the
+/// server is overloaded, the guest did nothing wrong.
+pub fn is_pool_exhausted(err: &wasmtime::Error) -> bool {
+    err.is::<wasmtime::PoolConcurrencyLimitError>()
 }
 
 fn engine_config(settings: &EngineSettings) -> Config {

@@ -9,7 +9,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Limits;
 use super::logs::LogCapture;
-use super::outbound::OutboundPolicy;
+use super::outbound::{OutboundEntry, OutboundPolicy};
 
 /// Most bytes of stdout and of stderr kept per invocation.
 const LOG_LIMIT: usize = 64 * 1024;
@@ -24,7 +24,7 @@ pub struct InvocationContext {
     /// The function's variables; also its only environment variables.
     pub variables: Arc<[(String, String)]>,
     /// Hosts the function may call over HTTP.
-    pub allowed_outbound_hosts: Arc<[String]>,
+    pub allowed_outbound_hosts: Arc<[OutboundEntry]>,
     /// Every function of the app's live version (one-off jobs may name them).
     pub app_functions: Arc<[Arc<str>]>,
     /// The backends of the platform capabilities.

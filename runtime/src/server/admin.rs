@@ -200,9 +200,18 @@ fn authorized<B>(req: &Request<B>, admin_key: &str) -> bool {
     constant_time_eq(given.as_bytes(), admin_key.as_bytes())
 }
 
+/// Compares HMACs of both keys (under a random key) in constant time, so
+/// neither the contents nor the length of the admin key leak through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use ring::hmac;
+    static KEY: std::sync::OnceLock<hmac::Key> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()));
+    hmac::verify(key, b, hmac::sign(key, a).as_ref()).is_ok()
 }
+
+/// Component uploads buffered at once (each up to [`MAX_COMPONENT_BYTES`]).
+const MAX_CONCURRENT_UPLOADS: usize = 2;
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_UPLOADS);
 
 async fn upload(apps: &Apps, digest: &str, req: Request<Incoming>) -> Response<ResponseBody> {
     if !is_valid_digest(digest) {
@@ -211,6 +220,13 @@ async fn upload(apps: &Apps, digest: &str, req: Request<Incoming>) -> Response<R
             &format!("`{digest}` is not sha256:<64 lowercase hex>"),
         );
     }
+    let Ok(_upload) = UPLOADS.try_acquire() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            &format!("{MAX_CONCURRENT_UPLOADS} uploads are in progress; try again when one ends"),
+        );
+    };
     let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES)
         .collect()
         .await

@@ -23,6 +23,9 @@ use crate::engine::function::{
     Function, HTTP_EXPORT, LoadedComponent, SCHEDULED_EXPORT, SCHEDULED_RUN,
 };
 use crate::engine::lazy::Lazy;
+use crate::engine::outbound::OutboundEntry;
+use crate::engine::quota::AppQuota;
+use super::settings::ServerLimits;
 use crate::engine::{Engine, EngineError};
 use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
 use crate::triggers::cron::{CronApp, CronTrigger, Schedule};
@@ -102,10 +105,18 @@ pub struct Apps {
     deploying: Mutex<()>,
     /// Live versions that failed to load, so a refresh does not retry them.
     unloadable: Mutex<HashMap<String, u64>>,
+    /// Each app's share of the server, kept across its versions.
+    quotas: std::sync::Mutex<HashMap<String, Arc<AppQuota>>>,
+    limits: ServerLimits,
 }
 
 impl Apps {
-    pub fn new(engine: Arc<Engine>, artifacts: Artifacts, services: Services) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        artifacts: Artifacts,
+        services: Services,
+        limits: ServerLimits,
+    ) -> Self {
         Apps {
             engine,
             artifacts,
@@ -113,7 +124,24 @@ impl Apps {
             live: RwLock::new(HashMap::new()),
             deploying: Mutex::new(()),
             unloadable: Mutex::new(HashMap::new()),
+            quotas: std::sync::Mutex::new(HashMap::new()),
+            limits,
         }
+    }
+
+    /// `app`'s share of the server (the same object for all its versions).
+    fn quota(&self, app: &str) -> Arc<AppQuota> {
+        self.quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.to_string())
+            .or_insert_with(|| {
+                Arc::new(AppQuota::new(
+                    self.limits.app_max_instances,
+                    self.limits.app_log_bytes_per_minute,
+                ))
+            })
+            .clone()
     }
 
     pub fn artifacts(&self) -> &Artifacts {
@@ -373,26 +401,32 @@ impl Apps {
         let routes = manifest
             .routes
             .iter()
-            .map(|r| Route {
+            .map(|r| {
+                Ok(Route {
                 path: r.path.clone(),
                 methods: r
                     .methods
                     .iter()
                     .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
                     .collect(),
-                function: names
-                    .iter()
-                    .position(|n| **n == r.function)
-                    .expect("validated"),
+                function: names.iter().position(|n| **n == r.function).ok_or_else(|| {
+                    ManifestError(format!("routes: no function `{}`", r.function))
+                })?,
             })
-            .collect::<Vec<_>>();
+        })
+            .collect::<Result<Vec<_>, DeployError>>()?;
         let router = Router::new(&routes)?;
+        let app_quota = self.quota(&record.app);
         let functions = manifest
             .functions
             .iter()
             .map(|(name, spec)| {
                 let (engine, artifacts) = (self.engine.clone(), self.artifacts.clone());
-                let (name_, digest) = (name.clone(), record.components[name].clone());
+                // A record read back from the store may be corrupt: refuse it, never panic.
+                let digest = record.components.get(name).cloned().ok_or_else(|| {
+                    DeployError::Components(format!("no component for function `{name}`"))
+                })?;
+                let name_ = name.clone();
                 let component = Lazy::new(move || {
                     let (engine, artifacts) = (engine.clone(), artifacts.clone());
                     let (name, digest) = (name_.clone(), digest.clone());
@@ -402,16 +436,22 @@ impl Apps {
                             .map_err(|e| e.to_string())
                     })
                 });
-                Arc::new(Function {
+                Ok(Arc::new(Function {
                     name: name.as_str().into(),
                     component,
                     limits: spec.limits,
                     variables: manifest.variables_of(spec).into(),
-                    allowed_outbound_hosts: spec.allowed_outbound_hosts.clone().into(),
+                    allowed_outbound_hosts: spec
+                        .allowed_outbound_hosts
+                        .iter()
+                        .map(|h| OutboundEntry::parse(h).map_err(ManifestError))
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into(),
                     concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-                })
+                    app_quota: app_quota.clone(),
+                }))
             })
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>, DeployError>>()?;
         let triggers = manifest
             .crons
             .iter()

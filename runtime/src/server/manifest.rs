@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::config::is_valid_name;
 use crate::engine::Limits;
+use crate::engine::outbound::OutboundEntry;
 use crate::triggers::cron::{Missed, Overlap};
 
 /// Why a manifest is invalid; the message names the field.
@@ -159,11 +160,8 @@ impl Manifest {
                 }
             }
             for host in &function.allowed_outbound_hosts {
-                if host.is_empty() || host.contains(['/', ' ']) {
-                    return err(
-                        format!("{field}.allowed_outbound_hosts"),
-                        &format!("`{host}` is not `host`, `host:port`, `*.domain` or `*`"),
-                    );
+                if let Err(message) = OutboundEntry::parse(host) {
+                    return err(format!("{field}.allowed_outbound_hosts"), &message);
                 }
             }
         }

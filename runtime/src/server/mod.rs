@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod apps;
 pub mod artifacts;
+mod connections;
 pub mod manifest;
 pub mod settings;
 
@@ -14,14 +15,16 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use self::apps::{Apps, DeployError};
 use self::artifacts::Artifacts;
-use self::settings::{Settings, SettingsError, stored_admin_key};
+use self::connections::{Connections, Refused};
+use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
 use crate::capabilities::Services;
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::store::mongo::MongoStore;
@@ -81,16 +84,23 @@ struct Shared {
     apps: Arc<Apps>,
     scheduler: Arc<Scheduler>,
     admin_key: String,
+    /// `Host: APP.<domain>` routes to APP; `None`: by path only.
+    app_domain: Option<String>,
 }
 
 /// Opens the data directory, loads the deployed apps and starts listening.
 pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let data_dir = &settings.data_dir;
     let objects_dir = data_dir.join("objects");
+    make_owner_only(data_dir).map_err(|source| ServerError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     std::fs::create_dir_all(&objects_dir).map_err(|source| ServerError::DataDir {
         path: objects_dir.clone(),
         source,
     })?;
+    raise_file_limit();
     let (admin_key, admin_key_source) = match settings.admin_key.clone() {
         Some(key) => (key, AdminKeySource::Configured),
         None => {
@@ -111,18 +121,22 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("cache")),
             max_instances: settings.max_instances,
+            // Servers sharing a cache folder share the admin key too.
+            cache_key: Sha256::digest(format!("kiln compile cache\n{admin_key}")).to_vec(),
         },
         crate::capabilities::add_to_linker,
     )?;
     let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
+    let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
     let services = Services {
         documents: open_documents(&settings).await?,
     };
     let documents = services.documents.clone();
     let apps = Arc::new(Apps::new(
         engine.clone(),
-        Artifacts::new(Arc::new(store)),
+        artifacts,
         services,
+        settings.limits,
     ));
     apps.refresh().await?;
     let refreshing = tokio::spawn(refresh_apps(apps.clone()));
@@ -151,9 +165,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         apps: apps.clone(),
         scheduler,
         admin_key,
+        app_domain: settings.app_domain.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let serving = tokio::spawn(accept_loop(listener, shared, shutdown_rx));
+    let serving = tokio::spawn(accept_loop(listener, shared, settings.limits, shutdown_rx));
     Ok(RunningServer {
         addr,
         apps,
@@ -210,13 +225,24 @@ impl RunningServer {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    limits: ServerLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true);
+    let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
+    // HTTP/1.1 only: every bound below is an HTTP/1 setting, and HTTP/2
+    // stays off until it is bounded the same way.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Also bounds how long a kept-alive connection may sit idle: the
+        // timer restarts when the connection waits for its next request.
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(err) => {
@@ -228,18 +254,26 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        let slot = match connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                refuse(stream, refused);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(dispatch(&shared, req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!("connection ended: {err}");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -251,35 +285,91 @@ async fn accept_loop(
     }
 }
 
+/// Most header fields in one request head.
+const MAX_HEADERS: usize = 100;
+/// Most bytes of one request head (hyper's read buffer).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Answers a connection over a cap with a 503 if the socket takes it at
+/// once, then closes it: never waits on the client.
+fn refuse(stream: tokio::net::TcpStream, refused: Refused) {
+    let why = match refused {
+        Refused::ServerFull => "the server is at its connection limit",
+        Refused::AddressFull => "this address is at its connection limit",
+    };
+    let body = format!(r#"{{"error":{{"code":"too_many_connections","message":"{why}"}}}}"#);
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
+/// Creates the data directory if needed and makes it owner-only (0700):
+/// it holds every app's manifests, variables and data.
+fn make_owner_only(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // Files and folders the server creates from now on are owner-only too.
+    // SAFETY: umask only swaps the process's file-mode mask.
+    unsafe { libc::umask(0o077) };
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so the
+/// connection caps, not the descriptor limit, decide who is refused.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path();
     if path == "/admin" || path.starts_with("/admin/") {
         return admin::handle(&shared.apps, &shared.scheduler, &shared.admin_key, req).await;
     }
     let request_id = hex::encode(rand::random::<[u8; 8]>());
-    let Some((app, app_path)) = resolve_app(&shared.apps, &req) else {
+    let Some((app, app_path)) = resolve_app(&shared.apps, shared.app_domain.as_deref(), &req)
+    else {
         return error_response(
             StatusCode::NOT_FOUND,
             "app_not_found",
-            "no app is deployed at this address: use /APP/... or the host APP.<domain>",
+            "no app is deployed at this address: use /APP/... (or the host APP.<domain> where the server has an app domain)",
         );
     };
     crate::triggers::http::handle(&shared.engine, &app.http, &app_path, req, &request_id).await
 }
 
-/// The app a request is for: the first label of a dotted `Host` when an app
-/// has that name (`shop.example.com`), else the first path segment (`/shop/...`,
-/// which is stripped).
-fn resolve_app<B>(apps: &Apps, req: &Request<B>) -> Option<(Arc<apps::LiveApp>, String)> {
+/// The app a request is for. With an app domain configured, a `Host` of
+/// `APP.<domain>` names the app (and only that app: no fallback to the
+/// path); any other host, or no domain, routes by the first path segment
+/// (`/shop/...`, which is stripped). So deploying an app can never capture
+/// traffic meant for another.
+fn resolve_app<B>(
+    apps: &Apps,
+    app_domain: Option<&str>,
+    req: &Request<B>,
+) -> Option<(Arc<apps::LiveApp>, String)> {
     let path = req.uri().path();
-    let host = req
-        .uri()
-        .host()
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok());
-    if let Some((label, _)) = host.and_then(|h| h.split_once('.'))
-        && let Some(app) = apps.get(label)
-    {
-        return Some((app, path.to_string()));
+    if let Some(domain) = app_domain {
+        let host = req
+            .uri()
+            .host()
+            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_ascii_lowercase());
+        if let Some(label) = host.as_deref().and_then(|h| app_label(h, domain)) {
+            return apps.get(label).map(|app| (app, path.to_string()));
+        }
     }
     let rest = path.strip_prefix('/')?;
     let (name, tail) = match rest.find('/') {
@@ -287,4 +377,24 @@ fn resolve_app<B>(apps: &Apps, req: &Request<B>) -> Option<(Arc<apps::LiveApp>, 
         None => (rest, "/"),
     };
     apps.get(name).map(|app| (app, tail.to_string()))
+}
+
+/// `shop` for `shop.<domain>`; none for the domain itself or deeper names.
+fn app_label<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_single_label_under_the_app_domain_names_an_app() {
+        assert_eq!(app_label("shop.apps.example.com", "apps.example.com"), Some("shop"));
+        assert_eq!(app_label("apps.example.com", "apps.example.com"), None);
+        assert_eq!(app_label("a.shop.apps.example.com", "apps.example.com"), None);
+        assert_eq!(app_label("shopapps.example.com", "apps.example.com"), None);
+        assert_eq!(app_label("shop.example.org", "apps.example.com"), None);
+    }
 }

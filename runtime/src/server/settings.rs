@@ -23,6 +23,42 @@ pub struct Settings {
     pub max_instances: u32,
     /// MongoDB for documents and platform data; `None`: the embedded store.
     pub mongodb_uri: Option<String>,
+    /// Bounds on what one client and one app may take of the server.
+    pub limits: ServerLimits,
+    /// With a domain, `Host: APP.<domain>` routes to app APP; without one,
+    /// apps are reached by path only (`/APP/...`).
+    pub app_domain: Option<String>,
+}
+
+/// Bounds on what clients and apps may take of the server (README,
+/// "Limits and isolation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Open client connections at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Open client connections at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Time to receive a whole request head, and the longest a kept-alive
+    /// connection may sit idle between requests.
+    pub header_timeout: std::time::Duration,
+    /// Instances one app may run at once, across its functions (a share of
+    /// `max_instances`, so one app cannot take every slot).
+    pub app_max_instances: u32,
+    /// Bytes of guest output one app may write to the server log per minute.
+    pub app_log_bytes_per_minute: usize,
+}
+
+impl ServerLimits {
+    /// The defaults for a server with `max_instances` slots.
+    pub fn for_instances(max_instances: u32) -> Self {
+        ServerLimits {
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            header_timeout: std::time::Duration::from_secs(30),
+            app_max_instances: (max_instances / 4).max(1),
+            app_log_bytes_per_minute: 1024 * 1024,
+        }
+    }
 }
 
 /// The `[server]` table of a config file; every field optional.
@@ -35,6 +71,13 @@ pub struct FileSettings {
     pub admin_key: Option<String>,
     pub max_instances: Option<u32>,
     pub mongodb_uri: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<std::time::Duration>,
+    pub app_max_instances: Option<u32>,
+    pub app_log_bytes_per_minute: Option<usize>,
+    pub app_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

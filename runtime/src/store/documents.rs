@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::query::value::canonicalize_dates;
-use super::query::{Filter, Projection, Sort, Update, check_document, new_id};
+use super::query::{Filter, Projection, QueryError, Sort, Update, check_document, new_id};
 use super::{Change, DocumentStore, FindSpec, Namespace, Query, StoreError, UpdateOutcome};
 
 /// The database holding Kiln's own data; app databases are app names, which
@@ -110,9 +110,13 @@ impl Documents {
         docs: Vec<Value>,
     ) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::with_capacity(docs.len());
+        let mut unique = std::collections::HashSet::with_capacity(docs.len());
         let mut prepared = Vec::with_capacity(docs.len());
         for (i, mut doc) in docs.into_iter().enumerate() {
-            check_document(&doc).map_err(|e| invalid(format!("document {i}: {e}")))?;
+            check_document(&doc).map_err(|e| match e {
+                QueryError::Invalid(m) => invalid(format!("document {i}: {m}")),
+                QueryError::OverBudget(m) => StoreError::LimitExceeded(format!("document {i}: {m}")),
+            })?;
             canonicalize_dates(&mut doc);
             let map = doc.as_object_mut().expect("checked: an object");
             let id = match map.get("_id") {
@@ -123,7 +127,7 @@ impl Documents {
                     id
                 }
             };
-            if ids.contains(&id) {
+            if !unique.insert(id.clone()) {
                 return Err(StoreError::Conflict(format!(
                     "_id `{id}` appears twice in one insert"
                 )));

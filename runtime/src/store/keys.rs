@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use super::query::path::resolve;
 use super::query::value::{Bracket, bracket, date_of};
+use super::query::{Budget, QueryError};
 
-/// Most keys one document may put into one index (arrays multiply keys).
-pub const MAX_KEYS_PER_DOCUMENT: usize = 1000;
+/// Most keys one document may put into one index (an array gives one key
+/// per element); a document over it is refused, never half-indexed.
+pub const MAX_KEYS_PER_DOCUMENT: usize = 10_000;
 
 /// The encoding of one value: its bracket, then an order-preserving body.
 pub fn encode(value: &Value, out: &mut Vec<u8>) {
@@ -34,13 +36,26 @@ pub fn bracket_bounds(b: Bracket) -> (Vec<u8>, Vec<u8>) {
     (vec![b as u8 + 1], vec![b as u8 + 2])
 }
 
+/// Most bytes of keys one document may put into one index.
+pub const MAX_KEY_BYTES_PER_DOCUMENT: usize = 16 * 1024 * 1024;
+
 /// Every key `doc` puts into an index over `paths`: one per combination of
 /// values, an array contributing each element; a missing field is null.
-pub fn index_keys(doc: &Value, paths: &[String]) -> Vec<Vec<u8>> {
-    let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+///
+/// The number of combinations is computed before any key is built and
+/// refused past [`MAX_KEYS_PER_DOCUMENT`]; their bytes are counted as they
+/// are built and refused past [`MAX_KEY_BYTES_PER_DOCUMENT`]. A document
+/// over either is refused, never half-indexed.
+pub fn index_keys(
+    doc: &Value,
+    paths: &[String],
+    budget: &Budget,
+) -> Result<Vec<Vec<u8>>, QueryError> {
+    let mut fields: Vec<Vec<&Value>> = Vec::with_capacity(paths.len());
+    let mut count: usize = 1;
     for path in paths {
         let mut values: Vec<&Value> = Vec::new();
-        for v in resolve(doc, path) {
+        for v in resolve(doc, path, budget)? {
             match v {
                 Value::Array(items) if !items.is_empty() => values.extend(items.iter()),
                 Value::Array(_) => values.push(&Value::Null),
@@ -50,20 +65,39 @@ pub fn index_keys(doc: &Value, paths: &[String]) -> Vec<Vec<u8>> {
         if values.is_empty() {
             values.push(&Value::Null);
         }
+        count = count.saturating_mul(values.len());
+        if count > MAX_KEYS_PER_DOCUMENT {
+            return Err(QueryError::OverBudget(format!(
+                "the document gives more than {MAX_KEYS_PER_DOCUMENT} keys to the index on {} (arrays multiply keys)",
+                paths.join(", ")
+            )));
+        }
+        fields.push(values);
+    }
+    let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for values in &fields {
         let mut next = Vec::with_capacity(keys.len() * values.len());
         for prefix in &keys {
-            for value in &values {
+            for value in values {
+                budget.charge(1)?;
                 let mut key = prefix.clone();
                 encode(value, &mut key);
+                bytes += key.len();
+                if bytes > MAX_KEY_BYTES_PER_DOCUMENT {
+                    return Err(QueryError::OverBudget(format!(
+                        "the document gives more than {MAX_KEY_BYTES_PER_DOCUMENT} bytes of keys to the index on {}",
+                        paths.join(", ")
+                    )));
+                }
                 next.push(key);
             }
         }
-        next.sort();
-        next.dedup();
-        next.truncate(MAX_KEYS_PER_DOCUMENT);
         keys = next;
     }
-    keys
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
 
 /// The first key past every key that starts with `prefix`.
@@ -144,12 +178,34 @@ mod tests {
 
     #[test]
     fn arrays_give_one_key_per_element_and_missing_fields_are_null() {
+        let budget = Budget::of(std::time::Duration::from_secs(10));
         let doc = json!({"tags": ["a", "b", "a"], "n": 1});
-        let keys = index_keys(&doc, &["tags".into(), "n".into()]);
+        let keys = index_keys(&doc, &["tags".into(), "n".into()], &budget).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(
-            index_keys(&json!({}), &["x".into()]),
+            index_keys(&json!({}), &["x".into()], &budget).unwrap(),
             vec![key(json!(null))]
         );
+    }
+
+    #[test]
+    fn too_many_keys_are_refused_before_building_them() {
+        let budget = Budget::of(std::time::Duration::from_secs(10));
+        let many: Vec<u32> = (0..3000).collect();
+        let doc = json!({"a": many, "b": many, "c": many});
+        let paths: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let started = std::time::Instant::now();
+        let err = index_keys(&doc, &paths, &budget).unwrap_err();
+        assert!(matches!(err, QueryError::OverBudget(_)), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let small = json!({"a": [1, 2], "b": [3, 4, 5]});
+        assert_eq!(index_keys(&small, &paths, &budget).unwrap().len(), 6);
+        let long = "x".repeat(4 * 1024 * 1024);
+        let wide = json!({"a": [long.clone(), long.clone(), long.clone(), long.clone(), long], "b": [1, 2]});
+        let err = index_keys(&wide, &paths, &budget).unwrap_err().to_string();
+        assert!(err.contains("bytes"), "{err}");
+        let huge: Vec<u32> = (0..(MAX_KEYS_PER_DOCUMENT as u32 + 1)).collect();
+        let err = index_keys(&json!({ "a": huge }), &["a".into()], &budget).unwrap_err();
+        assert!(matches!(err, QueryError::OverBudget(_)), "{err}");
     }
 }

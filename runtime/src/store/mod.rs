@@ -36,7 +36,10 @@ pub enum StoreError {
 
 impl From<QueryError> for StoreError {
     fn from(err: QueryError) -> Self {
-        StoreError::InvalidInput(err.0)
+        match err {
+            QueryError::Invalid(m) => StoreError::InvalidInput(m),
+            QueryError::OverBudget(m) => StoreError::LimitExceeded(m),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! are sent as they are. A multi-document insert runs in a transaction, so
 //! MongoDB must be a replica set (as Atlas and any production deployment are).
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,6 +51,21 @@ impl MongoStore {
         Ok(MongoStore { client, budget })
     }
 
+    /// Waits for a driver call at most the call budget (writes have no
+    /// `maxTimeMS` in the driver, so the bound is kept on this side).
+    async fn within<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.budget, call).await {
+            Ok(result) => result.map_err(store_error),
+            Err(_) => Err(StoreError::LimitExceeded(format!(
+                "the call ran past its time budget of {:?}",
+                self.budget
+            ))),
+        }
+    }
+
     fn collection(&self, ns: Namespace<'_>) -> Collection<Document> {
         self.client
             .database(&database_name(ns.database))
@@ -58,6 +74,8 @@ impl MongoStore {
 }
 
 /// The MongoDB database of a Kiln database (names are at most 63 bytes).
+/// A name too long to use whole keeps 20 bytes and 128 bits of its
+/// SHA-256: two apps never share a database by a hash collision.
 pub fn database_name(database: &str) -> String {
     if database == PLATFORM_DATABASE {
         return "kiln".into();
@@ -66,8 +84,9 @@ pub fn database_name(database: &str) -> String {
     if name.len() <= 63 {
         return name;
     }
-    let hash = hex::encode(&Sha256::digest(database.as_bytes())[..6]);
-    format!("kiln_app_{}_{hash}", &database[..40])
+    let hash = hex::encode(&Sha256::digest(database.as_bytes())[..16]);
+    let prefix: String = database.chars().take(20).collect();
+    format!("kiln_app_{prefix}_{hash}")
 }
 
 fn to_bson(value: &Value) -> Result<Bson, StoreError> {
@@ -170,14 +189,29 @@ impl DocumentStore for MongoStore {
             .collect::<Result<Vec<_>, _>>()?;
         let coll = self.collection(ns);
         if docs.len() == 1 {
-            coll.insert_one(&docs[0]).await.map_err(store_error)?;
+            self.within(coll.insert_one(&docs[0])).await?;
             return Ok(());
         }
         let mut session = self.client.start_session().await.map_err(store_error)?;
         session.start_transaction().await.map_err(store_error)?;
-        if let Err(err) = coll.insert_many(&docs).session(&mut session).await {
-            let _ = session.abort_transaction().await;
-            return Err(store_error(err));
+        let inserted = tokio::time::timeout(
+            self.budget,
+            coll.insert_many(&docs).session(&mut session).into_future(),
+        )
+        .await;
+        match inserted {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                let _ = session.abort_transaction().await;
+                return Err(store_error(err));
+            }
+            Err(_) => {
+                let _ = session.abort_transaction().await;
+                return Err(StoreError::LimitExceeded(format!(
+                    "the call ran past its time budget of {:?}",
+                    self.budget
+                )));
+            }
         }
         session.commit_transaction().await.map_err(store_error)
     }
@@ -217,11 +251,12 @@ impl DocumentStore for MongoStore {
         let filter = to_document(&query.raw)?;
         let update = with_string_id(query, change, upsert)?;
         let result = if multi {
-            coll.update_many(filter, update).upsert(upsert).await
+            self.within(coll.update_many(filter, update).upsert(upsert))
+                .await
         } else {
-            coll.update_one(filter, update).upsert(upsert).await
-        }
-        .map_err(store_error)?;
+            self.within(coll.update_one(filter, update).upsert(upsert))
+                .await
+        }?;
         Ok(UpdateOutcome {
             matched: result.matched_count,
             modified: result.modified_count,
@@ -242,10 +277,7 @@ impl DocumentStore for MongoStore {
         let coll = self.collection(ns);
         let filter = to_document(&query.raw)?;
         let mut doc = to_document(&replacement)?;
-        let result = coll
-            .replace_one(filter.clone(), &doc)
-            .await
-            .map_err(store_error)?;
+        let result = self.within(coll.replace_one(filter, &doc)).await?;
         if result.matched_count > 0 || !upsert {
             return Ok(UpdateOutcome {
                 matched: result.matched_count,
@@ -253,15 +285,27 @@ impl DocumentStore for MongoStore {
                 upserted_id: None,
             });
         }
-        let id = match doc.get("_id") {
-            Some(Bson::String(id)) => id.clone(),
-            _ => {
-                let id = new_id();
-                doc.insert("_id", id.clone());
-                id
+        // The document's own `_id`, else the filter's, else a new one; first,
+        // as MongoDB keeps it.
+        let from_filter = query
+            .filter
+            .equalities()
+            .into_iter()
+            .find_map(|(path, value)| (path == "_id").then(|| value.as_str()).flatten())
+            .map(str::to_string);
+        let id = match (doc.remove("_id"), from_filter) {
+            (Some(Bson::String(own)), Some(wanted)) if own != wanted => {
+                return Err(StoreError::InvalidInput(
+                    "the replacement's _id differs from the filter's".into(),
+                ));
             }
+            (Some(Bson::String(own)), _) => own,
+            (_, Some(wanted)) => wanted,
+            _ => new_id(),
         };
-        coll.insert_one(&doc).await.map_err(store_error)?;
+        let mut inserted = bson::doc! { "_id": id.clone() };
+        inserted.extend(doc);
+        self.within(coll.insert_one(&inserted)).await?;
         Ok(UpdateOutcome {
             matched: 0,
             modified: 0,
@@ -305,11 +349,11 @@ impl DocumentStore for MongoStore {
         let coll = self.collection(ns);
         let filter = to_document(&query.raw)?;
         let result = if multi {
-            coll.delete_many(filter).await
+            self.within(coll.delete_many(filter)).await
         } else {
-            coll.delete_one(filter).await
+            self.within(coll.delete_one(filter)).await
         };
-        Ok(result.map_err(store_error)?.deleted_count)
+        Ok(result?.deleted_count)
     }
 
     async fn count(&self, ns: Namespace<'_>, query: &Query) -> Result<u64, StoreError> {
@@ -335,10 +379,7 @@ impl DocumentStore for MongoStore {
             .name(index_name(keys))
             .build();
         let model = IndexModel::builder().keys(spec).options(options).build();
-        self.collection(ns)
-            .create_index(model)
-            .await
-            .map_err(store_error)?;
+        self.within(self.collection(ns).create_index(model)).await?;
         Ok(())
     }
 

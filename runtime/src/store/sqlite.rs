@@ -7,8 +7,9 @@
 //! constrains an index's first field reads only the matching key range, and
 //! every candidate is checked against the whole filter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,8 +19,10 @@ use serde_json::Value;
 
 use super::keys::{bracket_bounds, encode, index_keys, prefix_end};
 use super::query::filter::Cond;
+use super::query::shape::SortKey;
+use super::query::update::{Padding, set};
 use super::query::value::{Bracket, bracket};
-use super::query::{Filter, new_id, update::set};
+use super::query::{Budget, Filter, Sort, new_id};
 use super::{
     Change, DocumentStore, FindSpec, Namespace, Query, StoreError, UpdateOutcome, index_name,
 };
@@ -43,10 +46,16 @@ const RANGE_SQL: &str = "SELECT d.id, d.body FROM documents d WHERE d.collection
     ORDER BY d.id";
 const SCAN_SQL: &str = "SELECT id, body FROM documents WHERE collection = ?1 ORDER BY id";
 
+/// Most bytes of documents a sorted find holds while it sorts; past it the
+/// find is `LimitExceeded` (MongoDB's in-memory sort has such a limit too).
+pub const MAX_SORT_BYTES: usize = 64 * 1024 * 1024;
+
 /// The embedded store.
 pub struct SqliteStore {
     dir: PathBuf,
-    databases: Mutex<HashMap<String, Arc<Mutex<Database>>>>,
+    /// One connection per database, used by one call at a time: a call
+    /// waits for it here, as a future, never on a blocking thread.
+    databases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Database>>>>,
     /// How long one call may run before it is `LimitExceeded`.
     budget: std::time::Duration,
 }
@@ -79,38 +88,54 @@ impl SqliteStore {
         })
     }
 
-    fn database(&self, name: &str) -> Result<Arc<Mutex<Database>>, StoreError> {
-        let mut databases = self.databases.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = databases.get(name) {
+    /// The database's connection, opened (off the async threads) on first use.
+    async fn database(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<Database>>, StoreError> {
+        if let Some(db) = self
+            .databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Ok(db.clone());
         }
-        let conn =
-            Connection::open(self.dir.join(format!("{name}.sqlite3"))).map_err(unavailable)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        let db = Arc::new(Mutex::new(Database {
-            conn,
-            indexes: HashMap::new(),
-        }));
-        databases.insert(name.to_string(), db.clone());
-        Ok(db)
+        let path = self.dir.join(format!("{name}.sqlite3"));
+        let opened = tokio::task::spawn_blocking(move || open_database(&path))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))??;
+        let mut databases = self.databases.lock().unwrap_or_else(|e| e.into_inner());
+        // Two first calls may both open it; the first one kept wins.
+        Ok(databases
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(opened)))
+            .clone())
     }
 
     /// Runs `work` on the database's connection, off the async threads.
+    ///
+    /// Calls to one database queue for its connection as futures, so one
+    /// app's slow calls hold one blocking thread, not the pool. The work's
+    /// budget ends at the store's time limit, or as soon as the caller stops
+    /// waiting (its invocation timed out): the blocking work is cancelled too.
     async fn run<T: Send + 'static>(
         &self,
         ns: Namespace<'_>,
-        work: impl FnOnce(&mut Database, &str, Instant) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&mut Database, &str, &Budget) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.database(ns.database)?;
+        let db = self.database(ns.database).await?;
         let collection = ns.collection.to_string();
         let deadline = Instant::now() + self.budget;
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let mut db = tokio::time::timeout_at(deadline.into(), db.lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::LimitExceeded(
+                    "the app's database stayed busy past the call's time budget".into(),
+                )
+            })?;
+        let cancelled = cancel.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            work(&mut db, &collection, deadline)
+            let budget = Budget::new(deadline, cancelled);
+            work(&mut db, &collection, &budget)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
@@ -145,6 +170,29 @@ impl SqliteStore {
     }
 }
 
+/// Sets its flag when dropped: the future waiting for a blocking call was
+/// dropped (or finished), so the call's budget ends.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(unavailable)?;
+    conn.execute_batch(SCHEMA).map_err(unavailable)?;
+    Ok(Database {
+        conn,
+        indexes: HashMap::new(),
+    })
+}
+
 impl Database {
     fn indexes_of(&mut self, coll: &str) -> Result<Arc<Vec<IndexSpec>>, StoreError> {
         if let Some(specs) = self.indexes.get(coll) {
@@ -175,20 +223,91 @@ impl Database {
 }
 
 /// The index and key ranges that hold every match of `filter`, if any index fits.
+///
+/// An index fits when the filter has a single scalar equality on its
+/// leading fields (a key prefix), optionally followed by a range on the
+/// next field; or an `$in` or a range on its first field. The index whose
+/// ranges are narrowest by that measure wins.
 fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let mut best: Option<(String, Vec<(Vec<u8>, Vec<u8>)>)> = None;
+    let mut best: Option<(usize, String, Vec<(Vec<u8>, Vec<u8>)>)> = None;
     for index in indexes {
-        let conds = filter.conditions_on(&index.paths[0]);
-        if let Some(ranges) = equality_ranges(&conds) {
-            return Some((index.name.clone(), ranges));
-        }
-        if best.is_none()
-            && let Some(range) = comparison_range(&conds)
-        {
-            best = Some((index.name.clone(), vec![range]));
+        let (prefix, fields) = equality_prefix(filter, &index.paths);
+        let candidate = if fields > 0 {
+            let next = index
+                .paths
+                .get(fields)
+                .and_then(|path| comparison_range(&filter.conditions_on(path)));
+            match next {
+                Some((start, end)) => (2 * fields + 1, vec![([&prefix[..], &start].concat(), [&prefix[..], &end].concat())]),
+                None => {
+                    let end = prefix_end(&prefix);
+                    (2 * fields, vec![(prefix, end)])
+                }
+            }
+        } else {
+            let conds = filter.conditions_on(&index.paths[0]);
+            if let Some(ranges) = equality_ranges(&conds) {
+                (2, ranges)
+            } else if let Some(range) = comparison_range(&conds) {
+                (1, vec![range])
+            } else {
+                continue;
+            }
+        };
+        if best.as_ref().is_none_or(|(score, _, _)| candidate.0 > *score) {
+            best = Some((candidate.0, index.name.clone(), candidate.1));
         }
     }
-    best
+    best.map(|(_, name, ranges)| (name, ranges))
+}
+
+/// The key prefix of the filter's single scalar equalities on the leading
+/// `paths`, and how many fields it covers.
+fn equality_prefix(filter: &Filter, paths: &[String]) -> (Vec<u8>, usize) {
+    let mut prefix = Vec::new();
+    let mut fields = 0;
+    for path in paths {
+        let value = filter.conditions_on(path).iter().find_map(|c| match c {
+            Cond::Eq(v) if indexable(v) => Some(v),
+            _ => None,
+        });
+        let Some(value) = value else { break };
+        encode(value, &mut prefix);
+        fields += 1;
+    }
+    (prefix, fields)
+}
+
+/// For a filter made only of string or boolean equalities on the leading
+/// fields of an index, the index and key range whose distinct ids are
+/// exactly the matches: a count reads the index alone. (Null, numbers and
+/// dates are left out: their keys can stand for values the filter does not
+/// match, e.g. `[]` or integers past 2^53.)
+fn covered_range(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<u8>, Vec<u8>)> {
+    let parts: Vec<&Filter> = match filter {
+        Filter::And(all) => all.iter().collect(),
+        single => vec![single],
+    };
+    let mut wanted: Vec<(&str, &Value)> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let Filter::Field { path, conds } = part else { return None };
+        let [Cond::Eq(value @ (Value::String(_) | Value::Bool(_)))] = conds.as_slice() else {
+            return None;
+        };
+        wanted.push((path, value));
+    }
+    indexes.iter().find_map(|index| {
+        if index.paths.len() < wanted.len() {
+            return None;
+        }
+        let mut prefix = Vec::new();
+        for path in &index.paths[..wanted.len()] {
+            let (_, value) = wanted.iter().find(|(p, _)| p == path)?;
+            encode(value, &mut prefix);
+        }
+        let end = prefix_end(&prefix);
+        Some((index.name.clone(), prefix, end))
+    })
 }
 
 /// The `_id`s every match must have, when the filter names them: those
@@ -255,81 +374,132 @@ fn comparison_range(conds: &[&Cond]) -> Option<(Vec<u8>, Vec<u8>)> {
     range.map(|(_, start, end)| (start, end))
 }
 
+/// Calls `visit` with each document matching `filter` (its `_id`, its
+/// size as JSON text, and the document), in `_id` order except across the
+/// ranges of an `$in`; stops when `visit` returns false. Every candidate is
+/// charged to `budget`.
+fn each_match(
+    conn: &Connection,
+    coll: &str,
+    filter: &Filter,
+    indexes: &[IndexSpec],
+    budget: &Budget,
+    mut visit: impl FnMut(String, usize, Value) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let ids = id_lookup(filter);
+    let ranges = match ids {
+        Some(_) => None,
+        None => plan(filter, indexes),
+    };
+    // Several ids or key ranges can yield one document twice.
+    let several = ids.as_ref().is_some_and(|i| i.len() > 1)
+        || ranges.as_ref().is_some_and(|(_, r)| r.len() > 1);
+    let mut seen = std::collections::HashSet::new();
+    let mut check = |id: String, body: String| -> Result<bool, StoreError> {
+        budget.charge(1 + body.len() / 64)?;
+        let doc: Value = serde_json::from_str(&body).map_err(unavailable)?;
+        if !filter.matches(&doc, budget)? || (several && !seen.insert(id.clone())) {
+            return Ok(true);
+        }
+        visit(id, body.len(), doc)
+    };
+    let mut rows_of = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<bool, StoreError> {
+        let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+        let mut rows = stmt.query(params).map_err(unavailable)?;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let (id, body) = (
+                row.get(0).map_err(unavailable)?,
+                row.get(1).map_err(unavailable)?,
+            );
+            if !check(id, body)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if let Some(ids) = ids {
+        for id in ids {
+            budget.charge(1)?;
+            if !rows_of(
+                "SELECT id, body FROM documents WHERE collection = ?1 AND id = ?2",
+                params![coll, id],
+            )? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    match ranges {
+        Some((index, ranges)) => {
+            for (start, end) in ranges {
+                budget.charge(1)?;
+                if !rows_of(RANGE_SQL, params![coll, index, start, end])? {
+                    break;
+                }
+            }
+        }
+        None => {
+            rows_of(SCAN_SQL, params![coll])?;
+        }
+    }
+    Ok(())
+}
+
 /// The documents matching `filter`, ordered by `_id`; stops after `stop_after` when given.
 fn matching(
     conn: &Connection,
     coll: &str,
     filter: &Filter,
     indexes: &[IndexSpec],
-    deadline: Instant,
+    budget: &Budget,
     stop_after: Option<usize>,
 ) -> Result<Vec<(String, Value)>, StoreError> {
-    let mut found = BTreeMap::new();
-    let check = |id: String,
-                 body: String,
-                 found: &mut BTreeMap<String, Value>|
-     -> Result<bool, StoreError> {
-        if Instant::now() > deadline {
-            return Err(StoreError::LimitExceeded(
-                "the query ran past its time budget; add an index or narrow the filter".into(),
-            ));
+    let mut found = Vec::new();
+    each_match(conn, coll, filter, indexes, budget, |id, _, doc| {
+        found.push((id, doc));
+        Ok(stop_after.is_none_or(|n| found.len() < n))
+    })?;
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// The first `keep` matches in `sort` order. Holds at most `2 * keep`
+/// documents (and [`MAX_SORT_BYTES`]) at a time: when full, it sorts and
+/// drops all but the first `keep`, so the work is O(n log keep).
+fn sorted_matches(
+    conn: &Connection,
+    coll: &str,
+    filter: &Filter,
+    indexes: &[IndexSpec],
+    budget: &Budget,
+    sort: &Sort,
+    keep: usize,
+) -> Result<Vec<Value>, StoreError> {
+    let mut held: Vec<(SortKey, usize, Value)> = Vec::new();
+    let mut bytes = 0usize;
+    let trim = |held: &mut Vec<(SortKey, usize, Value)>, bytes: &mut usize| {
+        held.sort_by(|a, b| sort.compare(&a.0, &b.0));
+        for (_, size, _) in held.drain(keep.min(held.len())..) {
+            *bytes -= size;
         }
-        let doc: Value = serde_json::from_str(&body).map_err(unavailable)?;
-        if filter.matches(&doc) {
-            found.insert(id, doc);
-        }
-        Ok(stop_after.is_some_and(|n| found.len() >= n))
     };
-    if let Some(ids) = id_lookup(filter) {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, body FROM documents WHERE collection = ?1 AND id = ?2")
-            .map_err(unavailable)?;
-        for id in ids {
-            let row = stmt
-                .query_row(params![coll, id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(unavailable)?;
-            if let Some((id, body)) = row
-                && check(id, body, &mut found)?
-            {
-                break;
+    each_match(conn, coll, filter, indexes, budget, |_, size, doc| {
+        let key = sort.key(&doc, budget)?;
+        bytes += size;
+        held.push((key, size, doc));
+        if held.len() >= keep.saturating_mul(2).max(64) || bytes > MAX_SORT_BYTES {
+            budget.charge(held.len())?;
+            trim(&mut held, &mut bytes);
+            if bytes > MAX_SORT_BYTES {
+                return Err(StoreError::LimitExceeded(format!(
+                    "the sorted find holds over {MAX_SORT_BYTES} bytes of documents; add a limit, a narrower filter, or page with a range on the sort field"
+                )));
             }
         }
-        return Ok(found.into_iter().collect());
-    }
-    match plan(filter, indexes) {
-        Some((index, ranges)) => {
-            let mut stmt = conn.prepare_cached(RANGE_SQL).map_err(unavailable)?;
-            for (start, end) in ranges {
-                let mut rows = stmt
-                    .query(params![coll, index, start, end])
-                    .map_err(unavailable)?;
-                while let Some(row) = rows.next().map_err(unavailable)? {
-                    if check(
-                        row.get(0).map_err(unavailable)?,
-                        row.get(1).map_err(unavailable)?,
-                        &mut found,
-                    )? {
-                        break;
-                    }
-                }
-            }
-        }
-        None => {
-            let mut stmt = conn.prepare_cached(SCAN_SQL).map_err(unavailable)?;
-            let mut rows = stmt.query([coll]).map_err(unavailable)?;
-            while let Some(row) = rows.next().map_err(unavailable)? {
-                if check(
-                    row.get(0).map_err(unavailable)?,
-                    row.get(1).map_err(unavailable)?,
-                    &mut found,
-                )? {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(found.into_iter().collect())
+        Ok(true)
+    })?;
+    trim(&mut held, &mut bytes);
+    Ok(held.into_iter().map(|(_, _, doc)| doc).collect())
 }
 
 /// Writes a document and its index keys, refusing a unique-key clash.
@@ -339,6 +509,7 @@ fn write(
     indexes: &[IndexSpec],
     id: &str,
     doc: &Value,
+    budget: &Budget,
 ) -> Result<(), StoreError> {
     execute(
         conn,
@@ -346,31 +517,7 @@ fn write(
         params![coll, id],
     )?;
     for index in indexes {
-        for key in index_keys(doc, &index.paths) {
-            if index.unique {
-                let clash: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT id FROM index_entries WHERE collection = ?1 AND name = ?2 AND key = ?3 AND id <> ?4 LIMIT 1",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_row(params![coll, index.name, key, id], |r| r.get(0))
-                            .optional()
-                    })
-                    .map_err(unavailable)?;
-                if clash.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "another document has the same {} (unique index {})",
-                        index.paths.join(", "),
-                        index.name
-                    )));
-                }
-            }
-            execute(
-                conn,
-                "INSERT OR IGNORE INTO index_entries (collection, name, key, id) VALUES (?1, ?2, ?3, ?4)",
-                params![coll, index.name, key, id],
-            )?;
-        }
+        write_keys(conn, coll, index, id, doc, budget)?;
     }
     execute(
         conn,
@@ -378,6 +525,43 @@ fn write(
          ON CONFLICT (collection, id) DO UPDATE SET body = excluded.body",
         params![coll, id, doc.to_string()],
     )?;
+    Ok(())
+}
+
+/// Writes the keys `doc` gives to `index`, refusing a unique-key clash.
+fn write_keys(
+    conn: &Connection,
+    coll: &str,
+    index: &IndexSpec,
+    id: &str,
+    doc: &Value,
+    budget: &Budget,
+) -> Result<(), StoreError> {
+    for key in index_keys(doc, &index.paths, budget)? {
+        if index.unique {
+            let clash: Option<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM index_entries WHERE collection = ?1 AND name = ?2 AND key = ?3 AND id <> ?4 LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![coll, index.name, key, id], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            if clash.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "another document has the same {} (unique index {})",
+                    index.paths.join(", "),
+                    index.name
+                )));
+            }
+        }
+        execute(
+            conn,
+            "INSERT OR IGNORE INTO index_entries (collection, name, key, id) VALUES (?1, ?2, ?3, ?4)",
+            params![coll, index.name, key, id],
+        )?;
+    }
     Ok(())
 }
 
@@ -427,6 +611,7 @@ fn insert_new(
     coll: &str,
     indexes: &[IndexSpec],
     doc: &Value,
+    budget: &Budget,
 ) -> Result<String, StoreError> {
     let id = id_of(doc);
     if exists(conn, coll, &id)? {
@@ -434,7 +619,7 @@ fn insert_new(
             "a document with _id `{id}` exists"
         )));
     }
-    write(conn, coll, indexes, &id, doc)?;
+    write(conn, coll, indexes, &id, doc, budget)?;
     Ok(id)
 }
 
@@ -452,17 +637,36 @@ fn now_millis() -> i64 {
 }
 
 /// The document an upsert inserts: the filter's equalities, then the update.
-fn upserted(filter: &Filter, change: &Change) -> Result<Value, StoreError> {
+fn upserted(filter: &Filter, change: &Change, budget: &Budget) -> Result<Value, StoreError> {
     let mut doc = Value::Object(Default::default());
+    let mut padding = Padding::default();
     for (path, value) in filter.equalities() {
-        set(&mut doc, path, value.clone())?;
+        set(&mut doc, path, value.clone(), &mut padding)?;
     }
-    change.update.apply(&mut doc, true, now_millis())?;
-    if doc.get("_id").is_none() {
-        set(&mut doc, "_id", Value::from(new_id()))?;
-    }
+    change.update.apply(&mut doc, true, now_millis(), budget)?;
+    with_id_first(&mut doc, None);
     super::query::check_document(&doc)?;
     Ok(doc)
+}
+
+/// Puts `_id` first (MongoDB keeps it first): `id`, else the document's
+/// own, else a new one.
+fn with_id_first(doc: &mut Value, id: Option<Value>) {
+    let Value::Object(map) = doc else { return };
+    let id = id
+        .or_else(|| map.shift_remove("_id"))
+        .unwrap_or_else(|| Value::from(new_id()));
+    map.shift_remove("_id");
+    map.shift_insert(0, "_id".into(), id);
+}
+
+/// The `_id` an upserting replace takes from its filter (`{_id: "x"}`).
+fn filter_id(filter: &Filter) -> Option<Value> {
+    filter
+        .equalities()
+        .into_iter()
+        .find(|(path, value)| *path == "_id" && value.is_string())
+        .map(|(_, value)| value.clone())
 }
 
 /// Applies `change` to the matches (the first, unless `multi`), or upserts.
@@ -474,7 +678,7 @@ fn update_in(
     change: &Change,
     upsert: bool,
     multi: bool,
-    deadline: Instant,
+    budget: &Budget,
 ) -> Result<(UpdateOutcome, Option<(Value, Value)>), StoreError> {
     let indexes = db.indexes_of(coll)?;
     let tx = begin(&mut db.conn)?;
@@ -483,23 +687,23 @@ fn update_in(
         coll,
         &query.filter,
         &indexes,
-        deadline,
+        budget,
         (!multi).then_some(1),
     )?;
     let mut outcome = UpdateOutcome::default();
     let mut first = None;
     if matches.is_empty() && upsert {
-        let doc = upserted(&query.filter, change)?;
-        outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc)?);
+        let doc = upserted(&query.filter, change, budget)?;
+        outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc, budget)?);
         first = Some((Value::Null, doc));
     }
     let now = now_millis();
     for (id, mut doc) in matches {
         let before = doc.clone();
         outcome.matched += 1;
-        if change.update.apply(&mut doc, false, now)? {
+        if change.update.apply(&mut doc, false, now, budget)? {
             super::query::check_document(&doc)?;
-            write(&tx, coll, &indexes, &id, &doc)?;
+            write(&tx, coll, &indexes, &id, &doc, budget)?;
             outcome.modified += 1;
         }
         first.get_or_insert((before, doc));
@@ -511,11 +715,11 @@ fn update_in(
 #[async_trait]
 impl DocumentStore for SqliteStore {
     async fn insert(&self, ns: Namespace<'_>, docs: Vec<Value>) -> Result<(), StoreError> {
-        self.run(ns, move |db, coll, _| {
+        self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             for doc in &docs {
-                insert_new(&tx, coll, &indexes, doc)?;
+                insert_new(&tx, coll, &indexes, doc, budget)?;
             }
             tx.commit().map_err(unavailable)
         })
@@ -531,25 +735,18 @@ impl DocumentStore for SqliteStore {
         let filter = query.filter.clone();
         let sort = spec.sort.as_ref().map(|(_, s)| s.clone());
         let (skip, limit) = (spec.skip as usize, spec.limit.map(|l| l as usize));
-        self.run(ns, move |db, coll, deadline| {
+        self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
-            // Without a sort, results come in `_id` order and reading can stop early.
-            let stop = match (&sort, limit) {
-                (None, Some(l)) => Some(skip.saturating_add(l)),
-                _ => None,
+            let end = limit.map_or(usize::MAX, |l| skip.saturating_add(l));
+            let docs = match &sort {
+                Some(sort) => sorted_matches(&db.conn, coll, &filter, &indexes, budget, sort, end)?,
+                // Without a sort, results come in `_id` order and reading can stop early.
+                None => matching(&db.conn, coll, &filter, &indexes, budget, limit.map(|_| end))?
+                    .into_iter()
+                    .map(|(_, d)| d)
+                    .collect(),
             };
-            let mut docs: Vec<Value> = matching(&db.conn, coll, &filter, &indexes, deadline, stop)?
-                .into_iter()
-                .map(|(_, d)| d)
-                .collect();
-            if let Some(sort) = &sort {
-                docs.sort_by(|a, b| sort.compare(a, b));
-            }
-            Ok(docs
-                .into_iter()
-                .skip(skip)
-                .take(limit.unwrap_or(usize::MAX))
-                .collect())
+            Ok(docs.into_iter().skip(skip).collect())
         })
         .await
     }
@@ -563,8 +760,8 @@ impl DocumentStore for SqliteStore {
         multi: bool,
     ) -> Result<UpdateOutcome, StoreError> {
         let (query, change) = (query.clone(), change.clone());
-        self.run(ns, move |db, coll, deadline| {
-            update_in(db, coll, &query, &change, upsert, multi, deadline).map(|(o, _)| o)
+        self.run(ns, move |db, coll, budget| {
+            update_in(db, coll, &query, &change, upsert, multi, budget).map(|(o, _)| o)
         })
         .await
     }
@@ -577,10 +774,10 @@ impl DocumentStore for SqliteStore {
         upsert: bool,
     ) -> Result<UpdateOutcome, StoreError> {
         let query = query.clone();
-        self.run(ns, move |db, coll, deadline| {
+        self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
-            let found = matching(&tx, coll, &query.filter, &indexes, deadline, Some(1))?;
+            let found = matching(&tx, coll, &query.filter, &indexes, budget, Some(1))?;
             let mut outcome = UpdateOutcome::default();
             let mut doc = replacement;
             match found.into_iter().next() {
@@ -591,18 +788,24 @@ impl DocumentStore for SqliteStore {
                     {
                         return Err(StoreError::InvalidInput("_id cannot be changed".into()));
                     }
-                    set(&mut doc, "_id", Value::from(id.clone()))?;
+                    with_id_first(&mut doc, Some(Value::from(id.clone())));
                     outcome.matched = 1;
                     if doc != old {
-                        write(&tx, coll, &indexes, &id, &doc)?;
+                        write(&tx, coll, &indexes, &id, &doc, budget)?;
                         outcome.modified = 1;
                     }
                 }
                 None if upsert => {
-                    if doc.get("_id").is_none() {
-                        set(&mut doc, "_id", Value::from(new_id()))?;
+                    let wanted = filter_id(&query.filter);
+                    if let (Some(own), Some(wanted)) = (doc.get("_id"), &wanted)
+                        && own != wanted
+                    {
+                        return Err(StoreError::InvalidInput(
+                            "the replacement's _id differs from the filter's".into(),
+                        ));
                     }
-                    outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc)?);
+                    with_id_first(&mut doc, wanted);
+                    outcome.upserted_id = Some(insert_new(&tx, coll, &indexes, &doc, budget)?);
                 }
                 None => {}
             }
@@ -621,8 +824,8 @@ impl DocumentStore for SqliteStore {
         upsert: bool,
     ) -> Result<Option<Value>, StoreError> {
         let (query, change) = (query.clone(), change.clone());
-        self.run(ns, move |db, coll, deadline| {
-            let (_, first) = update_in(db, coll, &query, &change, upsert, false, deadline)?;
+        self.run(ns, move |db, coll, budget| {
+            let (_, first) = update_in(db, coll, &query, &change, upsert, false, budget)?;
             Ok(first.and_then(|(before, after)| {
                 if return_new {
                     Some(after)
@@ -641,7 +844,7 @@ impl DocumentStore for SqliteStore {
         multi: bool,
     ) -> Result<u64, StoreError> {
         let filter = query.filter.clone();
-        self.run(ns, move |db, coll, deadline| {
+        self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             let found = matching(
@@ -649,7 +852,7 @@ impl DocumentStore for SqliteStore {
                 coll,
                 &filter,
                 &indexes,
-                deadline,
+                budget,
                 (!multi).then_some(1),
             )?;
             for (id, _) in &found {
@@ -663,9 +866,26 @@ impl DocumentStore for SqliteStore {
 
     async fn count(&self, ns: Namespace<'_>, query: &Query) -> Result<u64, StoreError> {
         let filter = query.filter.clone();
-        self.run(ns, move |db, coll, deadline| {
+        self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
-            Ok(matching(&db.conn, coll, &filter, &indexes, deadline, None)?.len() as u64)
+            if let Some((index, start, end)) = covered_range(&filter, &indexes) {
+                return db
+                    .conn
+                    .prepare_cached(
+                        "SELECT COUNT(DISTINCT id) FROM index_entries WHERE collection = ?1 AND name = ?2 AND key >= ?3 AND key < ?4",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![coll, index, start, end], |r| r.get::<_, i64>(0))
+                    })
+                    .map(|n| n as u64)
+                    .map_err(unavailable);
+            }
+            let mut count = 0u64;
+            each_match(&db.conn, coll, &filter, &indexes, budget, |_, _, _| {
+                count += 1;
+                Ok(true)
+            })?;
+            Ok(count)
         })
         .await
     }
@@ -678,7 +898,7 @@ impl DocumentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let name = index_name(keys);
         let paths: Vec<String> = keys.iter().map(|(p, _)| p.clone()).collect();
-        self.run(ns, move |db, coll, _| {
+        self.run(ns, move |db, coll, budget| {
             let existing = db.indexes_of(coll)?;
             if let Some(found) = existing.iter().find(|i| i.name == name) {
                 if found.unique != unique {
@@ -705,21 +925,20 @@ impl DocumentStore for SqliteStore {
                     unique
                 ],
             )?;
-            let docs = {
+            // Only index_entries is written while documents are read.
+            {
                 let mut stmt = tx.prepare(SCAN_SQL).map_err(unavailable)?;
-                stmt.query_map([coll], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?
-            };
+                let mut rows = stmt.query([coll]).map_err(unavailable)?;
+                while let Some(row) = rows.next().map_err(unavailable)? {
+                    let id: String = row.get(0).map_err(unavailable)?;
+                    let body: String = row.get(1).map_err(unavailable)?;
+                    budget.charge(1 + body.len() / 64)?;
+                    let doc: Value = serde_json::from_str(&body).map_err(unavailable)?;
+                    write_keys(&tx, coll, &spec, &id, &doc, budget)?;
+                }
+            }
             let mut all = existing.as_ref().clone();
             all.push(spec);
-            for (id, body) in docs {
-                let doc: Value = serde_json::from_str(&body).map_err(unavailable)?;
-                write(&tx, coll, &all, &id, &doc)?;
-            }
             tx.commit().map_err(unavailable)?;
             db.indexes.insert(coll.to_string(), Arc::new(all));
             Ok(())

@@ -6,8 +6,8 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::QueryError;
 use super::path::resolve;
+use super::{Budget, QueryError};
 use super::value::{Bracket, bracket, compare, equal};
 
 /// Most nested `$and`/`$or`/`$nor`/`$elemMatch`/`$not` levels in one filter.
@@ -57,16 +57,44 @@ impl Filter {
         }
     }
 
-    pub fn matches(&self, doc: &Value) -> bool {
-        match self {
-            Filter::And(all) => all.iter().all(|f| f.matches(doc)),
-            Filter::Or(any) => any.iter().any(|f| f.matches(doc)),
-            Filter::Nor(none) => !none.iter().any(|f| f.matches(doc)),
-            Filter::Field { path, conds } => {
-                let values = resolve(doc, path);
-                conds.iter().all(|c| c.matches(&values))
+    /// Whether `doc` matches; the work is charged to `budget`.
+    pub fn matches(&self, doc: &Value, budget: &Budget) -> Result<bool, QueryError> {
+        budget.charge(1)?;
+        Ok(match self {
+            Filter::And(all) => {
+                for f in all {
+                    if !f.matches(doc, budget)? {
+                        return Ok(false);
+                    }
+                }
+                true
             }
-        }
+            Filter::Or(any) => {
+                for f in any {
+                    if f.matches(doc, budget)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            Filter::Nor(none) => {
+                for f in none {
+                    if f.matches(doc, budget)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            Filter::Field { path, conds } => {
+                let values = resolve(doc, path, budget)?;
+                for c in conds {
+                    if !c.matches(&values, budget)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+        })
     }
 
     /// The equality conditions on top-level paths (through `$and`), which
@@ -272,31 +300,72 @@ fn build_regex(pattern: &Value, options: &str) -> Result<Regex, QueryError> {
 
 impl Cond {
     /// Whether the values at a path (empty: missing) meet the condition.
-    fn matches(&self, values: &[&Value]) -> bool {
-        match self {
-            Cond::Eq(q) => eq_matches(values, q),
-            Cond::Ne(q) => !eq_matches(values, q),
-            Cond::Gt(q) => any_scalar(values, |v| same_bracket(v, q) && compare(v, q).is_gt()),
-            Cond::Gte(q) => any_scalar(values, |v| same_bracket(v, q) && compare(v, q).is_ge()),
-            Cond::Lt(q) => any_scalar(values, |v| same_bracket(v, q) && compare(v, q).is_lt()),
-            Cond::Lte(q) => any_scalar(values, |v| same_bracket(v, q) && compare(v, q).is_le()),
-            Cond::In(list) => list.iter().any(|q| eq_matches(values, q)),
-            Cond::Nin(list) => !list.iter().any(|q| eq_matches(values, q)),
+    fn matches(&self, values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+        Ok(match self {
+            Cond::Eq(q) => eq_matches(values, q, budget)?,
+            Cond::Ne(q) => !eq_matches(values, q, budget)?,
+            Cond::Gt(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_gt())?,
+            Cond::Gte(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_ge())?,
+            Cond::Lt(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_lt())?,
+            Cond::Lte(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_le())?,
+            Cond::In(list) => any_of(list, values, budget)?,
+            Cond::Nin(list) => !any_of(list, values, budget)?,
             Cond::Exists(wanted) => values.is_empty() != *wanted,
-            Cond::Regex(re) => any_scalar(values, |v| v.as_str().is_some_and(|s| re.is_match(s))),
+            Cond::Regex(re) => any_scalar(values, budget, |v| {
+                v.as_str().is_some_and(|s| re.is_match(s))
+            })?,
             Cond::Size(n) => values
                 .iter()
                 .any(|v| v.as_array().is_some_and(|a| a.len() == *n)),
-            Cond::All(list) => !list.is_empty() && list.iter().all(|q| eq_matches(values, q)),
-            Cond::ElemMatch(m) => values.iter().filter_map(|v| v.as_array()).any(|items| {
-                items.iter().any(|item| match m {
-                    ElemMatch::Query(filter) => item.is_object() && filter.matches(item),
-                    ElemMatch::Operators(conds) => conds.iter().all(|c| c.matches(&[item])),
-                })
-            }),
-            Cond::Not(conds) => !conds.iter().all(|c| c.matches(values)),
+            Cond::All(list) => {
+                if list.is_empty() {
+                    return Ok(false);
+                }
+                for q in list {
+                    if !eq_matches(values, q, budget)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            Cond::ElemMatch(m) => {
+                for items in values.iter().filter_map(|v| v.as_array()) {
+                    for item in items {
+                        let hit = match m {
+                            ElemMatch::Query(filter) => {
+                                item.is_object() && filter.matches(item, budget)?
+                            }
+                            ElemMatch::Operators(conds) => all_conds(conds, &[item], budget)?,
+                        };
+                        if hit {
+                            return Ok(true);
+                        }
+                    }
+                }
+                false
+            }
+            Cond::Not(conds) => !all_conds(conds, values, budget)?,
+        })
+    }
+}
+
+fn all_conds(conds: &[Cond], values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+    for c in conds {
+        if !c.matches(values, budget)? {
+            return Ok(false);
         }
     }
+    Ok(true)
+}
+
+/// `$in`: whether any listed value matches.
+fn any_of(list: &[Value], values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+    for q in list {
+        if eq_matches(values, q, budget)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `$gt` and friends only compare values of one type bracket.
@@ -305,21 +374,37 @@ fn same_bracket(a: &Value, b: &Value) -> bool {
     x == y && x != Bracket::Null
 }
 
-/// Whether any value, or any element of an array value, passes.
-fn any_scalar(values: &[&Value], test: impl Fn(&Value) -> bool) -> bool {
-    values.iter().any(|v| match v {
-        Value::Array(items) => test(v) || items.iter().any(&test),
-        _ => test(v),
-    })
+/// Whether any value, or any element of an array value, passes; each
+/// value tested is charged to `budget`.
+fn any_scalar(
+    values: &[&Value],
+    budget: &Budget,
+    test: impl Fn(&Value) -> bool,
+) -> Result<bool, QueryError> {
+    for v in values {
+        budget.charge(1)?;
+        if test(v) {
+            return Ok(true);
+        }
+        if let Value::Array(items) = v {
+            for item in items {
+                budget.charge(1)?;
+                if test(item) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// `{field: q}`: a value equal to `q`, an array holding it, or (for null)
 /// a missing field.
-fn eq_matches(values: &[&Value], q: &Value) -> bool {
+fn eq_matches(values: &[&Value], q: &Value, budget: &Budget) -> Result<bool, QueryError> {
     if q.is_null() && values.is_empty() {
-        return true;
+        return Ok(true);
     }
-    any_scalar(values, |v| equal(v, q))
+    any_scalar(values, budget, |v| equal(v, q))
 }
 
 #[cfg(test)]
@@ -328,7 +413,10 @@ mod tests {
     use serde_json::json;
 
     fn matches(filter: Value, doc: Value) -> bool {
-        Filter::parse(&filter).unwrap().matches(&doc)
+        Filter::parse(&filter)
+            .unwrap()
+            .matches(&doc, &Budget::of(std::time::Duration::from_secs(10)))
+            .unwrap()
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! with it; every backend validates with it, so an operator outside the
 //! subset is refused the same way everywhere.
 
+pub mod budget;
 pub mod filter;
 pub mod path;
 pub mod shape;
@@ -11,22 +12,29 @@ pub mod value;
 
 use serde_json::Value;
 
+pub use self::budget::Budget;
 pub use self::filter::Filter;
 pub use self::shape::{Projection, Sort};
 pub use self::update::Update;
 
-/// A query or document the store cannot accept.
+/// A query or document the store cannot accept, or a call that ran out of
+/// its budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct QueryError(pub String);
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    /// Past the call's deadline, cancelled, or over a size limit.
+    #[error("{0}")]
+    OverBudget(String),
+}
 
 impl QueryError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        QueryError(message.into())
+        QueryError::Invalid(message.into())
     }
 
     pub fn unsupported(operator: &str) -> Self {
-        QueryError(format!(
+        QueryError::Invalid(format!(
             "the operator {operator} is not supported (see the README for the supported subset)"
         ))
     }
@@ -39,8 +47,37 @@ pub const MAX_DEPTH: usize = 100;
 
 /// Checks a document to be stored: an object, `_id` a string if present,
 /// field names neither empty, nor starting with `$`, nor holding `.`
-/// (dates, `{"$date": ...}`, excepted), at most 100 levels deep.
+/// (dates, `{"$date": ...}`, excepted), at most 100 levels deep, and at
+/// most [`MAX_DOCUMENT_BYTES`] as JSON text (checked after every update too).
 pub fn check_document(doc: &Value) -> Result<(), QueryError> {
+    check_shape(doc)?;
+    check_size(doc)
+}
+
+/// Fails once `doc` as JSON text passes [`MAX_DOCUMENT_BYTES`], without
+/// writing the text out.
+pub fn check_size(doc: &Value) -> Result<(), QueryError> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_DOCUMENT_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Counter(0), doc).map_err(|_| {
+        QueryError::OverBudget(format!(
+            "the document is over {MAX_DOCUMENT_BYTES} bytes as JSON"
+        ))
+    })
+}
+
+fn check_shape(doc: &Value) -> Result<(), QueryError> {
     let Value::Object(map) = doc else {
         return Err(QueryError::invalid("a document must be a JSON object"));
     };
@@ -125,6 +162,6 @@ mod tests {
         for _ in 0..101 {
             deep = json!({ "d": deep });
         }
-        assert!(check_document(&deep).unwrap_err().0.contains("deeper"));
+        assert!(check_document(&deep).unwrap_err().to_string().contains("deeper"));
     }
 }

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::QueryError;
+use super::{Budget, QueryError};
 use super::filter::check_path;
 use super::path::resolve;
 use super::value::compare;
@@ -44,40 +44,55 @@ impl Sort {
         &self.keys
     }
 
-    pub fn compare(&self, a: &Value, b: &Value) -> Ordering {
+    /// What `doc` sorts by, computed once per document (charged to `budget`)
+    /// so that sorting compares keys, not paths.
+    pub fn key(&self, doc: &Value, budget: &Budget) -> Result<SortKey, QueryError> {
+        let mut values = Vec::with_capacity(self.keys.len());
         for (path, ascending) in &self.keys {
-            let order = compare(
-                &sort_key(a, path, *ascending),
-                &sort_key(b, path, *ascending),
-            );
+            values.push(sort_key(doc, path, *ascending, budget)?);
+        }
+        Ok(SortKey {
+            values,
+            id: doc.get("_id").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    pub fn compare(&self, a: &SortKey, b: &SortKey) -> Ordering {
+        for ((_, ascending), (x, y)) in self.keys.iter().zip(a.values.iter().zip(&b.values)) {
+            let order = compare(x, y);
             let order = if *ascending { order } else { order.reverse() };
             if order != Ordering::Equal {
                 return order;
             }
         }
-        compare(
-            a.get("_id").unwrap_or(&Value::Null),
-            b.get("_id").unwrap_or(&Value::Null),
-        )
+        compare(&a.id, &b.id)
     }
+}
+
+/// The values one document sorts by, and its `_id` to break ties.
+#[derive(Debug, Clone)]
+pub struct SortKey {
+    values: Vec<Value>,
+    id: Value,
 }
 
 /// The value a document sorts by: an array sorts by its smallest element
 /// ascending and its largest descending; a missing field as null.
-fn sort_key(doc: &Value, path: &str, ascending: bool) -> Value {
+fn sort_key(doc: &Value, path: &str, ascending: bool, budget: &Budget) -> Result<Value, QueryError> {
     let mut candidates = Vec::new();
-    for value in resolve(doc, path) {
+    for value in resolve(doc, path, budget)? {
         match value {
             Value::Array(items) if !items.is_empty() => candidates.extend(items.iter()),
             other => candidates.push(other),
         }
     }
+    budget.charge(candidates.len())?;
     let pick = if ascending {
         candidates.into_iter().min_by(|a, b| compare(a, b))
     } else {
         candidates.into_iter().max_by(|a, b| compare(a, b))
     };
-    pick.cloned().unwrap_or(Value::Null)
+    Ok(pick.cloned().unwrap_or(Value::Null))
 }
 
 /// A projection: only some fields (`{"a": 1}`), or all but some (`{"a": 0}`).
@@ -216,6 +231,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn sorted(sort: &Sort, docs: &mut [Value]) {
+        let budget = Budget::of(std::time::Duration::from_secs(10));
+        docs.sort_by(|a, b| {
+            sort.compare(&sort.key(a, &budget).unwrap(), &sort.key(b, &budget).unwrap())
+        });
+    }
+
     #[test]
     fn sorts_mixed_types_by_bracket_and_arrays_by_their_ends() {
         let mut docs = vec![
@@ -226,11 +248,11 @@ mod tests {
             json!({"_id": "e", "v": true}),
         ];
         let sort = Sort::parse(&json!({"v": 1})).unwrap();
-        docs.sort_by(|a, b| sort.compare(a, b));
+        sorted(&sort, &mut docs);
         let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["c", "d", "b", "a", "e"]);
         let sort = Sort::parse(&json!({"v": -1})).unwrap();
-        docs.sort_by(|a, b| sort.compare(a, b));
+        sorted(&sort, &mut docs);
         let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["e", "a", "d", "b", "c"]);
     }

@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::QueryError;
 use super::filter::{Filter, check_path};
+use super::{Budget, QueryError};
 use super::value::{compare, date_value, equal, is_date};
 
 /// A parsed update.
@@ -77,36 +77,33 @@ impl Update {
                 ops.push((op, path.clone(), arg.clone()));
             }
         }
-        let mut touched: Vec<&str> = Vec::new();
-        for (op, path, arg) in &ops {
-            touched.push(path);
-            if *op == Op::Rename {
-                touched.push(arg.as_str().expect("checked"));
-            }
-        }
-        for (i, a) in touched.iter().enumerate() {
-            for b in &touched[i + 1..] {
-                if overlaps(a, b) {
-                    return Err(QueryError::invalid(format!(
-                        "updating `{a}` and `{b}` in one update would conflict"
-                    )));
-                }
-            }
-        }
+        check_conflicts(&ops)?;
         Ok(Update { ops })
     }
 
     /// Applies the update to `doc`; `inserting` when it builds an upserted
-    /// document. Returns whether the document changed.
+    /// document. Returns whether the document changed. On an error `doc`
+    /// may be half-updated: callers drop it.
     pub fn apply(
         &self,
         doc: &mut Value,
         inserting: bool,
         now_millis: i64,
+        budget: &Budget,
     ) -> Result<bool, QueryError> {
         let before = doc.clone();
+        let mut padding = Padding::default();
         for (op, path, arg) in &self.ops {
-            apply_one(*op, doc, path, arg, inserting, now_millis)?;
+            let mut step = Step {
+                doc: &mut *doc,
+                path,
+                arg,
+                inserting,
+                now: now_millis,
+                budget,
+                padding: &mut padding,
+            };
+            step.apply(*op)?;
         }
         if let (Some(old), Some(new)) = (before.get("_id"), doc.get("_id"))
             && !equal(old, new)
@@ -117,8 +114,30 @@ impl Update {
     }
 }
 
-fn overlaps(a: &str, b: &str) -> bool {
-    a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+/// Refuses two operators on one path, or on a path and a path inside it.
+/// Sorted by their parts, a path is followed at once by the paths inside
+/// it, so comparing neighbours finds every clash in O(n log n).
+fn check_conflicts(ops: &[(Op, String, Value)]) -> Result<(), QueryError> {
+    let mut touched: Vec<Vec<&str>> = Vec::with_capacity(ops.len());
+    for (op, path, arg) in ops {
+        touched.push(path.split('.').collect());
+        if *op == Op::Rename
+            && let Some(to) = arg.as_str()
+        {
+            touched.push(to.split('.').collect());
+        }
+    }
+    touched.sort_unstable();
+    for pair in touched.windows(2) {
+        if pair[1].starts_with(&pair[0]) {
+            return Err(QueryError::invalid(format!(
+                "updating `{}` and `{}` in one update would conflict",
+                pair[0].join("."),
+                pair[1].join(".")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_argument(op: Op, name: &str, path: &str, arg: &Value) -> Result<(), QueryError> {
@@ -153,111 +172,159 @@ fn check_argument(op: Op, name: &str, path: &str, arg: &Value) -> Result<(), Que
     }
 }
 
-fn apply_one(
-    op: Op,
-    doc: &mut Value,
-    path: &str,
-    arg: &Value,
+/// Array slots an update may add as padding (`$set: {"a.500": 1}` on a
+/// short array fills the gap with nulls), over all its paths together:
+/// without it, a small update could build a huge document.
+pub const MAX_PADDING: usize = 100_000;
+
+/// What is left of [`MAX_PADDING`] for one update.
+#[derive(Debug)]
+pub struct Padding(usize);
+
+impl Default for Padding {
+    fn default() -> Self {
+        Padding(MAX_PADDING)
+    }
+}
+
+/// One operator applied to one path of a document.
+struct Step<'a> {
+    doc: &'a mut Value,
+    path: &'a str,
+    arg: &'a Value,
     inserting: bool,
     now: i64,
-) -> Result<(), QueryError> {
-    match op {
-        Op::Set => set(doc, path, arg.clone()),
-        Op::SetOnInsert if inserting => set(doc, path, arg.clone()),
-        Op::SetOnInsert => Ok(()),
-        Op::Unset => {
-            unset(doc, path);
-            Ok(())
-        }
-        Op::CurrentDate => set(doc, path, date_value(now)),
-        Op::Inc | Op::Mul => {
-            let current = get(doc, path).cloned();
-            let result = match current {
-                None if op == Op::Inc => arg.clone(),
-                None => multiply(&zero_like(arg), arg),
-                Some(Value::Number(n)) => {
-                    let n = Value::Number(n);
-                    if op == Op::Inc {
-                        add(&n, arg)
-                    } else {
-                        multiply(&n, arg)
-                    }
-                }
-                Some(_) => {
-                    return Err(QueryError::invalid(format!(
-                        "cannot apply {} to the non-number `{path}`",
-                        if op == Op::Inc { "$inc" } else { "$mul" }
-                    )));
-                }
-            };
-            set(doc, path, result)
-        }
-        Op::Min | Op::Max => {
-            let replace = match get(doc, path) {
-                None => true,
-                Some(current) => {
-                    let order = compare(arg, current);
-                    if op == Op::Min {
-                        order.is_lt()
-                    } else {
-                        order.is_gt()
-                    }
-                }
-            };
-            if replace {
-                set(doc, path, arg.clone())
-            } else {
+    budget: &'a Budget,
+    padding: &'a mut Padding,
+}
+
+impl Step<'_> {
+    fn apply(&mut self, op: Op) -> Result<(), QueryError> {
+        let (path, arg) = (self.path, self.arg);
+        match op {
+            Op::Set => self.set(arg.clone()),
+            Op::SetOnInsert if self.inserting => self.set(arg.clone()),
+            Op::SetOnInsert => Ok(()),
+            Op::Unset => {
+                take(self.doc, path);
                 Ok(())
             }
-        }
-        Op::Push | Op::AddToSet => {
-            let items = match arg {
-                Value::Object(m) if m.contains_key("$each") => {
-                    m["$each"].as_array().cloned().unwrap_or_default()
+            Op::CurrentDate => self.set(date_value(self.now)),
+            Op::Inc | Op::Mul => {
+                let name = if op == Op::Inc { "$inc" } else { "$mul" };
+                let result = match get(self.doc, path) {
+                    None if op == Op::Inc => arg.clone(),
+                    None => arithmetic(name, path, &zero_like(arg), arg, op)?,
+                    Some(current @ Value::Number(_)) => arithmetic(name, path, current, arg, op)?,
+                    Some(_) => {
+                        return Err(QueryError::invalid(format!(
+                            "cannot apply {name} to the non-number `{path}`"
+                        )));
+                    }
+                };
+                self.set(result)
+            }
+            Op::Min | Op::Max => {
+                let replace = match get(self.doc, path) {
+                    None => true,
+                    Some(current) => {
+                        let order = compare(arg, current);
+                        if op == Op::Min {
+                            order.is_lt()
+                        } else {
+                            order.is_gt()
+                        }
+                    }
+                };
+                if replace { self.set(arg.clone()) } else { Ok(()) }
+            }
+            Op::Push | Op::AddToSet => {
+                let items = match arg {
+                    Value::Object(m) if m.contains_key("$each") => {
+                        m["$each"].as_array().cloned().unwrap_or_default()
+                    }
+                    other => vec![other.clone()],
+                };
+                let mut array = match get(self.doc, path) {
+                    None => Vec::new(),
+                    Some(Value::Array(a)) => a.clone(),
+                    Some(_) => {
+                        return Err(QueryError::invalid(format!("`{path}` is not an array")));
+                    }
+                };
+                for item in items {
+                    if op == Op::Push {
+                        array.push(item);
+                        continue;
+                    }
+                    self.budget.charge(array.len())?;
+                    if !array.iter().any(|e| equal(e, &item)) {
+                        array.push(item);
+                    }
                 }
-                other => vec![other.clone()],
-            };
-            let mut array = match get(doc, path) {
-                None => Vec::new(),
-                Some(Value::Array(a)) => a.clone(),
-                Some(_) => return Err(QueryError::invalid(format!("`{path}` is not an array"))),
-            };
-            for item in items {
-                if op == Op::Push || !array.iter().any(|e| equal(e, &item)) {
-                    array.push(item);
+                self.set(Value::Array(array))
+            }
+            Op::Pull => {
+                let Some(current) = get(self.doc, path) else {
+                    return Ok(());
+                };
+                let Value::Array(items) = current else {
+                    return Err(QueryError::invalid(format!("`{path}` is not an array")));
+                };
+                let pulled = Pulled::parse(arg)?;
+                let mut keep = Vec::with_capacity(items.len());
+                for item in items {
+                    if !pulled.matches(item, self.budget)? {
+                        keep.push(item.clone());
+                    }
+                }
+                self.set(Value::Array(keep))
+            }
+            Op::Rename => {
+                let to = arg.as_str().expect("checked");
+                match take(self.doc, path) {
+                    Some(value) => set(self.doc, to, value, self.padding),
+                    None => Ok(()),
                 }
             }
-            set(doc, path, Value::Array(array))
         }
-        Op::Pull => {
-            let Some(current) = get(doc, path) else {
-                return Ok(());
-            };
-            let Value::Array(items) = current else {
-                return Err(QueryError::invalid(format!("`{path}` is not an array")));
-            };
-            let pulled: Box<dyn Fn(&Value) -> bool> = match arg {
-                // Operators apply to each element: {"$gte": 5}.
-                Value::Object(m) if !is_date(arg) && m.keys().all(|k| k.starts_with('$')) => {
-                    let filter = Filter::parse(&serde_json::json!({ "v": arg }))?;
-                    Box::new(move |item| filter.matches(&serde_json::json!({ "v": item })))
-                }
-                // A document is a query on element documents: {"qty": {"$lt": 5}}.
-                Value::Object(_) if !is_date(arg) => {
-                    let filter = Filter::parse(arg)?;
-                    Box::new(move |item| item.is_object() && filter.matches(item))
-                }
-                _ => Box::new(|item| equal(item, arg)),
-            };
-            let keep: Vec<Value> = items.iter().filter(|item| !pulled(item)).cloned().collect();
-            set(doc, path, Value::Array(keep))
-        }
-        Op::Rename => {
-            let to = arg.as_str().expect("checked");
-            match take(doc, path) {
-                Some(value) => set(doc, to, value),
-                None => Ok(()),
+    }
+
+    fn set(&mut self, value: Value) -> Result<(), QueryError> {
+        set(self.doc, self.path, value, self.padding)
+    }
+}
+
+/// What `$pull` removes.
+enum Pulled<'a> {
+    /// Operators apply to each element: `{"$gte": 5}`.
+    Operators(Filter),
+    /// A document is a query on element documents: `{"qty": {"$lt": 5}}`.
+    Query(Filter),
+    /// Anything else: elements equal to it.
+    Equal(&'a Value),
+}
+
+impl<'a> Pulled<'a> {
+    fn parse(arg: &'a Value) -> Result<Self, QueryError> {
+        Ok(match arg {
+            Value::Object(m) if !is_date(arg) && m.keys().all(|k| k.starts_with('$')) => {
+                Pulled::Operators(Filter::parse(&serde_json::json!({ "v": arg }))?)
             }
+            Value::Object(_) if !is_date(arg) => Pulled::Query(Filter::parse(arg)?),
+            _ => Pulled::Equal(arg),
+        })
+    }
+
+    fn matches(&self, item: &Value, budget: &Budget) -> Result<bool, QueryError> {
+        budget.charge(1)?;
+        match self {
+            Pulled::Operators(filter) => {
+                let wrapped = Value::Object(Map::from_iter([("v".to_string(), item.clone())]));
+                filter.matches(&wrapped, budget)
+            }
+            Pulled::Query(filter) => Ok(item.is_object() && filter.matches(item, budget)?),
+            Pulled::Equal(value) => Ok(equal(item, value)),
         }
     }
 }
@@ -270,30 +337,28 @@ fn zero_like(n: &Value) -> Value {
     }
 }
 
-fn add(a: &Value, b: &Value) -> Value {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => x
-            .checked_add(y)
-            .map(Value::from)
-            .unwrap_or_else(|| float(x as f64 + y as f64)),
-        _ => float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+/// `$inc` (`a + b`) or `$mul` (`a * b`). Integers stay integers; a result
+/// past the 64-bit integer range or past the largest double is refused, as
+/// MongoDB refuses it, rather than stored imprecise or as null.
+fn arithmetic(name: &str, path: &str, a: &Value, b: &Value, op: Op) -> Result<Value, QueryError> {
+    let overflow = || {
+        QueryError::invalid(format!(
+            "{name} on `{path}` would overflow; the document is unchanged"
+        ))
+    };
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        let result = if op == Op::Inc {
+            x.checked_add(y)
+        } else {
+            x.checked_mul(y)
+        };
+        return result.map(Value::from).ok_or_else(overflow);
     }
-}
-
-fn multiply(a: &Value, b: &Value) -> Value {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => x
-            .checked_mul(y)
-            .map(Value::from)
-            .unwrap_or_else(|| float(x as f64 * y as f64)),
-        _ => float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0)),
-    }
-}
-
-fn float(f: f64) -> Value {
-    Number::from_f64(f)
+    let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+    let result = if op == Op::Inc { x + y } else { x * y };
+    Number::from_f64(result)
         .map(Value::Number)
-        .unwrap_or(Value::Null)
+        .ok_or_else(overflow)
 }
 
 /// The value at `path`, following documents and array indexes.
@@ -302,8 +367,13 @@ fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// Sets `path`, creating documents on the way; a numeric part indexes an
-/// existing array (padding it with nulls).
-pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), QueryError> {
+/// existing array (padding it with nulls, out of `padding`).
+pub fn set(
+    doc: &mut Value,
+    path: &str,
+    value: Value,
+    padding: &mut Padding,
+) -> Result<(), QueryError> {
     let parts: Vec<&str> = path.split('.').collect();
     let (last, parents) = parts.split_last().expect("paths are non-empty");
     let mut current = doc;
@@ -314,9 +384,7 @@ pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), QueryError> 
                 .or_insert_with(|| Value::Object(Map::new())),
             Value::Array(items) => {
                 let index = array_index(part, path)?;
-                if items.len() <= index {
-                    items.resize(index + 1, Value::Null);
-                }
+                pad(items, index, path, padding)?;
                 if items[index].is_null() {
                     items[index] = Value::Object(Map::new());
                 }
@@ -332,9 +400,7 @@ pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), QueryError> 
         }
         Value::Array(items) => {
             let index = array_index(last, path)?;
-            if items.len() <= index {
-                items.resize(index + 1, Value::Null);
-            }
+            pad(items, index, path, padding)?;
             items[index] = value;
             Ok(())
         }
@@ -343,20 +409,34 @@ pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), QueryError> 
 }
 
 fn array_index(part: &str, path: &str) -> Result<usize, QueryError> {
-    match part.parse::<usize>() {
-        Ok(i) if i < 100_000 => Ok(i),
-        _ => Err(cannot_create(path)),
+    part.parse::<usize>().map_err(|_| cannot_create(path))
+}
+
+/// Grows `items` to hold `index`, out of what is left of the padding.
+fn pad(
+    items: &mut Vec<Value>,
+    index: usize,
+    path: &str,
+    padding: &mut Padding,
+) -> Result<(), QueryError> {
+    if index < items.len() {
+        return Ok(());
     }
+    let added = index - items.len() + 1;
+    if added > padding.0 {
+        return Err(QueryError::OverBudget(format!(
+            "setting `{path}` would pad arrays with more than {MAX_PADDING} elements in one update"
+        )));
+    }
+    padding.0 -= added;
+    items.resize(index + 1, Value::Null);
+    Ok(())
 }
 
 fn cannot_create(path: &str) -> QueryError {
     QueryError::invalid(format!(
         "cannot set `{path}`: a value on the way is not a document"
     ))
-}
-
-fn unset(doc: &mut Value, path: &str) {
-    let _ = take(doc, path);
 }
 
 /// Removes and returns the value at `path` (array elements become null, as in MongoDB).
@@ -388,10 +468,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn budget() -> Budget {
+        Budget::of(std::time::Duration::from_secs(10))
+    }
+
     fn updated(update: Value, mut doc: Value) -> Value {
         Update::parse(&update)
             .unwrap()
-            .apply(&mut doc, false, 0)
+            .apply(&mut doc, false, 0, &budget())
             .unwrap();
         doc
     }
@@ -444,9 +528,9 @@ mod tests {
         let update =
             Update::parse(&json!({"$currentDate": {"at": true}, "$setOnInsert": {"n": 1}}))
                 .unwrap();
-        update.apply(&mut doc, false, 86_400_000).unwrap();
+        update.apply(&mut doc, false, 86_400_000, &budget()).unwrap();
         assert_eq!(doc, json!({"at": {"$date": "1970-01-02T00:00:00.000Z"}}));
-        update.apply(&mut doc, true, 0).unwrap();
+        update.apply(&mut doc, true, 0, &budget()).unwrap();
         assert_eq!(doc["n"], 1);
     }
 
@@ -465,15 +549,70 @@ mod tests {
         let mut doc = json!({"_id": "1", "n": "text"});
         let err = Update::parse(&json!({"$inc": {"n": 1}}))
             .unwrap()
-            .apply(&mut doc, false, 0);
+            .apply(&mut doc, false, 0, &budget());
         assert!(err.is_err());
         let err = Update::parse(&json!({"$set": {"_id": "2"}}))
             .unwrap()
-            .apply(&mut doc, false, 0);
+            .apply(&mut doc, false, 0, &budget());
         assert!(err.unwrap_err().to_string().contains("_id"));
         let err = Update::parse(&json!({"$set": {"n.x": 1}}))
             .unwrap()
-            .apply(&mut doc, false, 0);
+            .apply(&mut doc, false, 0, &budget());
         assert!(err.is_err(), "cannot create a field inside a string");
+    }
+
+    #[test]
+    fn finds_conflicts_between_any_two_paths_of_many() {
+        let err = Update::parse(&json!({"$set": {"a": 1, "a-x": 2}, "$inc": {"a.b": 1}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`a` and `a.b`"), "{err}");
+        let err = Update::parse(&json!({"$set": {"x": 1}, "$rename": {"y": "x.z"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conflict"), "{err}");
+        assert!(Update::parse(&json!({"$set": {"ab": 1, "a": 2, "a-b": 3}})).is_ok());
+        // 20,000 distinct paths: a pairwise check did 200 million comparisons.
+        let fields: serde_json::Map<String, Value> =
+            (0..20_000).map(|i| (format!("f{i}.g"), json!(i))).collect();
+        let started = std::time::Instant::now();
+        assert!(Update::parse(&json!({ "$set": fields })).is_ok());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn padding_is_bounded_across_all_paths_of_one_update() {
+        let fields: serde_json::Map<String, Value> = (0..20)
+            .map(|i| (format!("l{i}.99999"), json!(1)))
+            .collect();
+        let mut doc = json!({});
+        for i in 0..20 {
+            doc[format!("l{i}")] = json!([]);
+        }
+        let err = Update::parse(&json!({ "$set": fields }))
+            .unwrap()
+            .apply(&mut doc, false, 0, &budget())
+            .unwrap_err();
+        assert!(matches!(err, QueryError::OverBudget(_)), "{err}");
+        assert_eq!(updated(json!({"$set": {"l.2": 1}}), json!({"l": []})), json!({"l": [null, null, 1]}));
+    }
+
+    #[test]
+    fn arithmetic_past_the_range_is_refused_not_stored() {
+        for (update, doc) in [
+            (json!({"$inc": {"n": 1}}), json!({"n": i64::MAX})),
+            (json!({"$mul": {"n": 2}}), json!({"n": i64::MAX})),
+            (json!({"$mul": {"n": 1e308}}), json!({"n": 1e308})),
+            (json!({"$inc": {"n": 1.7e308}}), json!({"n": 1.7e308})),
+        ] {
+            let mut out = doc.clone();
+            let err = Update::parse(&update)
+                .unwrap()
+                .apply(&mut out, false, 0, &budget())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`n`") && err.contains("overflow"), "{update}: {err}");
+        }
+        assert_eq!(updated(json!({"$inc": {"n": 1}}), json!({"n": i64::MAX - 1})), json!({"n": i64::MAX}));
     }
 }

@@ -133,15 +133,46 @@ fn compare_sequences<'a>(
     }
 }
 
+/// Numbers by value, exactly: integers as integers (64-bit signed or
+/// unsigned), and an integer against a double without rounding the integer
+/// to a double (`9223372036854775807 < 9223372036854775808.0`).
 fn compare_numbers(x: &serde_json::Number, y: &serde_json::Number) -> Ordering {
-    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
-        return a.cmp(&b);
+    match (integer(x), integer(y)) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        (Some(a), None) => compare_integer_double(a, y.as_f64().unwrap_or(f64::NAN)),
+        (None, Some(b)) => compare_integer_double(b, x.as_f64().unwrap_or(f64::NAN)).reverse(),
+        (None, None) => {
+            let (a, b) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+        }
     }
-    let (a, b) = (
-        x.as_f64().unwrap_or(f64::NAN),
-        y.as_f64().unwrap_or(f64::NAN),
-    );
-    a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+}
+
+fn integer(n: &serde_json::Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// `i` against `f`, exactly (NaN counts as equal, as elsewhere).
+fn compare_integer_double(i: i128, f: f64) -> Ordering {
+    if f.is_nan() {
+        return Ordering::Equal;
+    }
+    // Every double at or past 2^64 in size is past any i128 we hold here.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0; // 2^64
+    if f >= LIMIT {
+        return Ordering::Less;
+    }
+    if f <= -LIMIT {
+        return Ordering::Greater;
+    }
+    let whole = f.trunc();
+    // In range, so the conversion is exact.
+    match i.cmp(&(whole as i128)) {
+        Ordering::Equal => 0.0f64.partial_cmp(&(f - whole)).unwrap_or(Ordering::Equal),
+        other => other,
+    }
 }
 
 /// Equality as MongoDB's `$eq` sees it between two single values.
@@ -196,6 +227,13 @@ mod tests {
             Ordering::Less
         );
         assert!(!equal(&json!("1"), &json!(1)));
+        // Near 2^63, exactly.
+        assert_eq!(compare(&json!(i64::MAX), &json!(9223372036854775808.0)), Ordering::Less);
+        assert!(!equal(&json!(i64::MAX), &json!(9223372036854775808.0)));
+        assert!(equal(&json!(1u64 << 63), &json!(9223372036854775808.0)));
+        assert_eq!(compare(&json!(2.5), &json!(2)), Ordering::Greater);
+        assert_eq!(compare(&json!(-2.5), &json!(-2)), Ordering::Less);
+        assert_eq!(compare(&json!(u64::MAX), &json!(i64::MIN)), Ordering::Greater);
     }
 
     #[test]

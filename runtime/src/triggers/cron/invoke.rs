@@ -6,8 +6,9 @@ use wasmtime::component::{ComponentType, Lower};
 
 use super::CronApp;
 use super::runs::{RunStatus, bounded_logs};
-use crate::engine::Engine;
+use crate::engine::{Engine, is_pool_exhausted};
 use crate::engine::function::Function;
+use crate::engine::logs::emit;
 
 /// `kiln:platform/scheduled-handler.invocation`.
 #[derive(ComponentType, Lower, Clone, Debug)]
@@ -56,17 +57,15 @@ pub async fn invoke(
     };
     let limits = function.limits;
     let deadline = Instant::now() + limits.timeout;
-    let Ok(Ok(_permit)) =
-        tokio::time::timeout_at(deadline, function.concurrency.clone().acquire_owned()).await
-    else {
-        return Outcome {
-            status: RunStatus::TimedOut,
-            error: Some(format!(
-                "the function stayed at its {} concurrent instances until the timeout",
-                limits.max_concurrency
-            )),
-            logs: String::new(),
-        };
+    let _admission = match function.admit(deadline).await {
+        Ok(admission) => admission,
+        Err(overloaded) => {
+            return Outcome {
+                status: RunStatus::TimedOut,
+                error: Some(overloaded.to_string()),
+                logs: String::new(),
+            };
+        }
     };
     let mut store = engine.new_store(function.invocation_context(
         request_id,
@@ -82,15 +81,19 @@ pub async fn invoke(
         Ok::<_, wasmtime::Error>(result)
     })
     .await;
-    let (stdout, _) = store.data().stdout.take();
-    let (stderr, _) = store.data().stderr.take();
-    for line in stdout.lines().chain(stderr.lines()) {
-        tracing::info!(target: "kiln::guest", request_id, app = %app.app, function = %function.name, "{line}");
-    }
+    let (stdout, stdout_dropped) = store.data().stdout.take();
+    let (stderr, stderr_dropped) = store.data().stderr.take();
+    let ctx = &store.data().context;
+    emit(ctx, &function.app_quota, "stdout", &stdout, stdout_dropped);
+    emit(ctx, &function.app_quota, "stderr", &stderr, stderr_dropped);
     let logs = bounded_logs(&stdout, &stderr);
     let (status, error) = match result {
         Ok(Ok(Ok(()))) => (RunStatus::Succeeded, None),
         Ok(Ok(Err(message))) => (RunStatus::Failed, Some(message)),
+        Ok(Err(trap)) if is_pool_exhausted(&trap) => (
+            RunStatus::Failed,
+            Some("the server had no free instance slot".into()),
+        ),
         Ok(Err(trap)) => (
             RunStatus::Failed,
             Some(format!("the function trapped: {trap:#}")),

@@ -40,8 +40,8 @@ const MISSED_RECORDS: usize = 100;
 const MISSED_COUNTED: usize = 100_000;
 /// Why a missed occurrence did not run.
 const MISSED: &str = "no Kiln server was running when it was due";
-/// Due one-off jobs a node claims per tick.
-const JOBS_PER_TICK: u64 = 100;
+/// Due one-off jobs of one app a node claims per tick.
+const JOBS_PER_APP_PER_TICK: u64 = 20;
 /// A run's lock outlives its timeout by this much, then another may start.
 const LOCK_MARGIN: Duration = Duration::from_secs(10);
 
@@ -168,7 +168,8 @@ impl Scheduler {
             ticks.tick().await;
             let now = Utc::now();
             live.clear();
-            for app in (self.source)() {
+            let cron_apps = (self.source)();
+            for app in &cron_apps {
                 for trigger in &app.triggers {
                     let key = Arc::as_ptr(trigger) as usize;
                     live.insert(key);
@@ -194,7 +195,14 @@ impl Scheduler {
             }
             // A removed or changed trigger stops here; a running run finishes.
             next.retain(|key, _| live.contains(key));
-            match jobs::claim_due(&self.documents, &self.node, to_ms(now), JOBS_PER_TICK).await {
+            // Apps in a new order each tick, so none is always first.
+            let mut apps: Vec<Arc<str>> = cron_apps.iter().map(|a| a.app.clone()).collect();
+            if !apps.is_empty() {
+                let turn = (to_ms(now) / TICK.as_millis() as u64) as usize % apps.len();
+                apps.rotate_left(turn);
+            }
+            let apps: Vec<&str> = apps.iter().map(|a| &**a).collect();
+            match jobs::claim_due(&self.documents, &self.node, to_ms(now), &apps, JOBS_PER_APP_PER_TICK).await {
                 Ok(claimed) => {
                     for job in claimed {
                         tokio::spawn(self.clone().run_job(job));
@@ -725,6 +733,7 @@ mod tests {
             &EngineSettings {
                 cache_dir: cache.to_path_buf(),
                 max_instances: 1,
+                cache_key: b"test".to_vec(),
             },
             |_| Ok(()),
         )

@@ -14,7 +14,8 @@ use wasmtime_wasi_http::Error as HttpError;
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A request body that fails once more than `remaining` bytes arrive, and
-/// records that it did so the trigger can answer 413.
+/// records that it did so the trigger can answer 413; `kiln-*` trailers are
+/// dropped.
 pub struct LimitedRequestBody<B> {
     inner: B,
     remaining: u64,
@@ -46,7 +47,18 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                // `kiln-*` names are the trigger's to set, in trailers too.
+                if let Some(trailers) = frame.trailers_mut() {
+                    let spoofed: Vec<_> = trailers
+                        .keys()
+                        .filter(|k| k.as_str().starts_with(super::dispatch::KILN_HEADER_PREFIX))
+                        .cloned()
+                        .collect();
+                    for name in spoofed {
+                        trailers.remove(name);
+                    }
+                }
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {

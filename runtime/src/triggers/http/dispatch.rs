@@ -13,10 +13,12 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
 use super::error::error_response;
 use super::{HttpApp, RouteMatch};
-use crate::engine::{Engine, InvocationState};
+use crate::engine::logs::emit;
+use crate::engine::quota::AppQuota;
+use crate::engine::{Engine, InvocationState, is_pool_exhausted};
 
 /// Headers the trigger sets for the guest; a client cannot set them.
-const KILN_HEADER_PREFIX: &str = "kiln-";
+pub(super) const KILN_HEADER_PREFIX: &str = "kiln-";
 
 /// Handles one request for `app`. `path` is the app-relative path.
 pub async fn handle(
@@ -93,17 +95,15 @@ pub async fn handle(
         }
     };
     let deadline = Instant::now() + limits.timeout;
-    let Ok(Ok(permit)) =
-        tokio::time::timeout_at(deadline, function.concurrency.clone().acquire_owned()).await
-    else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            &format!(
-                "function `{}` stayed at its {} concurrent instances until the request's timeout",
-                function.name, limits.max_concurrency
-            ),
-        );
+    let admission = match function.admit(deadline).await {
+        Ok(admission) => admission,
+        Err(overloaded) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                &format!("function `{}`: {overloaded}", function.name),
+            );
+        }
     };
 
     prepare_guest_request(&mut req, app, path, &pattern, &params, request_id);
@@ -132,6 +132,7 @@ pub async fn handle(
 
     // The guest keeps running after it sends the response head, to stream the
     // body; so it runs in its own task, bounded by the deadline.
+    let quota = function.app_quota.clone();
     let task = tokio::spawn(async move {
         let outcome = tokio::time::timeout_at(deadline, async {
             let proxy = pre.instantiate_async(&mut store).await?;
@@ -141,10 +142,11 @@ pub async fn handle(
                 .await
         })
         .await;
-        log_guest_output(store.data());
-        drop(permit);
+        log_guest_output(store.data(), &quota);
+        drop(admission);
         match outcome {
             Ok(Ok(())) => GuestOutcome::Returned,
+            Ok(Err(err)) if is_pool_exhausted(&err) => GuestOutcome::PoolExhausted,
             Ok(Err(trap)) => GuestOutcome::Trapped(trap),
             Err(_) => GuestOutcome::TimedOut,
         }
@@ -189,6 +191,8 @@ enum GuestOutcome {
     Returned,
     Trapped(wasmtime::Error),
     TimedOut,
+    /// Every pooling slot of the server was taken.
+    PoolExhausted,
 }
 
 fn failed_before_response(
@@ -215,6 +219,14 @@ fn failed_before_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "function_trapped",
                 &format!("the function failed (request id {request_id}); see the server log"),
+            )
+        }
+        GuestOutcome::PoolExhausted => {
+            tracing::warn!(request_id, "no free instance slot on the server");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server has no free instance slot; try again shortly",
             )
         }
         GuestOutcome::Returned => error_response(
@@ -291,15 +303,9 @@ fn encode(s: &str) -> String {
     out
 }
 
-fn log_guest_output(state: &InvocationState) {
-    let ctx = &state.context;
+fn log_guest_output(state: &InvocationState, quota: &AppQuota) {
     for (stream, capture) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
         let (text, dropped) = capture.take();
-        for line in text.lines() {
-            tracing::info!(target: "kiln::guest", request_id = %ctx.request_id, app = %ctx.app, function = %ctx.function, stream, "{line}");
-        }
-        if dropped > 0 {
-            tracing::info!(target: "kiln::guest", request_id = %ctx.request_id, stream, dropped, "guest output over the limit was dropped");
-        }
+        emit(&state.context, quota, stream, &text, dropped);
     }
 }

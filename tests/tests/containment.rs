@@ -1,0 +1,437 @@
+//! Hostile tenants and clients: each test runs an attack against a real
+//! server and shows that another app keeps answering (and, for the memory
+//! attacks, that the server's memory stays bounded). The waits are generous
+//! bounds, not benchmarks: they prove nobody is blocked.
+
+use std::time::{Duration, Instant};
+
+use kiln_tests::{Server, error_code, examples, json_of};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MISBEHAVE: &str = r#"
+[functions.bad]
+component = "misbehave.wasm"
+limits = { timeout = "20s" }
+
+[[routes]]
+path = "/*rest"
+function = "bad"
+"#;
+
+/// A server with the attacker app `bad` and the victim app `victim`, both
+/// running `misbehave` (the victim only ever asks for `/ok` and `/incr`).
+async fn two_apps(env: &[(&str, &str)], attacker_manifest: &str) -> Server {
+    let server = Server::start_with_env(env);
+    let component = &examples().misbehave;
+    server
+        .deploy_ok("bad", attacker_manifest, &[("bad", component)])
+        .await;
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", component)])
+        .await;
+    server
+}
+
+/// The victim answers, each time within `bound`, a few times over.
+async fn victim_answers(server: &Server, path: &str, bound: Duration) {
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = server
+            .get(&format!("/victim{path}"))
+            .timeout(bound * 4)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let elapsed = started.elapsed();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap());
+        assert!(elapsed < bound, "the victim waited {elapsed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One raw database call of the attacker app.
+async fn raw(server: &Server, call: Value) -> Value {
+    let (status, body) = json_of(server.post("/bad/db-raw").json(&call).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn quadratic_update_parsing_does_not_stall_other_apps() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    // 30,000 paths: a pairwise conflict check did 450 million comparisons.
+    let fields: serde_json::Map<String, Value> =
+        (0..30_000).map(|i| (format!("f{i}.g"), json!(i))).collect();
+    let call = json!({"op": "update", "filter": {}, "update": {"$set": fields}});
+    let attacks: Vec<_> = (0..2)
+        .map(|_| {
+            let request = server.post("/bad/db-raw").json(&call).send();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let body = json_of(request.await.unwrap()).await.1;
+                (body, started.elapsed())
+            })
+        })
+        .collect();
+    victim_answers(&server, "/incr", Duration::from_secs(2)).await;
+    for attack in attacks {
+        let (body, took) = attack.await.unwrap();
+        assert_eq!(body["ok"]["matched"], 0, "{body}");
+        assert!(took < Duration::from_secs(10), "an update took {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_through_nested_arrays_is_resolved_in_bounded_time() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    let mut nested = json!(1);
+    for _ in 0..40 {
+        nested = json!([{ "0": nested }]);
+    }
+    let inserted = raw(&server, json!({"op": "insert", "doc": {"a": nested}})).await;
+    assert!(inserted["ok"].is_string(), "{inserted}");
+    let path = format!("a{}", ".0".repeat(100));
+    let started = Instant::now();
+    let attack = tokio::spawn({
+        let request = server
+            .post("/bad/db-raw")
+            .json(&json!({"op": "find", "filter": {path: 1}}))
+            .send();
+        async move { json_of(request.await.unwrap()).await.1 }
+    });
+    victim_answers(&server, "/incr", Duration::from_secs(2)).await;
+    let body = attack.await.unwrap();
+    assert!(body.get("ok").is_some(), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_document_cannot_make_an_index_build_a_cross_product_of_keys() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    let created = raw(&server, json!({"op": "create-index", "keys": {"a": 1, "b": 1, "c": 1}})).await;
+    assert_eq!(created["ok"], true, "{created}");
+    let rss_before = server.rss_kib();
+    let many: Vec<u32> = (0..3000).collect();
+    let started = Instant::now();
+    let body = raw(&server, json!({"op": "insert", "doc": {"a": many, "b": many, "c": many}})).await;
+    assert_eq!(body["error"], "limit-exceeded", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    victim_answers(&server, "/incr", Duration::from_secs(2)).await;
+    let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 100, "the server grew by {grown_mib} MiB");
+    // Nothing was half-written.
+    let count = raw(&server, json!({"op": "count", "filter": {}})).await;
+    assert_eq!(count["ok"], 0, "{count}");
+}
+
+#[tokio::test]
+async fn an_update_cannot_grow_a_document_past_the_limit() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    let mut doc = serde_json::Map::new();
+    doc.insert("_id".into(), json!("d"));
+    for i in 0..70 {
+        doc.insert(format!("l{i}"), json!([]));
+    }
+    raw(&server, json!({"op": "insert", "doc": doc})).await;
+    let rss_before = server.rss_kib();
+    // 1.4 KB of update padding 70 arrays to 100,000 elements each.
+    let padding: serde_json::Map<String, Value> =
+        (0..70).map(|i| (format!("l{i}.99999"), json!(1))).collect();
+    let body = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": padding}})).await;
+    assert_eq!(body["error"], "limit-exceeded", "{body}");
+    // Two 9 MB values: each update is under 16 MiB, the document would not be.
+    let big = "x".repeat(9 * 1024 * 1024);
+    let first = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"a": big}}})).await;
+    assert_eq!(first["ok"]["modified"], 1, "{}", &first.to_string()[..200.min(first.to_string().len())]);
+    let second = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"b": big}}})).await;
+    assert_eq!(second["error"], "limit-exceeded");
+    let stored = raw(&server, json!({"op": "get", "id": "d"})).await;
+    let stored: Value = serde_json::from_str(stored["ok"].as_str().unwrap()).unwrap();
+    assert!(stored.get("b").is_none());
+    assert_eq!(stored["l0"], json!([]));
+    victim_answers(&server, "/incr", Duration::from_secs(2)).await;
+    let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 200, "the server grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
+async fn slow_queries_of_one_app_hold_neither_the_blocking_pool_nor_other_apps() {
+    let manifest = MISBEHAVE.replace("timeout = \"20s\"", "timeout = \"2s\"");
+    let server = two_apps(&[], &manifest).await;
+    let long: Vec<u32> = (0..500).collect();
+    let docs: Vec<Value> = (0..400).map(|i| json!({"i": i, "list": long})).collect();
+    let inserted = raw(&server, json!({"op": "insert-many", "docs": docs})).await;
+    assert_eq!(inserted["ok"], 400, "{inserted}");
+    // Each find compares every element with every listed value.
+    let wanted: Vec<i64> = (1_000_000..1_010_000).collect();
+    let slow = json!({"op": "count", "filter": {"list": {"$in": wanted}}});
+    let started = Instant::now();
+    let attacks: Vec<_> = (0..40)
+        .map(|_| {
+            let request = server.post("/bad/db-raw").json(&slow).send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim_answers(&server, "/incr", Duration::from_secs(2)).await;
+    for attack in attacks {
+        let status = attack.await.unwrap();
+        assert!(matches!(status, 200 | 503 | 504), "{status}");
+    }
+    // The work of the calls that timed out was cancelled with them: the
+    // attacker's own database is free again at once.
+    let freed = Instant::now();
+    let count = raw(&server, json!({"op": "count", "filter": {"i": 1}})).await;
+    assert_eq!(count["ok"], 1, "{count}");
+    assert!(freed.elapsed() < Duration::from_secs(3), "waited {:?}", freed.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn one_app_cannot_take_every_instance_slot() {
+    let manifest = MISBEHAVE.replace("timeout = \"20s\"", "timeout = \"3s\"");
+    let env = [("KILN_MAX_INSTANCES", "4"), ("KILN_APP_MAX_INSTANCES", "2")];
+    let server = two_apps(&env, &manifest).await;
+    let spins: Vec<_> = (0..3)
+        .map(|_| {
+            let request = server.get("/bad/spin").send();
+            tokio::spawn(async move { json_of(request.await.unwrap()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim_answers(&server, "/ok", Duration::from_secs(1)).await;
+    let mut codes: Vec<String> = Vec::new();
+    for spin in spins {
+        let (status, body) = spin.await.unwrap();
+        codes.push(format!("{status} {}", error_code(&body)));
+    }
+    codes.sort();
+    assert_eq!(codes, ["503 overloaded", "504 timeout", "504 timeout"]);
+}
+
+#[tokio::test]
+async fn a_full_instance_pool_answers_503_overloaded_not_a_trap() {
+    let manifest = MISBEHAVE.replace("timeout = \"20s\"", "timeout = \"2s\"");
+    let env = [("KILN_MAX_INSTANCES", "2"), ("KILN_APP_MAX_INSTANCES", "2")];
+    let server = two_apps(&env, &manifest).await;
+    let spins: Vec<_> = (0..2)
+        .map(|_| {
+            let request = server.get("/bad/spin").send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = json_of(server.get("/victim/ok").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (503, "overloaded"), "{body}");
+    for spin in spins {
+        assert_eq!(spin.await.unwrap(), 504);
+    }
+    victim_answers(&server, "/ok", Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn one_apps_job_backlog_does_not_delay_another_apps_jobs() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    let started = Instant::now();
+    let (status, body) = json_of(server.get("/bad/schedule-many/2000?fn=bad&tag=flood").send().await.unwrap()).await;
+    assert_eq!((status, &body["scheduled"]), (200, &json!(2000)), "{body}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "2,000 schedule calls took {took:?}");
+    let (status, body) = json_of(server.get("/victim/schedule-many/1?fn=bad&tag=victim").send().await.unwrap()).await;
+    assert_eq!((status, &body["scheduled"]), (200, &json!(1)), "{body}");
+    let scheduled = Instant::now();
+    loop {
+        let (_, runs) = json_of(server.get("/victim/cron-runs").send().await.unwrap()).await;
+        if runs.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(
+            scheduled.elapsed() < Duration::from_secs(3),
+            "the victim's job waited behind the backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim_answers(&server, "/ok", Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn guest_output_is_one_bounded_log_event_and_counted_per_app() {
+    let server = two_apps(&[("KILN_APP_LOG_BYTES_PER_MINUTE", "300000")], MISBEHAVE).await;
+    let before = server.log().len();
+    let response = server.get("/bad/log-lines/65536").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log();
+    let grown = log.len() - before;
+    // 64 KiB of newlines, escaped: one event of about 128 KiB.
+    assert!(grown < 200_000, "the log grew by {grown} bytes");
+    assert_eq!(log[before..].lines().filter(|l| l.contains("kiln::guest")).count(), 1);
+    for _ in 0..10 {
+        server.get("/bad/log-lines/65536").send().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = server.log().len() - before;
+    assert!(grown < 400_000, "the app wrote {grown} bytes of log in a minute");
+    victim_answers(&server, "/ok", Duration::from_secs(1)).await;
+}
+
+/// A connection from `source` (another loopback address than the tests'
+/// own client) that sends half a request head.
+async fn half_open(source: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    let _ = stream.write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n").await;
+    stream
+}
+
+/// Whether the server closed (or answered and closed) the connection
+/// within `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_every_connection() {
+    let env = [("KILN_HEADER_TIMEOUT", "2s"), ("KILN_MAX_CONNECTIONS_PER_IP", "20")];
+    let server = two_apps(&env, MISBEHAVE).await;
+    let addr = server.addr();
+    let mut slow = Vec::new();
+    for _ in 0..60 {
+        slow.push(half_open("127.0.0.2", addr).await);
+    }
+    // Past the cap, connections are refused at once.
+    let mut refused = 0;
+    for stream in &mut slow[20..] {
+        if closed_within(stream, Duration::from_millis(500)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 40);
+    victim_answers(&server, "/ok", Duration::from_secs(1)).await;
+    // The accepted ones are dropped once the head is late.
+    let started = Instant::now();
+    for stream in &mut slow[..20] {
+        assert!(closed_within(stream, Duration::from_secs(5)).await);
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    // A kept-alive connection that goes idle is closed too.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let idle_since = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    assert!(idle_since.elapsed() >= Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn an_app_name_cannot_capture_another_apps_traffic() {
+    let server = two_apps(&[], MISBEHAVE).await;
+    let through_host = || {
+        server
+            .get("/victim/ok")
+            .header("host", "apps.example.com")
+            .send()
+    };
+    let response = through_host().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // An app named like the host's first label changes nothing.
+    let hello = "[functions.hello]\ncomponent = \"hello.wasm\"\n[[routes]]\npath = \"/hello/:name\"\nfunction = \"hello\"\n";
+    server.deploy_ok("apps", hello, &[("hello", &examples().hello)]).await;
+    let response = through_host().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn the_outbound_allow_list_fails_closed() {
+    let server = Server::start();
+    let component = &examples().misbehave;
+    let with_hosts = |hosts: &str| {
+        format!(
+            "[functions.bad]\ncomponent = \"m.wasm\"\nallowed_outbound_hosts = {hosts}\n[[routes]]\npath = \"/*rest\"\nfunction = \"bad\"\n"
+        )
+    };
+    for bad in [r#"["127.0.0.1:99999"]"#, r#"["127.0.0.1:"]"#, r#"["*:http"]"#] {
+        let (status, body) = server.deploy("bad", &with_hosts(bad), &[("bad", component)]).await;
+        assert_eq!((status, error_code(&body)), (400, "invalid_manifest"), "{bad}: {body}");
+    }
+    let port = server.addr().port();
+    let admin = format!("127.0.0.1:{port}/admin/v1/apps");
+    // A wildcard never reaches loopback, by address or by name.
+    server.deploy_ok("bad", &with_hosts(r#"["*"]"#), &[("bad", component)]).await;
+    for url in [format!("http://{admin}"), format!("http://localhost:{port}/admin/v1/apps")] {
+        let text = server.get(&format!("/bad/fetch?{url}")).send().await.unwrap().text().await.unwrap();
+        assert!(text.contains("error") && text.contains("Prohibited"), "{url}: {text}");
+    }
+    // Naming the address in the manifest allows it.
+    let exact = format!(r#"["127.0.0.1:{port}"]"#);
+    server.deploy_ok("bad", &with_hosts(&exact), &[("bad", component)]).await;
+    let text = server.get(&format!("/bad/fetch?http://{admin}")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("status 401"), "{text}");
+}
+
+#[tokio::test]
+async fn the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start_in(&data, Some(kiln_tests::ADMIN_KEY), true);
+    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    assert_eq!(server.get("/victim/incr").send().await.unwrap().status(), 200);
+    let mut checked = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(path) = stack.pop() {
+        // The test harness itself writes the server's log there.
+        if path.ends_with("test-server.log") {
+            continue;
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
+        checked += 1;
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(checked > 5, "checked {checked} paths");
+}
+
+#[tokio::test]
+async fn a_damaged_component_is_reported_and_replaced_by_a_good_upload() {
+    let server = Server::start();
+    let bytes = std::fs::read(&examples().misbehave).unwrap();
+    let digest = server.upload(bytes.clone()).await;
+    let file = server
+        .data_dir
+        .join("objects/components")
+        .join(format!("{}.wasm", digest.replace(':', "-")));
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let head = server
+        .admin(reqwest::Method::HEAD, &format!("/admin/v1/components/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    assert_eq!(server.upload(bytes.clone()).await, digest);
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
+}
