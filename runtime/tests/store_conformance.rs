@@ -769,6 +769,9 @@ async fn replace_upserts_with_the_filters_id_kept_first(f: Fixture) {
         .unwrap();
     let doc = f.one("replaced", "wanted").await;
     assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["_id", "c"]);
+    if f.needs_real_server("mongomock puts an upserted _id after the filter's fields") {
+        return;
+    }
     let upserted = f
         .docs
         .update(ns, &json!({"k": 1}), &json!({"$set": {"v": 2}}), true, false)

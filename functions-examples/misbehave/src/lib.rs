@@ -233,7 +233,7 @@ fn raw_database_call(call: &serde_json::Value) -> serde_json::Value {
             collection,
             &text("filter"),
             &text("update"),
-            &wit::UpdateOptions { upsert: false, multi: true },
+            wit::UpdateOptions { upsert: false, multi: true },
         )
         .map(|r| json!({"matched": r.matched, "modified": r.modified})),
         "get" => wit::get(collection, call["id"].as_str().unwrap_or("")).map(|d| json!(d)),
