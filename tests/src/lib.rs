@@ -184,6 +184,9 @@ impl Server {
             _temp: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Under the server's 30 s idle timeout, so the client never
+                // reuses a connection the server is closing.
+                .pool_idle_timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
         }
