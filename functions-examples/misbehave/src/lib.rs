@@ -15,8 +15,9 @@
 //!   the containment tests (`{"op": "update", "collection": ..., ...}`);
 //!   answers `{"ok": result}` or `{"error": kind, "message": ...}`;
 //! - `/log-lines/:n`: writes `n` empty lines to stdout;
-//! - `/schedule-many/:n`: schedules `n` one-off jobs of `?fn=` due now, with
-//!   the payload `{"do": "record"}`, a unique `tag` each;
+//! - `/schedule-many/:n`: schedules `n` one-off jobs of `?fn=`, due at the
+//!   epoch (`?when=now`: now; `?when=MS`: at MS since the epoch), with the
+//!   payload `{"do": "record"}`;
 //! - `/fetch?URL`: a GET to URL over outbound HTTP; answers the status or
 //!   the error;
 //! - `/ok`: answers 200.
@@ -95,11 +96,19 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let n: usize = path.split('/').nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
             let function = req.query_param("fn").unwrap_or_else(|| "bad".into());
             let prefix = req.query_param("tag").unwrap_or_else(|| "job".into());
+            let at = match req.query_param("when").as_deref() {
+                Some("now") => std::time::SystemTime::now(),
+                Some(ms) => match ms.parse() {
+                    Ok(ms) => std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                    Err(_) => std::time::UNIX_EPOCH,
+                },
+                None => std::time::UNIX_EPOCH,
+            };
             let mut scheduled = 0;
             let mut error = None;
             for i in 0..n {
                 let payload = serde_json::json!({"do": "record", "tag": format!("{prefix}-{i}")});
-                match kiln_sdk::scheduler::schedule_at(&function, std::time::UNIX_EPOCH, &payload) {
+                match kiln_sdk::scheduler::schedule_at(&function, at, &payload) {
                     Ok(_) => scheduled += 1,
                     Err(e) => {
                         error = Some(format!("{e:?}"));
