@@ -136,6 +136,12 @@ impl Server {
         Server::spawn(data_dir, admin_key, shared_cache, &[])
     }
 
+    /// Starts a server on `data_dir` with the test admin key, the shared
+    /// compile cache and extra environment variables.
+    pub fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn(data_dir, Some(ADMIN_KEY), true, env)
+    }
+
     fn spawn(
         data_dir: &Path,
         admin_key: Option<&str>,
@@ -284,6 +290,16 @@ impl Server {
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.delete(format!("{}{path}", self.url))
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

@@ -458,3 +458,44 @@ async fn a_damaged_component_is_reported_and_replaced_by_a_good_upload() {
     server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
     assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_stopped_server_leaves_no_job_marked_running() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("KILN_SHUTDOWN_GRACE", "1s")];
+    let server = Server::start_in_with_env(data.path(), &env);
+    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    let (status, body) = json_of(
+        server
+            .get("/victim/schedule-many/1?fn=bad&when=now&sleep_ms=15000")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["scheduled"]), (200, &json!(1)), "{body}");
+    let started = Instant::now();
+    while !runs(&server).await.to_string().contains("\"running\"") {
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", runs(&server).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(stopping.elapsed() < Duration::from_secs(5), "took {:?}", stopping.elapsed());
+    let server = Server::start_in_with_env(data.path(), &env);
+    let history = runs(&server).await;
+    let text = history.to_string();
+    assert!(!text.contains("\"running\""), "{history}");
+    assert!(text.contains("interrupted"), "{history}");
+}
+
+/// The victim app's run history.
+async fn runs(server: &Server) -> Value {
+    let response = server
+        .admin(reqwest::Method::GET, "/admin/v1/apps/victim/runs")
+        .send()
+        .await
+        .unwrap();
+    json_of(response).await.1
+}

@@ -161,6 +161,7 @@ impl Guest {
             mongodb_uri: None,
             limits: kiln::server::settings::ServerLimits::for_instances(10),
             app_domain: None,
+            shutdown_grace: std::time::Duration::from_secs(30),
         };
         let server = kiln::server::start(settings).await.unwrap();
         let bytes = bytes::Bytes::from(std::fs::read(component).unwrap());

@@ -17,7 +17,7 @@
 //! - `/log-lines/:n`: writes `n` empty lines to stdout;
 //! - `/schedule-many/:n`: schedules `n` one-off jobs of `?fn=`, due at the
 //!   epoch (`?when=now`: now; `?when=MS`: at MS since the epoch), with the
-//!   payload `{"do": "record"}`;
+//!   payload `{"do": "record"}` (`?sleep_ms=N`: `{"do": "sleep", "ms": N}`);
 //! - `/fetch?URL`: a GET to URL over outbound HTTP; answers the status or
 //!   the error;
 //! - `/ok`: answers 200.
@@ -107,7 +107,11 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let mut scheduled = 0;
             let mut error = None;
             for i in 0..n {
-                let payload = serde_json::json!({"do": "record", "tag": format!("{prefix}-{i}")});
+                let tag = format!("{prefix}-{i}");
+                let payload = match req.query_param("sleep_ms").and_then(|ms| ms.parse::<u64>().ok()) {
+                    Some(ms) => serde_json::json!({"do": "sleep", "ms": ms, "tag": tag}),
+                    None => serde_json::json!({"do": "record", "tag": tag}),
+                };
                 match kiln_sdk::scheduler::schedule_at(&function, at, &payload) {
                     Ok(_) => scheduled += 1,
                     Err(e) => {

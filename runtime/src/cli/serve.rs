@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Bytes of guest output one app may write to the server log per minute (default 1 MiB).
     #[arg(long, env = "KILN_APP_LOG_BYTES_PER_MINUTE")]
     app_log_bytes_per_minute: Option<usize>,
+    /// How long a shutdown waits for in-flight requests and runs (default 30s).
+    #[arg(long, env = "KILN_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    shutdown_grace: Option<std::time::Duration>,
     /// Route `Host: APP.<domain>` to app APP (default: apps by path only).
     #[arg(long, env = "KILN_APP_DOMAIN")]
     app_domain: Option<String>,
@@ -121,6 +124,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or(file.app_domain)
             .map(|d| d.trim_matches('.').to_ascii_lowercase())
             .filter(|d| !d.is_empty()),
+        shutdown_grace: args
+            .shutdown_grace
+            .or(file.shutdown_grace)
+            .unwrap_or(std::time::Duration::from_secs(30)),
     };
     // Apps are built before the server starts: a build error stops here.
     let built = args

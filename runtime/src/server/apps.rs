@@ -515,7 +515,13 @@ async fn load_component(
         function: name.to_string(),
         error,
     };
-    let component = match engine.load_cached(digest) {
+    let cached = {
+        let (engine, digest) = (engine.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || engine.load_cached(&digest))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?
+    };
+    let component = match cached {
         Some(component) => component,
         None => {
             let bytes = artifacts.get_component(digest).await?.ok_or_else(|| {

@@ -82,6 +82,8 @@ fn default_backoff() -> std::time::Duration {
 
 /// Most retries a trigger may ask for.
 const MAX_RETRIES: u32 = 10;
+/// Longest first retry backoff a trigger may ask for.
+const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +216,9 @@ impl Manifest {
                     format!("{field}.retries"),
                     &format!("at most {MAX_RETRIES}"),
                 );
+            }
+            if cron.retry_backoff > MAX_RETRY_BACKOFF {
+                return err(format!("{field}.retry_backoff"), "at most 24h");
             }
         }
         Ok(())

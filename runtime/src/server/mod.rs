@@ -33,8 +33,6 @@ use crate::store::{DocumentStore, Documents, StoreLimits};
 use crate::triggers::cron::Scheduler;
 use crate::triggers::http::{ResponseBody, error_response};
 
-/// How long in-flight requests may take to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -73,6 +71,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub apps: Arc<Apps>,
     pub admin_key_source: AdminKeySource,
+    scheduler: Arc<Scheduler>,
+    shutdown_grace: Duration,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
     scheduling: tokio::task::JoinHandle<()>,
@@ -163,16 +163,24 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let shared = Arc::new(Shared {
         engine,
         apps: apps.clone(),
-        scheduler,
+        scheduler: scheduler.clone(),
         admin_key,
         app_domain: settings.app_domain.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let serving = tokio::spawn(accept_loop(listener, shared, settings.limits, shutdown_rx));
+    let serving = tokio::spawn(accept_loop(
+        listener,
+        shared,
+        settings.limits,
+        settings.shutdown_grace,
+        shutdown_rx,
+    ));
     Ok(RunningServer {
         addr,
         apps,
         admin_key_source,
+        scheduler,
+        shutdown_grace: settings.shutdown_grace,
         shutdown,
         serving,
         scheduling,
@@ -211,14 +219,16 @@ async fn open_documents(settings: &Settings) -> Result<Documents, ServerError> {
 }
 
 impl RunningServer {
-    /// Stops accepting connections and waits for in-flight requests
-    /// (at most 30 s).
+    /// Stops accepting connections and starting runs, and waits for
+    /// in-flight requests and runs (at most 30 s each); runs still going
+    /// then are recorded as interrupted.
     pub async fn shutdown(self) {
-        // No new occurrence starts; a run in progress is left to its lease.
         self.scheduling.abort();
         self.refreshing.abort();
         let _ = self.shutdown.send(true);
-        let _ = self.serving.await;
+        tokio::join!(self.scheduler.drain(self.shutdown_grace), async {
+            let _ = self.serving.await;
+        });
     }
 }
 
@@ -226,6 +236,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limits: ServerLimits,
+    grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -277,11 +288,11 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}");
+        tracing::warn!("in-flight requests did not finish within {grace:?}");
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Settings {
     /// With a domain, `Host: APP.<domain>` routes to app APP; without one,
     /// apps are reached by path only (`/APP/...`).
     pub app_domain: Option<String>,
+    /// How long a shutdown waits for in-flight requests and runs.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Bounds on what clients and apps may take of the server (README,
@@ -78,6 +80,8 @@ pub struct FileSettings {
     pub app_max_instances: Option<u32>,
     pub app_log_bytes_per_minute: Option<usize>,
     pub app_domain: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,8 +82,8 @@ impl Update {
     }
 
     /// Applies the update to `doc`; `inserting` when it builds an upserted
-    /// document. Returns whether the document changed. On an error `doc`
-    /// may be half-updated: callers drop it.
+    /// document. Returns whether the document changed. On an error `doc` is
+    /// left as it was.
     pub fn apply(
         &self,
         doc: &mut Value,
@@ -91,11 +91,11 @@ impl Update {
         now_millis: i64,
         budget: &Budget,
     ) -> Result<bool, QueryError> {
-        let before = doc.clone();
+        let mut updated = doc.clone();
         let mut padding = Padding::default();
         for (op, path, arg) in &self.ops {
             let mut step = Step {
-                doc: &mut *doc,
+                doc: &mut updated,
                 path,
                 arg,
                 inserting,
@@ -105,12 +105,14 @@ impl Update {
             };
             step.apply(*op)?;
         }
-        if let (Some(old), Some(new)) = (before.get("_id"), doc.get("_id"))
+        if let (Some(old), Some(new)) = (doc.get("_id"), updated.get("_id"))
             && !equal(old, new)
         {
             return Err(QueryError::invalid("_id cannot be changed"));
         }
-        Ok(before != *doc)
+        let changed = updated != *doc;
+        *doc = updated;
+        Ok(changed)
     }
 }
 

@@ -38,6 +38,8 @@ const MISSED_RECORDS: usize = 100;
 /// Missed occurrences counted one by one after an outage; past this the
 /// count is a lower bound.
 const MISSED_COUNTED: usize = 100_000;
+/// Why a run stopped when its node shut down.
+const INTERRUPTED: &str = "interrupted: the server shut down while it ran";
 /// Why a missed occurrence did not run.
 const MISSED: &str = "no Kiln server was running when it was due";
 /// Due one-off jobs of one app a node claims per tick.
@@ -125,6 +127,11 @@ pub struct Scheduler {
     documents: Documents,
     node: String,
     source: CronSource,
+    /// Every run and job this node started, so a shutdown can wait for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Runs in progress on this node, by record id: marked interrupted if
+    /// the node stops before they end.
+    running: std::sync::Mutex<HashMap<String, RunRecord>>,
 }
 
 /// A trigger as the loop tracks it: its address (the loop holds the `Arc`,
@@ -141,7 +148,38 @@ impl Scheduler {
             documents,
             node,
             source,
+            tasks: tokio_util::task::TaskTracker::new(),
+            running: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Starts no more runs, waits up to `grace` for those in progress, and
+    /// records the ones still running as failed ("interrupted"), so no run
+    /// or job is left `running` by a stopped node.
+    pub async fn drain(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            return;
+        }
+        let left: Vec<RunRecord> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, record)| record)
+            .collect();
+        for mut record in left {
+            record.status = RunStatus::Failed;
+            record.error = Some(INTERRUPTED.into());
+            record.ended_ms = Some(to_ms(Utc::now()));
+            self.save(&record).await;
+            if record.job
+                && let Err(err) =
+                    jobs::finish(&self.documents, &record.trigger, "failed", Some(INTERRUPTED)).await
+            {
+                tracing::error!(job = %record.trigger, "cannot record an interrupted job: {err}");
+            }
+        }
     }
 
     /// Runs the loop until the task is aborted.
@@ -184,7 +222,7 @@ impl Scheduler {
                         },
                     };
                     while due <= now {
-                        tokio::spawn(self.clone().occurrence(app.clone(), trigger.clone(), due));
+                        self.tasks.spawn(self.clone().occurrence(app.clone(), trigger.clone(), due));
                         match trigger.schedule.next_after(due) {
                             Some(after) => due = after,
                             None => break,
@@ -205,7 +243,7 @@ impl Scheduler {
             match jobs::claim_due(&self.documents, &self.node, to_ms(now), &apps, JOBS_PER_APP_PER_TICK).await {
                 Ok(claimed) => {
                     for job in claimed {
-                        tokio::spawn(self.clone().run_job(job));
+                        self.tasks.spawn(self.clone().run_job(job));
                     }
                 }
                 Err(err) => tracing::warn!("cannot read the job queue: {err}"),
@@ -291,7 +329,7 @@ impl Scheduler {
                 );
                 self.save(&record).await;
                 if let Some(lock) = self.acquire(app, trigger, latest, false).await {
-                    tokio::spawn(self.clone().attempts(
+                    self.tasks.spawn(self.clone().attempts(
                         app.clone(),
                         trigger.clone(),
                         latest,
@@ -300,7 +338,7 @@ impl Scheduler {
                     ));
                 }
             }
-            tokio::spawn(
+            self.tasks.spawn(
                 self.clone()
                     .record_missed(app.clone(), trigger.clone(), missed, count),
             );
@@ -378,7 +416,7 @@ impl Scheduler {
             .cloned()
             .ok_or_else(unknown)?;
         let now = Utc::now();
-        tokio::spawn(self.clone().run_claimed(live, found, now, true));
+        self.tasks.spawn(self.clone().run_claimed(live, found, now, true));
         Ok(to_ms(now))
     }
 
@@ -534,8 +572,15 @@ impl Scheduler {
             if record.status == RunStatus::Succeeded || attempt > trigger.retries {
                 break;
             }
-            let backoff = trigger.retry_backoff * 2u32.saturating_pow(attempt - 1);
-            let retry_at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
+            // Overflowing arithmetic (a stored trigger with a huge backoff)
+            // ends the retries instead of panicking with the lock held.
+            let Some((backoff, retry_at)) = trigger
+                .retry_backoff
+                .checked_mul(2u32.saturating_pow(attempt - 1))
+                .and_then(|b| Some((b, Utc::now().checked_add_signed(chrono::Duration::from_std(b).ok()?)?)))
+            else {
+                break;
+            };
             // A retry never runs into the next occurrence.
             if next_occurrence.is_some_and(|next| retry_at >= next) {
                 break;
@@ -691,6 +736,14 @@ impl Scheduler {
     }
 
     async fn save(&self, record: &RunRecord) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if record.status == RunStatus::Running {
+                running.insert(record.id.clone(), record.clone());
+            } else {
+                running.remove(&record.id);
+            }
+        }
         if let Err(err) = runs::save(&self.documents, record).await {
             tracing::error!(run = %record.id, status = record.status.as_str(), "cannot record a run: {err}");
         }
