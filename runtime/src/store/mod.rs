@@ -8,6 +8,8 @@
 mod documents;
 mod keys;
 pub mod mongo;
+#[cfg(test)]
+mod properties;
 pub mod query;
 pub mod sqlite;
 
