@@ -783,6 +783,95 @@ async fn replace_upserts_with_the_filters_id_kept_first(f: Fixture) {
     assert_eq!(doc.as_object().unwrap().keys().next().unwrap(), "_id");
 }
 
+async fn null_queries_match_missing_fields_through_arrays_of_documents(f: Fixture) {
+    if f.needs_real_server("mongomock does not treat `$gte: null` as null equality") {
+        return;
+    }
+    let ns = f.ns("nulls");
+    f.docs
+        .insert(
+            ns,
+            vec![
+                json!({"_id": "mixed", "arr": [{"w": 1}, {"v": 2}]}),
+                json!({"_id": "all", "arr": [{"w": 1}, {"w": 2}]}),
+                json!({"_id": "null", "arr": [{"w": null}]}),
+                json!({"_id": "none"}),
+            ],
+        )
+        .await
+        .unwrap();
+    // The same with an index on the path (the embedded store reads it).
+    for indexed in [false, true] {
+        if indexed {
+            f.docs.create_index(ns, &json!({"arr.w": 1}), false).await.unwrap();
+        }
+        assert_eq!(f.ids("nulls", json!({"arr.w": null})).await, set(&["mixed", "null", "none"]));
+        assert_eq!(f.ids("nulls", json!({"arr.w": {"$in": [null]}})).await, set(&["mixed", "null", "none"]));
+        assert_eq!(f.ids("nulls", json!({"arr.w": {"$ne": null}})).await, set(&["all"]));
+        assert_eq!(f.ids("nulls", json!({"arr.w": {"$gte": null}})).await, set(&["mixed", "null", "none"]));
+    }
+}
+
+async fn empty_arrays_sort_first_and_projections_skip_scalar_parents(f: Fixture) {
+    let ns = f.ns("shapes");
+    f.docs
+        .insert(
+            ns,
+            vec![
+                json!({"_id": "a", "v": 1, "o": 42}),
+                json!({"_id": "b", "v": []}),
+                json!({"_id": "c", "v": null, "o": {"x": 1}}),
+            ],
+        )
+        .await
+        .unwrap();
+    let sorted = |direction: i32| FindOptions {
+        sort: Some(json!({"v": direction})),
+        ..FindOptions::default()
+    };
+    let ids = |docs: Vec<Value>| docs.iter().map(|d| d["_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let up = f.docs.find(ns, &json!({}), sorted(1)).await.unwrap().documents;
+    assert_eq!(ids(up), ["b", "c", "a"]);
+    let down = f.docs.find(ns, &json!({}), sorted(-1)).await.unwrap().documents;
+    assert_eq!(ids(down), ["a", "c", "b"]);
+    if f.needs_real_server("mongomock projects a path through a scalar as an empty document") {
+        return;
+    }
+    let projected = f
+        .docs
+        .find(
+            ns,
+            &json!({"_id": "a"}),
+            FindOptions {
+                projection: Some(json!({"o.x": 1})),
+                ..FindOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+        .documents;
+    assert_eq!(projected, vec![json!({"_id": "a"})]);
+}
+
+async fn dates_push_as_values_and_all_takes_elem_match(f: Fixture) {
+    let ns = f.ns("pushes");
+    let date = json!({"$date": "2024-01-01T00:00:00.000Z"});
+    f.docs.insert(ns, vec![json!({"_id": "p", "s": [{"k": 1, "v": 5}, {"k": 2, "v": 9}]})]).await.unwrap();
+    f.docs
+        .update(ns, &json!({"_id": "p"}), &json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}), false, false)
+        .await
+        .unwrap();
+    let doc = f.one("pushes", "p").await;
+    assert_eq!((&doc["d"], &doc["e"]), (&json!([date.clone()]), &json!([date])));
+    if f.needs_real_server("mongomock has no $all of $elemMatch") {
+        return;
+    }
+    let both = json!({"s": {"$all": [{"$elemMatch": {"k": 1}}, {"$elemMatch": {"v": {"$gt": 8}}}]}});
+    assert_eq!(f.ids("pushes", both).await, set(&["p"]));
+    let one_element = json!({"s": {"$all": [{"$elemMatch": {"k": 1, "v": 9}}]}});
+    assert!(f.ids("pushes", one_element).await.is_empty());
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -820,4 +909,7 @@ every_backend!(
     an_upsert_onto_a_taken_id_is_a_conflict,
     integer_overflow_is_refused_and_writes_nothing,
     replace_upserts_with_the_filters_id_kept_first,
+    null_queries_match_missing_fields_through_arrays_of_documents,
+    empty_arrays_sort_first_and_projections_skip_scalar_parents,
+    dates_push_as_values_and_all_takes_elem_match,
 );

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::query::path::resolve;
+use super::query::path::resolve_with_missing;
 use super::query::value::{Bracket, bracket, date_of};
 use super::query::{Budget, QueryError};
 
@@ -54,15 +54,17 @@ pub fn index_keys(
     let mut fields: Vec<Vec<&Value>> = Vec::with_capacity(paths.len());
     let mut count: usize = 1;
     for path in paths {
+        let resolved = resolve_with_missing(doc, path, budget)?;
         let mut values: Vec<&Value> = Vec::new();
-        for v in resolve(doc, path, budget)? {
+        for v in resolved.values {
             match v {
                 Value::Array(items) if !items.is_empty() => values.extend(items.iter()),
                 Value::Array(_) => values.push(&Value::Null),
                 other => values.push(other),
             }
         }
-        if values.is_empty() {
+        // A path missing anywhere matches `null`, so the null key finds it.
+        if values.is_empty() || resolved.missing {
             values.push(&Value::Null);
         }
         count = count.saturating_mul(values.len());

@@ -6,9 +6,9 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::path::resolve;
+use super::path::resolve_with_missing;
 use super::{Budget, QueryError};
-use super::value::{Bracket, bracket, compare, equal};
+use super::value::{Bracket, bracket, compare, equal, is_date};
 
 /// Most nested `$and`/`$or`/`$nor`/`$elemMatch`/`$not` levels in one filter.
 const MAX_DEPTH: usize = 32;
@@ -37,6 +37,8 @@ pub enum Cond {
     Regex(Regex),
     Size(usize),
     All(Vec<Value>),
+    /// `$all` of `$elemMatch` documents: an element matches each.
+    AllElemMatch(Vec<ElemMatch>),
     ElemMatch(ElemMatch),
     Not(Vec<Cond>),
 }
@@ -86,9 +88,14 @@ impl Filter {
                 true
             }
             Filter::Field { path, conds } => {
-                let values = resolve(doc, path, budget)?;
+                let resolved = resolve_with_missing(doc, path, budget)?;
+                let at = At {
+                    values: &resolved.values,
+                    missing: resolved.missing,
+                    whole: false,
+                };
                 for c in conds {
-                    if !c.matches(&values, budget)? {
+                    if !c.matches(&at, budget)? {
                         return Ok(false);
                     }
                 }
@@ -183,14 +190,19 @@ pub fn check_path(path: &str) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// Whether a condition is an operator document (`{"$gt": 5}`) rather than
+/// a value to equal. Any `$` key makes it one, wherever it stands (a date,
+/// `{"$date": ...}`, is a value); mixing operators and fields is refused
+/// when the conditions are parsed, whatever the keys' order.
 fn is_operator_document(value: &Value) -> bool {
     match value {
-        Value::Object(map) => map
-            .keys()
-            .next()
-            .is_some_and(|k| k.starts_with('$') && k != "$date"),
+        Value::Object(map) => !is_date(value) && map.keys().any(|k| k.starts_with('$')),
         _ => false,
     }
+}
+
+fn is_logical(key: &str) -> bool {
+    matches!(key, "$and" | "$or" | "$nor")
 }
 
 fn parse_conditions(value: &Value, depth: usize) -> Result<Vec<Cond>, QueryError> {
@@ -214,10 +226,15 @@ fn parse_conditions(value: &Value, depth: usize) -> Result<Vec<Cond>, QueryError
             "$lte" => Cond::Lte(arg.clone()),
             "$in" => Cond::In(array_arg(op, arg)?),
             "$nin" => Cond::Nin(array_arg(op, arg)?),
-            "$all" => Cond::All(array_arg(op, arg)?),
+            "$all" => parse_all(arg, depth)?,
             "$exists" => Cond::Exists(truthy(arg)),
-            "$size" => match arg.as_u64() {
-                Some(n) => Cond::Size(n as usize),
+            "$size" => match arg.as_u64().or_else(|| {
+                // An integral double counts, as in MongoDB: `$size: 1.0`.
+                arg.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.007_199_254_740_992e15)
+                    .map(|f| f as u64)
+            }) {
+                Some(n) => Cond::Size(usize::try_from(n).unwrap_or(usize::MAX)),
                 None => return Err(QueryError::invalid("$size takes a non-negative integer")),
             },
             "$regex" => {
@@ -230,19 +247,7 @@ fn parse_conditions(value: &Value, depth: usize) -> Result<Vec<Cond>, QueryError
             }
             "$options" if map.contains_key("$regex") => continue,
             "$options" => return Err(QueryError::invalid("$options needs $regex")),
-            "$elemMatch" => {
-                let Value::Object(inner) = arg else {
-                    return Err(QueryError::invalid("$elemMatch takes an object"));
-                };
-                if is_operator_document(arg) {
-                    Cond::ElemMatch(ElemMatch::Operators(parse_conditions(arg, depth + 1)?))
-                } else {
-                    Cond::ElemMatch(ElemMatch::Query(Box::new(parse_document(
-                        inner,
-                        depth + 1,
-                    )?)))
-                }
-            }
+            "$elemMatch" => Cond::ElemMatch(parse_elem_match(arg, depth)?),
             "$not" => match arg {
                 Value::Object(_) if is_operator_document(arg) => {
                     Cond::Not(parse_conditions(arg, depth + 1)?)
@@ -257,6 +262,53 @@ fn parse_conditions(value: &Value, depth: usize) -> Result<Vec<Cond>, QueryError
         });
     }
     Ok(conds)
+}
+
+/// `$elemMatch`: operators on each element (`{"$gt": 5}`), or a query on
+/// element documents (fields and `$and`/`$or`/`$nor`); not both.
+fn parse_elem_match(arg: &Value, depth: usize) -> Result<ElemMatch, QueryError> {
+    let Value::Object(inner) = arg else {
+        return Err(QueryError::invalid("$elemMatch takes an object"));
+    };
+    let operators = inner.keys().filter(|k| k.starts_with('$') && !is_logical(k)).count();
+    match operators {
+        0 => Ok(ElemMatch::Query(Box::new(parse_document(inner, depth + 1)?))),
+        n if n == inner.len() => Ok(ElemMatch::Operators(parse_conditions(arg, depth + 1)?)),
+        _ => Err(QueryError::invalid(
+            "$elemMatch takes operators on the elements, or a query on element documents, not both",
+        )),
+    }
+}
+
+/// `$all`: values every one of which the array holds, or `$elemMatch`
+/// documents every one of which an element matches.
+fn parse_all(arg: &Value, depth: usize) -> Result<Cond, QueryError> {
+    let items = array_arg("$all", arg)?;
+    let elem_match = |v: &Value| {
+        v.as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.get("$elemMatch"))
+            .cloned()
+    };
+    let matchers: Vec<Value> = items.iter().filter_map(elem_match).collect();
+    if matchers.is_empty() {
+        if let Some(op) = items.iter().find(|v| is_operator_document(v)) {
+            return Err(QueryError::invalid(format!(
+                "$all takes values or {{\"$elemMatch\": ...}} documents, not {op}"
+            )));
+        }
+        return Ok(Cond::All(items));
+    }
+    if matchers.len() != items.len() {
+        return Err(QueryError::invalid(
+            "$all takes values or $elemMatch documents, not both",
+        ));
+    }
+    matchers
+        .iter()
+        .map(|m| parse_elem_match(m, depth))
+        .collect::<Result<_, _>>()
+        .map(Cond::AllElemMatch)
 }
 
 fn array_arg(op: &str, arg: &Value) -> Result<Vec<Value>, QueryError> {
@@ -298,23 +350,35 @@ fn build_regex(pattern: &Value, options: &str) -> Result<Regex, QueryError> {
         .map_err(|e| QueryError::invalid(format!("$regex: {e}")))
 }
 
+/// What a condition is tested against: the values at a path, whether the
+/// path is missing somewhere (which `null` matches), and whether the values
+/// are taken whole (inside `$elemMatch`, an element that is an array is one
+/// value, not searched).
+struct At<'v, 'a> {
+    values: &'v [&'a Value],
+    missing: bool,
+    whole: bool,
+}
+
 impl Cond {
-    /// Whether the values at a path (empty: missing) meet the condition.
-    fn matches(&self, values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+    fn matches(&self, at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
         Ok(match self {
-            Cond::Eq(q) => eq_matches(values, q, budget)?,
-            Cond::Ne(q) => !eq_matches(values, q, budget)?,
-            Cond::Gt(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_gt())?,
-            Cond::Gte(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_ge())?,
-            Cond::Lt(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_lt())?,
-            Cond::Lte(q) => any_scalar(values, budget, |v| same_bracket(v, q) && compare(v, q).is_le())?,
-            Cond::In(list) => any_of(list, values, budget)?,
-            Cond::Nin(list) => !any_of(list, values, budget)?,
-            Cond::Exists(wanted) => values.is_empty() != *wanted,
-            Cond::Regex(re) => any_scalar(values, budget, |v| {
+            Cond::Eq(q) => eq_matches(at, q, budget)?,
+            Cond::Ne(q) => !eq_matches(at, q, budget)?,
+            // `$gte: null` and `$lte: null` are `null` equality, as in MongoDB.
+            Cond::Gte(q) | Cond::Lte(q) if q.is_null() => eq_matches(at, q, budget)?,
+            Cond::Gt(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_gt())?,
+            Cond::Gte(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_ge())?,
+            Cond::Lt(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_lt())?,
+            Cond::Lte(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_le())?,
+            Cond::In(list) => any_of(list, at, budget)?,
+            Cond::Nin(list) => !any_of(list, at, budget)?,
+            Cond::Exists(wanted) => at.values.is_empty() != *wanted,
+            Cond::Regex(re) => any_scalar(at, budget, |v| {
                 v.as_str().is_some_and(|s| re.is_match(s))
             })?,
-            Cond::Size(n) => values
+            Cond::Size(n) => at
+                .values
                 .iter()
                 .any(|v| v.as_array().is_some_and(|a| a.len() == *n)),
             Cond::All(list) => {
@@ -322,36 +386,52 @@ impl Cond {
                     return Ok(false);
                 }
                 for q in list {
-                    if !eq_matches(values, q, budget)? {
+                    if !eq_matches(at, q, budget)? {
                         return Ok(false);
                     }
                 }
                 true
             }
-            Cond::ElemMatch(m) => {
-                for items in values.iter().filter_map(|v| v.as_array()) {
-                    for item in items {
-                        let hit = match m {
-                            ElemMatch::Query(filter) => {
-                                item.is_object() && filter.matches(item, budget)?
-                            }
-                            ElemMatch::Operators(conds) => all_conds(conds, &[item], budget)?,
-                        };
-                        if hit {
-                            return Ok(true);
-                        }
+            Cond::AllElemMatch(all) => {
+                for m in all {
+                    if !elem_match(m, at, budget)? {
+                        return Ok(false);
                     }
                 }
-                false
+                true
             }
-            Cond::Not(conds) => !all_conds(conds, values, budget)?,
+            Cond::ElemMatch(m) => elem_match(m, at, budget)?,
+            Cond::Not(conds) => !all_conds(conds, at, budget)?,
         })
     }
 }
 
-fn all_conds(conds: &[Cond], values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+/// Whether an element of an array at the path matches `m`.
+fn elem_match(m: &ElemMatch, at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
+    for items in at.values.iter().filter_map(|v| v.as_array()) {
+        for item in items {
+            let hit = match m {
+                ElemMatch::Query(filter) => item.is_object() && filter.matches(item, budget)?,
+                ElemMatch::Operators(conds) => {
+                    let element = At {
+                        values: &[item],
+                        missing: false,
+                        whole: true,
+                    };
+                    all_conds(conds, &element, budget)?
+                }
+            };
+            if hit {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn all_conds(conds: &[Cond], at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
     for c in conds {
-        if !c.matches(values, budget)? {
+        if !c.matches(at, budget)? {
             return Ok(false);
         }
     }
@@ -359,9 +439,9 @@ fn all_conds(conds: &[Cond], values: &[&Value], budget: &Budget) -> Result<bool,
 }
 
 /// `$in`: whether any listed value matches.
-fn any_of(list: &[Value], values: &[&Value], budget: &Budget) -> Result<bool, QueryError> {
+fn any_of(list: &[Value], at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
     for q in list {
-        if eq_matches(values, q, budget)? {
+        if eq_matches(at, q, budget)? {
             return Ok(true);
         }
     }
@@ -374,19 +454,19 @@ fn same_bracket(a: &Value, b: &Value) -> bool {
     x == y && x != Bracket::Null
 }
 
-/// Whether any value, or any element of an array value, passes; each
-/// value tested is charged to `budget`.
+/// Whether any value, or (unless taken whole) any element of an array
+/// value, passes; each value tested is charged to `budget`.
 fn any_scalar(
-    values: &[&Value],
+    at: &At<'_, '_>,
     budget: &Budget,
     test: impl Fn(&Value) -> bool,
 ) -> Result<bool, QueryError> {
-    for v in values {
+    for v in at.values {
         budget.charge(1)?;
         if test(v) {
             return Ok(true);
         }
-        if let Value::Array(items) = v {
+        if let (Value::Array(items), false) = (v, at.whole) {
             for item in items {
                 budget.charge(1)?;
                 if test(item) {
@@ -399,12 +479,12 @@ fn any_scalar(
 }
 
 /// `{field: q}`: a value equal to `q`, an array holding it, or (for null)
-/// a missing field.
-fn eq_matches(values: &[&Value], q: &Value, budget: &Budget) -> Result<bool, QueryError> {
-    if q.is_null() && values.is_empty() {
+/// a path missing somewhere.
+fn eq_matches(at: &At<'_, '_>, q: &Value, budget: &Budget) -> Result<bool, QueryError> {
+    if q.is_null() && at.missing {
         return Ok(true);
     }
-    any_scalar(values, budget, |v| equal(v, q))
+    any_scalar(at, budget, |v| equal(v, q))
 }
 
 #[cfg(test)]
@@ -485,6 +565,61 @@ mod tests {
             json!({"a": {"$exists": true}, "zz": {"$exists": false}}),
             doc
         ));
+    }
+
+    #[test]
+    fn null_matches_missing_fields_through_arrays_of_documents() {
+        let doc = json!({"arr": [{"w": 1}, {"v": 2}], "n": null, "s": [1, 2], "e": []});
+        for (filter, expected) in [
+            (json!({"arr.w": null}), true),
+            (json!({"arr.w": {"$in": [null]}}), true),
+            (json!({"arr.w": {"$ne": null}}), false),
+            (json!({"arr.w": {"$nin": [null]}}), false),
+            (json!({"n": {"$gte": null}}), true),
+            (json!({"n": {"$lte": null}}), true),
+            (json!({"gone": {"$gte": null}}), true),
+            (json!({"n": {"$gt": null}}), false),
+            (json!({"gone": {"$not": {"$gte": null}}}), false),
+            // MongoDB 9.0's rule: arrays of scalars and empty arrays are
+            // not "missing" a field.
+            (json!({"s.x": null}), false),
+            (json!({"e.x": null}), false),
+        ] {
+            assert_eq!(matches(filter.clone(), doc.clone()), expected, "{filter}");
+        }
+    }
+
+    #[test]
+    fn elem_match_takes_elements_whole_and_all_takes_elem_matches() {
+        assert!(!matches(json!({"a": {"$elemMatch": {"$gt": 5}}}), json!({"a": [[6]]})));
+        assert!(matches(json!({"a": {"$elemMatch": {"$gt": 5}}}), json!({"a": [1, 6]})));
+        let doc = json!({"s": [{"k": 1, "v": 5}, {"k": 2, "v": 9}]});
+        assert!(matches(
+            json!({"s": {"$all": [{"$elemMatch": {"k": 1}}, {"$elemMatch": {"v": {"$gt": 8}}}]}}),
+            doc.clone()
+        ));
+        assert!(!matches(
+            json!({"s": {"$all": [{"$elemMatch": {"k": 1, "v": 9}}]}}),
+            doc.clone()
+        ));
+        assert!(matches(
+            json!({"s": {"$elemMatch": {"$or": [{"k": 3}, {"v": 9}]}}}),
+            doc
+        ));
+        assert!(matches(json!({"s": {"$size": 2.0}}), json!({"s": [1, 2]})));
+    }
+
+    #[test]
+    fn mixed_operators_and_fields_are_refused_in_any_order() {
+        for filter in [
+            json!({"x": {"a": 1, "$gt": 0}}),
+            json!({"x": {"$gt": 0, "a": 1}}),
+            json!({"x": {"$elemMatch": {"a": 1, "$gt": 0}}}),
+            json!({"x": {"$elemMatch": {"$gt": 0, "a": 1}}}),
+            json!({"x": {"$all": [1, {"$elemMatch": {"a": 1}}]}}),
+        ] {
+            assert!(Filter::parse(&filter).is_err(), "{filter}");
+        }
     }
 
     #[test]

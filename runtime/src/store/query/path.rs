@@ -20,15 +20,38 @@ pub fn resolve<'a>(
     path: &str,
     budget: &Budget,
 ) -> Result<Vec<&'a Value>, QueryError> {
+    Ok(resolve_with_missing(doc, path, budget)?.values)
+}
+
+/// The values at a path, and whether the path is missing somewhere: a
+/// document on the way (the top one, or an element of an array) lacks the
+/// next field, or a scalar stands where a document would continue it.
+/// Elements of arrays that are not documents, and empty arrays, do not
+/// count as missing (MongoDB 9.0's rule for null queries through arrays).
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    pub values: Vec<&'a Value>,
+    pub missing: bool,
+}
+
+pub fn resolve_with_missing<'a>(
+    doc: &'a Value,
+    path: &str,
+    budget: &Budget,
+) -> Result<Resolved<'a>, QueryError> {
     let parts: Vec<&str> = path.split('.').collect();
     let mut walk = Walk {
         parts: &parts,
         seen: HashSet::new(),
         out: Vec::new(),
+        missing: false,
         budget,
     };
     walk.visit(doc, 0)?;
-    Ok(walk.out)
+    Ok(Resolved {
+        values: walk.out,
+        missing: walk.missing,
+    })
 }
 
 struct Walk<'p, 'a, 'b> {
@@ -36,6 +59,7 @@ struct Walk<'p, 'a, 'b> {
     /// (element, position) pairs already followed from an array.
     seen: HashSet<(*const Value, usize)>,
     out: Vec<&'a Value>,
+    missing: bool,
     budget: &'b Budget,
 }
 
@@ -47,26 +71,32 @@ impl<'a> Walk<'_, 'a, '_> {
             return Ok(());
         };
         match value {
-            Value::Object(map) => {
-                if let Some(next) = map.get(*part) {
-                    self.visit(next, at + 1)?;
-                }
-            }
+            Value::Object(map) => match map.get(*part) {
+                Some(next) => self.visit(next, at + 1)?,
+                None => self.missing = true,
+            },
             Value::Array(items) => {
                 self.budget.charge(items.len())?;
-                if let Ok(index) = part.parse::<usize>()
-                    && let Some(item) = items.get(index)
+                let indexed = part.parse::<usize>().ok().and_then(|i| items.get(i));
+                if let Some(item) = indexed
                     && self.seen.insert((item as *const Value, at + 1))
                 {
                     self.visit(item, at + 1)?;
                 }
+                let missing = self.missing;
+                // Only document elements continue the path: an array of
+                // scalars, or an empty one, is not "missing" the field.
                 for item in items.iter().filter(|i| i.is_object()) {
                     if self.seen.insert((item as *const Value, at)) {
                         self.visit(item, at)?;
                     }
                 }
+                // `a.0` found by index is not missing for lack of a field `0`.
+                if indexed.is_some() {
+                    self.missing = missing;
+                }
             }
-            _ => {}
+            _ => self.missing = true,
         }
         Ok(())
     }
@@ -101,6 +131,23 @@ mod tests {
         assert_eq!(at(&doc, "c.d"), vec![&json!(null)]);
         assert!(at(&doc, "c.e").is_empty());
         assert_eq!(get(&doc, "a.1.b.0"), Some(&json!(2)));
+    }
+
+    #[test]
+    fn knows_where_a_path_is_missing() {
+        let missing = |doc: Value, path: &str| {
+            resolve_with_missing(&doc, path, &Budget::of(Duration::from_secs(10)))
+                .unwrap()
+                .missing
+        };
+        assert!(missing(json!({}), "a"));
+        assert!(missing(json!({"a": 5}), "a.b"));
+        assert!(missing(json!({"a": [{"b": 1}, {"c": 2}]}), "a.b"));
+        assert!(!missing(json!({"a": [{"b": 1}, 3]}), "a.b"));
+        assert!(!missing(json!({"a": []}), "a.b"));
+        assert!(!missing(json!({"a": {"b": null}}), "a.b"));
+        assert!(!missing(json!({"a": [{"b": 1}]}), "a.0"));
+        assert!(missing(json!({"a": [5]}), "a.0.b"));
     }
 
     #[test]

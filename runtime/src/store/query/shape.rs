@@ -59,13 +59,25 @@ impl Sort {
 
     pub fn compare(&self, a: &SortKey, b: &SortKey) -> Ordering {
         for ((_, ascending), (x, y)) in self.keys.iter().zip(a.values.iter().zip(&b.values)) {
-            let order = compare(x, y);
+            let order = compare_sort_values(x, y);
             let order = if *ascending { order } else { order.reverse() };
             if order != Ordering::Equal {
                 return order;
             }
         }
         compare(&a.id, &b.id)
+    }
+}
+
+/// An empty array sorts before everything, null and missing included (so
+/// first ascending and last descending), as in MongoDB.
+fn compare_sort_values(x: &Value, y: &Value) -> Ordering {
+    let empty = |v: &Value| v.as_array().is_some_and(Vec::is_empty);
+    match (empty(x), empty(y)) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => compare(x, y),
     }
 }
 
@@ -185,6 +197,10 @@ fn copy_path(from: &Value, to: &mut Value, parts: &[&str]) {
                 dst.insert(first.to_string(), value.clone());
                 return;
             }
+            // A path through a scalar or null leads nowhere: nothing to copy.
+            if !value.is_object() && !value.is_array() {
+                return;
+            }
             let slot = dst.entry(first.to_string()).or_insert_with(|| match value {
                 Value::Array(items) => {
                     Value::Array(items.iter().map(|_| Value::Object(Map::new())).collect())
@@ -246,15 +262,16 @@ mod tests {
             json!({"_id": "c"}),
             json!({"_id": "d", "v": [5, 50]}),
             json!({"_id": "e", "v": true}),
+            json!({"_id": "f", "v": []}),
         ];
         let sort = Sort::parse(&json!({"v": 1})).unwrap();
         sorted(&sort, &mut docs);
         let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["c", "d", "b", "a", "e"]);
+        assert_eq!(ids, ["f", "c", "d", "b", "a", "e"]);
         let sort = Sort::parse(&json!({"v": -1})).unwrap();
         sorted(&sort, &mut docs);
         let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["e", "a", "d", "b", "c"]);
+        assert_eq!(ids, ["e", "a", "d", "b", "c", "f"]);
     }
 
     #[test]
@@ -268,5 +285,8 @@ mod tests {
         let without = Projection::parse(&json!({"a.c": 0, "_id": 0, "l": 0})).unwrap();
         assert_eq!(without.apply(&doc), json!({"a": {"b": 1}, "d": 3}));
         assert!(Projection::parse(&json!({"a": 1, "d": 0})).is_err());
+        let through = Projection::parse(&json!({"o.x": 1})).unwrap();
+        assert_eq!(through.apply(&json!({"_id": "1", "o": 42})), json!({"_id": "1"}));
+        assert_eq!(through.apply(&json!({"_id": "1", "o": null})), json!({"_id": "1"}));
     }
 }

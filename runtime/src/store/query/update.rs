@@ -158,7 +158,8 @@ fn check_argument(op: Op, name: &str, path: &str, arg: &Value) -> Result<(), Que
             _ => bad("takes true or {\"$type\": \"date\"}"),
         },
         Op::Push | Op::AddToSet => match arg {
-            Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => {
+            // A date (`{"$date": ...}`) is a value, not a modifier.
+            Value::Object(m) if !is_date(arg) && m.keys().any(|k| k.starts_with('$')) => {
                 if m.len() != 1 || !m.get("$each").is_some_and(Value::is_array) {
                     return bad("supports only {\"$each\": [...]} as a modifier");
                 }
@@ -242,7 +243,7 @@ impl Step<'_> {
             }
             Op::Push | Op::AddToSet => {
                 let items = match arg {
-                    Value::Object(m) if m.contains_key("$each") => {
+                    Value::Object(m) if !is_date(arg) && m.contains_key("$each") => {
                         m["$each"].as_array().cloned().unwrap_or_default()
                     }
                     other => vec![other.clone()],
@@ -561,6 +562,15 @@ mod tests {
             .unwrap()
             .apply(&mut doc, false, 0, &budget());
         assert!(err.is_err(), "cannot create a field inside a string");
+    }
+
+    #[test]
+    fn pushes_dates_as_values() {
+        let date = json!({"$date": "2024-01-01T00:00:00.000Z"});
+        assert_eq!(
+            updated(json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}), json!({})),
+            json!({"d": [date.clone()], "e": [date]})
+        );
     }
 
     #[test]
