@@ -499,3 +499,43 @@ async fn runs(server: &Server) -> Value {
         .unwrap();
     json_of(response).await.1
 }
+
+#[tokio::test]
+async fn a_tampered_compile_cache_entry_is_compiled_again_not_loaded() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), false);
+    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
+    server.kill();
+    // Every cached artifact: flip one byte of its code.
+    let mut cached = Vec::new();
+    let mut stack = vec![data.path().join("cache")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "kcwasm") {
+                cached.push(path);
+            }
+        }
+    }
+    assert!(!cached.is_empty());
+    let mut originals = Vec::new();
+    for path in &cached {
+        let mut bytes = std::fs::read(path).unwrap();
+        originals.push(bytes.clone());
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let server = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), false);
+    assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
+    assert!(server.log().contains("does not verify"), "{}", server.log());
+    // The bad copy was replaced by a good one.
+    for (path, original) in cached.iter().zip(&originals) {
+        let now = std::fs::read(path).unwrap();
+        assert_eq!(now.len(), original.len());
+        assert_ne!(now[now.len() / 2], original[original.len() / 2] ^ 0xff);
+    }
+}

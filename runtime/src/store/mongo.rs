@@ -387,3 +387,22 @@ impl DocumentStore for MongoStore {
         self.collection(ns).drop().await.map_err(store_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_app_names_keep_enough_of_their_hash_to_stay_apart() {
+        let long = "a".repeat(60);
+        let name = database_name(&long);
+        assert!(name.len() <= 63, "{name}");
+        // Same first 40 characters, different tails: different databases.
+        let other = format!("{}b", "a".repeat(59));
+        assert_ne!(database_name(&other), name);
+        // 128 bits of SHA-256 in hex.
+        assert_eq!(name.rsplit('_').next().unwrap().len(), 32);
+        assert_eq!(database_name("shop"), "kiln_app_shop");
+        assert_eq!(database_name(PLATFORM_DATABASE), "kiln");
+    }
+}
