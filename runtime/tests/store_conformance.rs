@@ -872,6 +872,33 @@ async fn dates_push_as_values_and_all_takes_elem_match(f: Fixture) {
     assert!(f.ids("pushes", one_element).await.is_empty());
 }
 
+async fn elem_match_mixed_keys_and_exact_numbers(f: Fixture) {
+    let ns = f.ns("exact");
+    f.docs
+        .insert(
+            ns,
+            vec![
+                json!({"_id": "nested", "a": [[6]], "s": [1]}),
+                json!({"_id": "flat", "a": [1, 6], "s": [1, 2]}),
+                json!({"_id": "big", "n": i64::MAX}),
+                json!({"_id": "two63", "n": 9223372036854775808.0}),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.ids("exact", json!({"n": 9223372036854775808.0})).await, set(&["two63"]));
+    assert_eq!(f.ids("exact", json!({"n": {"$lt": 9223372036854775808.0}})).await, set(&["big"]));
+    assert_eq!(f.ids("exact", json!({"s": {"$size": 2.0}})).await, set(&["flat"]));
+    for mixed in [json!({"a": {"b": 1, "$gt": 0}}), json!({"a": {"$gt": 0, "b": 1}})] {
+        let err = f.docs.find(ns, &mixed, FindOptions::default()).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{mixed}: {err:?}");
+    }
+    if f.needs_real_server("mongomock searches nested arrays inside $elemMatch") {
+        return;
+    }
+    assert_eq!(f.ids("exact", json!({"a": {"$elemMatch": {"$gt": 5}}})).await, set(&["flat"]));
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -912,4 +939,5 @@ every_backend!(
     null_queries_match_missing_fields_through_arrays_of_documents,
     empty_arrays_sort_first_and_projections_skip_scalar_parents,
     dates_push_as_values_and_all_takes_elem_match,
+    elem_match_mixed_keys_and_exact_numbers,
 );

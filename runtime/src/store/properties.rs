@@ -237,3 +237,40 @@ proptest! {
         prop_assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn stored_documents_read_back_as_written() {
+    use std::sync::Arc;
+
+    use super::query::value::canonicalize_dates;
+    use super::sqlite::SqliteStore;
+    use super::{Documents, StoreLimits, app_namespace};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Duration::from_secs(5)).unwrap();
+    let documents = Documents::new(Arc::new(store), StoreLimits::default());
+    let ns = app_namespace("props", "docs").unwrap();
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(&document(), |doc| {
+            let mut expected = doc.clone();
+            canonicalize_dates(&mut expected);
+            let stored = runtime.block_on(async {
+                let id = documents.insert(ns, vec![doc]).await.unwrap().remove(0);
+                documents.get(ns, &id).await.unwrap().unwrap()
+            });
+            let mut stored = stored;
+            stored.as_object_mut().unwrap().shift_remove("_id");
+            prop_assert_eq!(stored, expected);
+            Ok(())
+        })
+        .unwrap();
+}

@@ -412,7 +412,11 @@ pub fn set(
 }
 
 fn array_index(part: &str, path: &str) -> Result<usize, QueryError> {
-    part.parse::<usize>().map_err(|_| cannot_create(path))
+    part.parse::<usize>().map_err(|_| {
+        QueryError::invalid(format!(
+            "cannot set `{path}`: `{part}` is not an index of the array on the way"
+        ))
+    })
 }
 
 /// Grows `items` to hold `index`, out of what is left of the padding.
@@ -438,7 +442,7 @@ fn pad(
 
 fn cannot_create(path: &str) -> QueryError {
     QueryError::invalid(format!(
-        "cannot set `{path}`: a value on the way is not a document"
+        "cannot set `{path}`: a value on the way is neither a document nor an array"
     ))
 }
 
