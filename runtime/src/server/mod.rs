@@ -17,8 +17,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::apps::{Apps, DeployError};
@@ -32,7 +32,6 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{DocumentStore, Documents, StoreLimits};
 use crate::triggers::cron::Scheduler;
 use crate::triggers::http::{ResponseBody, error_response};
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -220,8 +219,8 @@ async fn open_documents(settings: &Settings) -> Result<Documents, ServerError> {
 
 impl RunningServer {
     /// Stops accepting connections and starting runs, and waits for
-    /// in-flight requests and runs (at most 30 s each); runs still going
-    /// then are recorded as interrupted.
+    /// in-flight requests and runs (at most the shutdown grace); runs still
+    /// going then are recorded as interrupted.
     pub async fn shutdown(self) {
         self.scheduling.abort();
         self.refreshing.abort();
