@@ -6,9 +6,12 @@
 //! HMAC-SHA256 of its contents under a key only the server knows, and a
 //! file that does not verify is compiled again and replaced.
 
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ring::hmac;
 use wasmtime::component::Component;
@@ -18,9 +21,16 @@ use super::EngineError;
 /// Bytes of the MAC at the start of each cached file.
 const MAC_LEN: usize = 32;
 
+/// Components loaded in the last [`RECENT_FOR`] are kept in memory (at most
+/// [`RECENT_MAX`]), so a deploy's check and the first request after it, or a
+/// second deploy of one component, read and verify the file once.
+const RECENT_FOR: Duration = Duration::from_secs(30);
+const RECENT_MAX: usize = 4;
+
 pub struct CompileCache {
     dir: PathBuf,
     key: hmac::Key,
+    recent: Mutex<VecDeque<(String, Component, Instant)>>,
 }
 
 impl CompileCache {
@@ -38,12 +48,40 @@ impl CompileCache {
         Ok(CompileCache {
             dir,
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
     /// The cached artifact of `digest`, if there is one that verifies and
     /// loads. Reads the file: call it off the async threads.
     pub fn load(&self, engine: &wasmtime::Engine, digest: &str) -> Option<Component> {
+        if let Some(component) = self.recent(digest) {
+            return Some(component);
+        }
+        let component = self.load_file(engine, digest)?;
+        self.remember(digest, &component);
+        Some(component)
+    }
+
+    fn recent(&self, digest: &str) -> Option<Component> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|(_, _, at)| at.elapsed() < RECENT_FOR);
+        recent
+            .iter()
+            .find(|(d, _, _)| d == digest)
+            .map(|(_, component, _)| component.clone())
+    }
+
+    fn remember(&self, digest: &str, component: &Component) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|(d, _, _)| d != digest);
+        if recent.len() >= RECENT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((digest.to_string(), component.clone(), Instant::now()));
+    }
+
+    fn load_file(&self, engine: &wasmtime::Engine, digest: &str) -> Option<Component> {
         let path = self.path(digest)?;
         let bytes = std::fs::read(&path).ok()?;
         let Some(code) = self.verified(&bytes) else {
@@ -83,7 +121,10 @@ impl CompileCache {
             tracing::warn!(path = %path.display(), "cannot cache a compiled component: {err}");
         }
         // SAFETY: we compiled these bytes just now with this engine.
-        unsafe { Component::deserialize(engine, &compiled) }.map_err(EngineError::InvalidComponent)
+        let component = unsafe { Component::deserialize(engine, &compiled) }
+            .map_err(EngineError::InvalidComponent)?;
+        self.remember(digest, &component);
+        Ok(component)
     }
 
     /// The file of `digest`; none for anything but `sha256:<64 hex>`, so a
@@ -133,7 +174,7 @@ mod tests {
         let digest = format!("sha256:{}", "ab".repeat(32));
         let cache = CompileCache::open(dir.path(), &engine, b"key one").unwrap();
         cache.load_or_compile(&engine, &digest, &wat).unwrap();
-        assert!(cache.load(&engine, &digest).is_some());
+        assert!(cache.load_file(&engine, &digest).is_some());
         let path = cache.path(&digest).unwrap();
         // Another key (another server) does not trust it.
         let other = CompileCache::open(dir.path(), &engine, b"key two").unwrap();
@@ -143,9 +184,13 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
+        // After a restart (nothing recent in memory) it is not loaded.
+        let cache = CompileCache::open(dir.path(), &engine, b"key one").unwrap();
         assert!(cache.load(&engine, &digest).is_none());
         cache.load_or_compile(&engine, &digest, &wat).unwrap();
-        assert!(cache.load(&engine, &digest).is_some());
+        assert!(cache.load_file(&engine, &digest).is_some());
+        // A load just after a compile is served from memory.
+        assert!(cache.recent(&digest).is_some());
         assert!(cache.path("sha256:../../etc/passwd").is_none());
         assert!(cache.path("../x").is_none());
     }
