@@ -747,9 +747,15 @@ async fn integer_overflow_is_refused_and_writes_nothing(f: Fixture) {
             .update(ns, &json!({"_id": "n"}), &update, false, false)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidInput(_)), "{update}: {err:?}");
+        assert!(
+            matches!(err, StoreError::InvalidInput(_)),
+            "{update}: {err:?}"
+        );
     }
-    assert_eq!(f.one("numbers", "n").await, json!({"_id": "n", "i": i64::MAX, "j": 5}));
+    assert_eq!(
+        f.one("numbers", "n").await,
+        json!({"_id": "n", "i": i64::MAX, "j": 5})
+    );
 }
 
 async fn replace_upserts_with_the_filters_id_kept_first(f: Fixture) {
@@ -768,13 +774,22 @@ async fn replace_upserts_with_the_filters_id_kept_first(f: Fixture) {
         .await
         .unwrap();
     let doc = f.one("replaced", "wanted").await;
-    assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["_id", "c"]);
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["_id", "c"]
+    );
     if f.needs_real_server("mongomock puts an upserted _id after the filter's fields") {
         return;
     }
     let upserted = f
         .docs
-        .update(ns, &json!({"k": 1}), &json!({"$set": {"v": 2}}), true, false)
+        .update(
+            ns,
+            &json!({"k": 1}),
+            &json!({"$set": {"v": 2}}),
+            true,
+            false,
+        )
         .await
         .unwrap()
         .upserted_id
@@ -803,12 +818,27 @@ async fn null_queries_match_missing_fields_through_arrays_of_documents(f: Fixtur
     // The same with an index on the path (the embedded store reads it).
     for indexed in [false, true] {
         if indexed {
-            f.docs.create_index(ns, &json!({"arr.w": 1}), false).await.unwrap();
+            f.docs
+                .create_index(ns, &json!({"arr.w": 1}), false)
+                .await
+                .unwrap();
         }
-        assert_eq!(f.ids("nulls", json!({"arr.w": null})).await, set(&["mixed", "null", "none"]));
-        assert_eq!(f.ids("nulls", json!({"arr.w": {"$in": [null]}})).await, set(&["mixed", "null", "none"]));
-        assert_eq!(f.ids("nulls", json!({"arr.w": {"$ne": null}})).await, set(&["all"]));
-        assert_eq!(f.ids("nulls", json!({"arr.w": {"$gte": null}})).await, set(&["mixed", "null", "none"]));
+        assert_eq!(
+            f.ids("nulls", json!({"arr.w": null})).await,
+            set(&["mixed", "null", "none"])
+        );
+        assert_eq!(
+            f.ids("nulls", json!({"arr.w": {"$in": [null]}})).await,
+            set(&["mixed", "null", "none"])
+        );
+        assert_eq!(
+            f.ids("nulls", json!({"arr.w": {"$ne": null}})).await,
+            set(&["all"])
+        );
+        assert_eq!(
+            f.ids("nulls", json!({"arr.w": {"$gte": null}})).await,
+            set(&["mixed", "null", "none"])
+        );
     }
 }
 
@@ -829,10 +859,24 @@ async fn empty_arrays_sort_first_and_projections_skip_scalar_parents(f: Fixture)
         sort: Some(json!({"v": direction})),
         ..FindOptions::default()
     };
-    let ids = |docs: Vec<Value>| docs.iter().map(|d| d["_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    let up = f.docs.find(ns, &json!({}), sorted(1)).await.unwrap().documents;
+    let ids = |docs: Vec<Value>| {
+        docs.iter()
+            .map(|d| d["_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let up = f
+        .docs
+        .find(ns, &json!({}), sorted(1))
+        .await
+        .unwrap()
+        .documents;
     assert_eq!(ids(up), ["b", "c", "a"]);
-    let down = f.docs.find(ns, &json!({}), sorted(-1)).await.unwrap().documents;
+    let down = f
+        .docs
+        .find(ns, &json!({}), sorted(-1))
+        .await
+        .unwrap()
+        .documents;
     assert_eq!(ids(down), ["a", "c", "b"]);
     if f.needs_real_server("mongomock projects a path through a scalar as an empty document") {
         return;
@@ -856,17 +900,33 @@ async fn empty_arrays_sort_first_and_projections_skip_scalar_parents(f: Fixture)
 async fn dates_push_as_values_and_all_takes_elem_match(f: Fixture) {
     let ns = f.ns("pushes");
     let date = json!({"$date": "2024-01-01T00:00:00.000Z"});
-    f.docs.insert(ns, vec![json!({"_id": "p", "s": [{"k": 1, "v": 5}, {"k": 2, "v": 9}]})]).await.unwrap();
     f.docs
-        .update(ns, &json!({"_id": "p"}), &json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}), false, false)
+        .insert(
+            ns,
+            vec![json!({"_id": "p", "s": [{"k": 1, "v": 5}, {"k": 2, "v": 9}]})],
+        )
+        .await
+        .unwrap();
+    f.docs
+        .update(
+            ns,
+            &json!({"_id": "p"}),
+            &json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}),
+            false,
+            false,
+        )
         .await
         .unwrap();
     let doc = f.one("pushes", "p").await;
-    assert_eq!((&doc["d"], &doc["e"]), (&json!([date.clone()]), &json!([date])));
+    assert_eq!(
+        (&doc["d"], &doc["e"]),
+        (&json!([date.clone()]), &json!([date]))
+    );
     if f.needs_real_server("mongomock has no $all of $elemMatch") {
         return;
     }
-    let both = json!({"s": {"$all": [{"$elemMatch": {"k": 1}}, {"$elemMatch": {"v": {"$gt": 8}}}]}});
+    let both =
+        json!({"s": {"$all": [{"$elemMatch": {"k": 1}}, {"$elemMatch": {"v": {"$gt": 8}}}]}});
     assert_eq!(f.ids("pushes", both).await, set(&["p"]));
     let one_element = json!({"s": {"$all": [{"$elemMatch": {"k": 1, "v": 9}}]}});
     assert!(f.ids("pushes", one_element).await.is_empty());
@@ -886,17 +946,41 @@ async fn elem_match_mixed_keys_and_exact_numbers(f: Fixture) {
         )
         .await
         .unwrap();
-    assert_eq!(f.ids("exact", json!({"n": 9223372036854775808.0})).await, set(&["two63"]));
-    assert_eq!(f.ids("exact", json!({"n": {"$lt": 9223372036854775808.0}})).await, set(&["big"]));
-    assert_eq!(f.ids("exact", json!({"s": {"$size": 2.0}})).await, set(&["flat"]));
-    for mixed in [json!({"a": {"b": 1, "$gt": 0}}), json!({"a": {"$gt": 0, "b": 1}})] {
-        let err = f.docs.find(ns, &mixed, FindOptions::default()).await.unwrap_err();
-        assert!(matches!(err, StoreError::InvalidInput(_)), "{mixed}: {err:?}");
+    assert_eq!(
+        f.ids("exact", json!({"n": 9223372036854775808.0})).await,
+        set(&["two63"])
+    );
+    assert_eq!(
+        f.ids("exact", json!({"n": {"$lt": 9223372036854775808.0}}))
+            .await,
+        set(&["big"])
+    );
+    assert_eq!(
+        f.ids("exact", json!({"s": {"$size": 2.0}})).await,
+        set(&["flat"])
+    );
+    for mixed in [
+        json!({"a": {"b": 1, "$gt": 0}}),
+        json!({"a": {"$gt": 0, "b": 1}}),
+    ] {
+        let err = f
+            .docs
+            .find(ns, &mixed, FindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput(_)),
+            "{mixed}: {err:?}"
+        );
     }
     if f.needs_real_server("mongomock searches nested arrays inside $elemMatch") {
         return;
     }
-    assert_eq!(f.ids("exact", json!({"a": {"$elemMatch": {"$gt": 5}}})).await, set(&["flat"]));
+    assert_eq!(
+        f.ids("exact", json!({"a": {"$elemMatch": {"$gt": 5}}}))
+            .await,
+        set(&["flat"])
+    );
 }
 
 macro_rules! conformance {

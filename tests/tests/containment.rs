@@ -53,7 +53,8 @@ async fn victim_answers(server: &Server, path: &str, bound: Duration) {
 
 /// One raw database call of the attacker app.
 async fn raw(server: &Server, call: Value) -> Value {
-    let (status, body) = json_of(server.post("/bad/db-raw").json(&call).send().await.unwrap()).await;
+    let (status, body) =
+        json_of(server.post("/bad/db-raw").json(&call).send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -104,20 +105,36 @@ async fn a_path_through_nested_arrays_is_resolved_in_bounded_time() {
     victim_answers(&server, "/incr", Duration::from_secs(2)).await;
     let body = attack.await.unwrap();
     assert!(body.get("ok").is_some(), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_document_cannot_make_an_index_build_a_cross_product_of_keys() {
     let server = two_apps(&[], MISBEHAVE).await;
-    let created = raw(&server, json!({"op": "create-index", "keys": {"a": 1, "b": 1, "c": 1}})).await;
+    let created = raw(
+        &server,
+        json!({"op": "create-index", "keys": {"a": 1, "b": 1, "c": 1}}),
+    )
+    .await;
     assert_eq!(created["ok"], true, "{created}");
     let rss_before = server.rss_kib();
     let many: Vec<u32> = (0..3000).collect();
     let started = Instant::now();
-    let body = raw(&server, json!({"op": "insert", "doc": {"a": many, "b": many, "c": many}})).await;
+    let body = raw(
+        &server,
+        json!({"op": "insert", "doc": {"a": many, "b": many, "c": many}}),
+    )
+    .await;
     assert_eq!(body["error"], "limit-exceeded", "{body}");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     victim_answers(&server, "/incr", Duration::from_secs(2)).await;
     let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 100, "the server grew by {grown_mib} MiB");
@@ -139,13 +156,30 @@ async fn an_update_cannot_grow_a_document_past_the_limit() {
     // 1.4 KB of update padding 70 arrays to 100,000 elements each.
     let padding: serde_json::Map<String, Value> =
         (0..70).map(|i| (format!("l{i}.99999"), json!(1))).collect();
-    let body = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": padding}})).await;
+    let body = raw(
+        &server,
+        json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": padding}}),
+    )
+    .await;
     assert_eq!(body["error"], "limit-exceeded", "{body}");
     // Two 9 MB values: each update is under 16 MiB, the document would not be.
     let big = "x".repeat(9 * 1024 * 1024);
-    let first = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"a": big}}})).await;
-    assert_eq!(first["ok"]["modified"], 1, "{}", &first.to_string()[..200.min(first.to_string().len())]);
-    let second = raw(&server, json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"b": big}}})).await;
+    let first = raw(
+        &server,
+        json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"a": big}}}),
+    )
+    .await;
+    assert_eq!(
+        first["ok"]["modified"],
+        1,
+        "{}",
+        &first.to_string()[..200.min(first.to_string().len())]
+    );
+    let second = raw(
+        &server,
+        json!({"op": "update", "filter": {"_id": "d"}, "update": {"$set": {"b": big}}}),
+    )
+    .await;
     assert_eq!(second["error"], "limit-exceeded");
     let stored = raw(&server, json!({"op": "get", "id": "d"})).await;
     let stored: Value = serde_json::from_str(stored["ok"].as_str().unwrap()).unwrap();
@@ -185,7 +219,11 @@ async fn slow_queries_of_one_app_hold_neither_the_blocking_pool_nor_other_apps()
     let freed = Instant::now();
     let count = raw(&server, json!({"op": "count", "filter": {"i": 1}})).await;
     assert_eq!(count["ok"], 1, "{count}");
-    assert!(freed.elapsed() < Duration::from_secs(3), "waited {:?}", freed.elapsed());
+    assert!(
+        freed.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        freed.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -242,14 +280,23 @@ async fn one_apps_job_backlog_does_not_delay_another_apps_jobs() {
     };
     // Past-due jobs run now, not before everything else.
     let started = Instant::now();
-    let (status, body) = json_of(server.get("/bad/schedule-many/500?fn=bad&tag=past").send().await.unwrap()).await;
+    let (status, body) = json_of(
+        server
+            .get("/bad/schedule-many/500?fn=bad&tag=past")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, &body["scheduled"]), (200, &json!(500)), "{body}");
     // 2,000 jobs due at one instant, then the victim's due a moment later:
     // in a queue ordered by due time alone, all of them come first.
     let due = now_ms() + 8_000;
     let (status, body) = json_of(
         server
-            .get(&format!("/bad/schedule-many/2000?fn=bad&tag=flood&when={due}"))
+            .get(&format!(
+                "/bad/schedule-many/2000?fn=bad&tag=flood&when={due}"
+            ))
             .send()
             .await
             .unwrap(),
@@ -257,10 +304,16 @@ async fn one_apps_job_backlog_does_not_delay_another_apps_jobs() {
     .await;
     assert_eq!((status, &body["scheduled"]), (200, &json!(2000)), "{body}");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(7), "2,500 schedule calls took {took:?}");
+    assert!(
+        took < Duration::from_secs(7),
+        "2,500 schedule calls took {took:?}"
+    );
     let (status, body) = json_of(
         server
-            .get(&format!("/victim/schedule-many/1?fn=bad&tag=victim&when={}", due + 1))
+            .get(&format!(
+                "/victim/schedule-many/1?fn=bad&tag=victim&when={}",
+                due + 1
+            ))
             .send()
             .await
             .unwrap(),
@@ -273,7 +326,10 @@ async fn one_apps_job_backlog_does_not_delay_another_apps_jobs() {
             break;
         }
         let late = now_ms().saturating_sub(due);
-        assert!(late < 1_500, "the victim's job waited {late} ms behind the backlog");
+        assert!(
+            late < 1_500,
+            "the victim's job waited {late} ms behind the backlog"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     victim_answers(&server, "/ok", Duration::from_secs(2)).await;
@@ -290,13 +346,22 @@ async fn guest_output_is_one_bounded_log_event_and_counted_per_app() {
     let grown = log.len() - before;
     // 64 KiB of newlines, escaped: one event of about 128 KiB.
     assert!(grown < 200_000, "the log grew by {grown} bytes");
-    assert_eq!(log[before..].lines().filter(|l| l.contains("kiln::guest")).count(), 1);
+    assert_eq!(
+        log[before..]
+            .lines()
+            .filter(|l| l.contains("kiln::guest"))
+            .count(),
+        1
+    );
     for _ in 0..10 {
         server.get("/bad/log-lines/65536").send().await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let grown = server.log().len() - before;
-    assert!(grown < 400_000, "the app wrote {grown} bytes of log in a minute");
+    assert!(
+        grown < 400_000,
+        "the app wrote {grown} bytes of log in a minute"
+    );
     victim_answers(&server, "/ok", Duration::from_secs(1)).await;
 }
 
@@ -306,7 +371,9 @@ async fn half_open(source: &str, server: std::net::SocketAddr) -> tokio::net::Tc
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(server).await.unwrap();
-    let _ = stream.write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n").await;
+    let _ = stream
+        .write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n")
+        .await;
     stream
 }
 
@@ -327,7 +394,10 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bo
 
 #[tokio::test]
 async fn slow_clients_cannot_hold_every_connection() {
-    let env = [("KILN_HEADER_TIMEOUT", "2s"), ("KILN_MAX_CONNECTIONS_PER_IP", "20")];
+    let env = [
+        ("KILN_HEADER_TIMEOUT", "2s"),
+        ("KILN_MAX_CONNECTIONS_PER_IP", "20"),
+    ];
     let server = two_apps(&env, MISBEHAVE).await;
     let addr = server.addr();
     let mut slow = Vec::new();
@@ -351,7 +421,9 @@ async fn slow_clients_cannot_hold_every_connection() {
     assert!(started.elapsed() >= Duration::from_millis(1000));
     // A kept-alive connection that goes idle is closed too.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /victim/ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let idle_since = Instant::now();
     assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
     assert!(idle_since.elapsed() >= Duration::from_millis(1500));
@@ -370,7 +442,9 @@ async fn an_app_name_cannot_capture_another_apps_traffic() {
     assert_eq!(response.status(), 200);
     // An app named like the host's first label changes nothing.
     let hello = "[functions.hello]\ncomponent = \"hello.wasm\"\n[[routes]]\npath = \"/hello/:name\"\nfunction = \"hello\"\n";
-    server.deploy_ok("apps", hello, &[("hello", &examples().hello)]).await;
+    server
+        .deploy_ok("apps", hello, &[("hello", &examples().hello)])
+        .await;
     let response = through_host().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
@@ -385,22 +459,56 @@ async fn the_outbound_allow_list_fails_closed() {
             "[functions.bad]\ncomponent = \"m.wasm\"\nallowed_outbound_hosts = {hosts}\n[[routes]]\npath = \"/*rest\"\nfunction = \"bad\"\n"
         )
     };
-    for bad in [r#"["127.0.0.1:99999"]"#, r#"["127.0.0.1:"]"#, r#"["*:http"]"#] {
-        let (status, body) = server.deploy("bad", &with_hosts(bad), &[("bad", component)]).await;
-        assert_eq!((status, error_code(&body)), (400, "invalid_manifest"), "{bad}: {body}");
+    for bad in [
+        r#"["127.0.0.1:99999"]"#,
+        r#"["127.0.0.1:"]"#,
+        r#"["*:http"]"#,
+    ] {
+        let (status, body) = server
+            .deploy("bad", &with_hosts(bad), &[("bad", component)])
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid_manifest"),
+            "{bad}: {body}"
+        );
     }
     let port = server.addr().port();
     let admin = format!("127.0.0.1:{port}/admin/v1/apps");
     // A wildcard never reaches loopback, by address or by name.
-    server.deploy_ok("bad", &with_hosts(r#"["*"]"#), &[("bad", component)]).await;
-    for url in [format!("http://{admin}"), format!("http://localhost:{port}/admin/v1/apps")] {
-        let text = server.get(&format!("/bad/fetch?{url}")).send().await.unwrap().text().await.unwrap();
-        assert!(text.contains("error") && text.contains("Prohibited"), "{url}: {text}");
+    server
+        .deploy_ok("bad", &with_hosts(r#"["*"]"#), &[("bad", component)])
+        .await;
+    for url in [
+        format!("http://{admin}"),
+        format!("http://localhost:{port}/admin/v1/apps"),
+    ] {
+        let text = server
+            .get(&format!("/bad/fetch?{url}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("error") && text.contains("Prohibited"),
+            "{url}: {text}"
+        );
     }
     // Naming the address in the manifest allows it.
     let exact = format!(r#"["127.0.0.1:{port}"]"#);
-    server.deploy_ok("bad", &with_hosts(&exact), &[("bad", component)]).await;
-    let text = server.get(&format!("/bad/fetch?http://{admin}")).send().await.unwrap().text().await.unwrap();
+    server
+        .deploy_ok("bad", &with_hosts(&exact), &[("bad", component)])
+        .await;
+    let text = server
+        .get(&format!("/bad/fetch?http://{admin}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("status 401"), "{text}");
 }
 
@@ -412,8 +520,13 @@ async fn the_data_directory_is_owner_only() {
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = Server::start_in(&data, Some(kiln_tests::ADMIN_KEY), true);
-    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
-    assert_eq!(server.get("/victim/incr").send().await.unwrap().status(), 200);
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)])
+        .await;
+    assert_eq!(
+        server.get("/victim/incr").send().await.unwrap().status(),
+        200
+    );
     let mut checked = 0;
     let mut stack = vec![data.clone()];
     while let Some(path) = stack.pop() {
@@ -448,14 +561,19 @@ async fn a_damaged_component_is_reported_and_replaced_by_a_good_upload() {
         .set_len(len / 2)
         .unwrap();
     let head = server
-        .admin(reqwest::Method::HEAD, &format!("/admin/v1/components/{digest}"))
+        .admin(
+            reqwest::Method::HEAD,
+            &format!("/admin/v1/components/{digest}"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(head.status(), 404);
     assert_eq!(server.upload(bytes.clone()).await, digest);
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
-    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)])
+        .await;
     assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
 }
 
@@ -464,7 +582,9 @@ async fn a_stopped_server_leaves_no_job_marked_running() {
     let data = tempfile::tempdir().unwrap();
     let env = [("KILN_SHUTDOWN_GRACE", "1s")];
     let server = Server::start_in_with_env(data.path(), &env);
-    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)])
+        .await;
     let (status, body) = json_of(
         server
             .get("/victim/schedule-many/1?fn=bad&when=now&sleep_ms=15000")
@@ -476,13 +596,21 @@ async fn a_stopped_server_leaves_no_job_marked_running() {
     assert_eq!((status, &body["scheduled"]), (200, &json!(1)), "{body}");
     let started = Instant::now();
     while !runs(&server).await.to_string().contains("\"running\"") {
-        assert!(started.elapsed() < Duration::from_secs(5), "{}", runs(&server).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            runs(&server).await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stopping = Instant::now();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
-    assert!(stopping.elapsed() < Duration::from_secs(5), "took {:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopping.elapsed()
+    );
     let server = Server::start_in_with_env(data.path(), &env);
     let history = runs(&server).await;
     let text = history.to_string();
@@ -504,7 +632,9 @@ async fn runs(server: &Server) -> Value {
 async fn a_tampered_compile_cache_entry_is_compiled_again_not_loaded() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), false);
-    server.deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)]).await;
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)])
+        .await;
     assert_eq!(server.get("/victim/ok").send().await.unwrap().status(), 200);
     server.kill();
     // Every cached artifact: flip one byte of its code.

@@ -88,12 +88,20 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Err(e) => Response::error(400, "bad_body", &e.to_string()).send(out),
         },
         "log-lines" => {
-            let n: usize = path.split('/').nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let n: usize = path
+                .split('/')
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             print!("{}", "\n".repeat(n));
             Response::text("logged").send(out)
         }
         "schedule-many" => {
-            let n: usize = path.split('/').nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let n: usize = path
+                .split('/')
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             let function = req.query_param("fn").unwrap_or_else(|| "bad".into());
             let prefix = req.query_param("tag").unwrap_or_else(|| "job".into());
             let at = match req.query_param("when").as_deref() {
@@ -108,7 +116,10 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let mut error = None;
             for i in 0..n {
                 let tag = format!("{prefix}-{i}");
-                let payload = match req.query_param("sleep_ms").and_then(|ms| ms.parse::<u64>().ok()) {
+                let payload = match req
+                    .query_param("sleep_ms")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                {
                     Some(ms) => serde_json::json!({"do": "sleep", "ms": ms, "tag": tag}),
                     None => serde_json::json!({"do": "record", "tag": tag}),
                 };
@@ -240,13 +251,18 @@ fn raw_database_call(call: &serde_json::Value) -> serde_json::Value {
                 .unwrap_or_default();
             wit::insert_many(collection, &docs).map(|ids| json!(ids.len()))
         }
-        "find" => wit::find(collection, &text("filter"), &options).map(|p| json!(p.documents.len())),
+        "find" => {
+            wit::find(collection, &text("filter"), &options).map(|p| json!(p.documents.len()))
+        }
         "count" => wit::count(collection, &text("filter")).map(|n| json!(n)),
         "update" => wit::update(
             collection,
             &text("filter"),
             &text("update"),
-            wit::UpdateOptions { upsert: false, multi: true },
+            wit::UpdateOptions {
+                upsert: false,
+                multi: true,
+            },
         )
         .map(|r| json!({"matched": r.matched, "modified": r.modified})),
         "get" => wit::get(collection, call["id"].as_str().unwrap_or("")).map(|d| json!(d)),
@@ -281,7 +297,11 @@ fn fetch(url: &str) -> String {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }));
+    let _ = request.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
     match outgoing_handler::handle(request, None) {

@@ -167,9 +167,11 @@ impl WasiHttpHooks for OutboundPolicy {
         drop(fut);
         let uri = request.uri().clone();
         let port = uri.port_u16().or(default_port(&uri));
-        let host = uri
-            .host()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
+        let host = uri.host().map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        });
         let (Some(host), Some(port)) = (host, port) else {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
@@ -177,12 +179,14 @@ impl WasiHttpHooks for OutboundPolicy {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
         Box::new(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-                    .await
-                    .map_err(|_| Error::DnsTimeout)?
-                    .map_err(|_| Error::DestinationNotFound)?
-                    .collect();
+            let addrs: Vec<SocketAddr> = tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| Error::DnsTimeout)?
+            .map_err(|_| Error::DestinationNotFound)?
+            .collect();
             let Some(first) = addrs.first().copied() else {
                 return Err(Error::DestinationNotFound);
             };
@@ -264,7 +268,12 @@ mod tests {
 
     #[test]
     fn matches_hosts_ports_and_wildcards() {
-        let p = policy(&["api.example.com", "localhost:8080", "*.cdn.net", "[::1]:9000"]);
+        let p = policy(&[
+            "api.example.com",
+            "localhost:8080",
+            "*.cdn.net",
+            "[::1]:9000",
+        ]);
         assert!(allows(&p, "api.example.com", 443));
         assert!(allows(&p, "localhost", 8080));
         assert!(!allows(&p, "localhost", 8081));
@@ -273,20 +282,45 @@ mod tests {
         assert!(!allows(&p, "xcdn.net", 443));
         assert!(!allows(&p, "evil.com", 443));
         assert!(allows(&p, "::1", 9000));
-        assert_eq!(policy(&["*"]).check("anything.org", Some(1)), Some(Named::ByWildcard));
+        assert_eq!(
+            policy(&["*"]).check("anything.org", Some(1)),
+            Some(Named::ByWildcard)
+        );
         assert_eq!(p.check("localhost", Some(8080)), Some(Named::Exactly));
     }
 
     #[test]
     fn refuses_entries_whose_port_does_not_parse() {
-        for bad in ["127.0.0.1:99999", "127.0.0.1:", "host:0", "host:+80", "::1", "[::1", "a*.b", "*.", "x/y"] {
+        for bad in [
+            "127.0.0.1:99999",
+            "127.0.0.1:",
+            "host:0",
+            "host:+80",
+            "::1",
+            "[::1",
+            "a*.b",
+            "*.",
+            "x/y",
+        ] {
             assert!(OutboundEntry::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn knows_internal_addresses() {
-        for internal in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1"] {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
         for public in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {

@@ -98,7 +98,10 @@ mod tests {
         let soon = || tokio::time::Instant::now() + Duration::from_millis(20);
         let a = quota.admit(&function, 10, soon()).await.unwrap();
         let _b = quota.admit(&function, 10, soon()).await.unwrap();
-        assert_eq!(quota.admit(&function, 10, soon()).await.err(), Some(Overloaded::App(2)));
+        assert_eq!(
+            quota.admit(&function, 10, soon()).await.err(),
+            Some(Overloaded::App(2))
+        );
         drop(a);
         assert!(quota.admit(&function, 10, soon()).await.is_ok());
         assert_eq!(quota.take_log_bytes(7), 7);

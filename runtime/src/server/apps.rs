@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
+use super::settings::ServerLimits;
 use crate::capabilities::Services;
 use crate::engine::function::{
     Function, HTTP_EXPORT, LoadedComponent, SCHEDULED_EXPORT, SCHEDULED_RUN,
@@ -25,7 +26,6 @@ use crate::engine::function::{
 use crate::engine::lazy::Lazy;
 use crate::engine::outbound::OutboundEntry;
 use crate::engine::quota::AppQuota;
-use super::settings::ServerLimits;
 use crate::engine::{Engine, EngineError};
 use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
 use crate::triggers::cron::{CronApp, CronTrigger, Schedule};
@@ -398,23 +398,24 @@ impl Apps {
         manifest: &Manifest,
     ) -> Result<LiveApp, DeployError> {
         let names: Vec<&String> = manifest.functions.keys().collect();
-        let routes = manifest
-            .routes
-            .iter()
-            .map(|r| {
-                Ok(Route {
-                path: r.path.clone(),
-                methods: r
-                    .methods
-                    .iter()
-                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                    .collect(),
-                function: names.iter().position(|n| **n == r.function).ok_or_else(|| {
-                    ManifestError(format!("routes: no function `{}`", r.function))
-                })?,
-            })
-        })
-            .collect::<Result<Vec<_>, DeployError>>()?;
+        let routes =
+            manifest
+                .routes
+                .iter()
+                .map(|r| {
+                    Ok(Route {
+                        path: r.path.clone(),
+                        methods: r
+                            .methods
+                            .iter()
+                            .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                            .collect(),
+                        function: names.iter().position(|n| **n == r.function).ok_or_else(
+                            || ManifestError(format!("routes: no function `{}`", r.function)),
+                        )?,
+                    })
+                })
+                .collect::<Result<Vec<_>, DeployError>>()?;
         let router = Router::new(&routes)?;
         let app_quota = self.quota(&record.app);
         let functions = manifest

@@ -17,7 +17,9 @@ pub enum ArtifactError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("the stored copy of component {0} is damaged (its bytes do not match the digest); upload the component again")]
+    #[error(
+        "the stored copy of component {0} is damaged (its bytes do not match the digest); upload the component again"
+    )]
     Damaged(String),
 }
 
@@ -65,9 +67,7 @@ impl Artifacts {
             return Ok(digest);
         }
         let path = component_path(&digest);
-        self.store
-            .put(&path, PutPayload::from_bytes(bytes))
-            .await?;
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
         if let Some(root) = &self.local_root {
             let file = root.join(path.as_ref());
             tokio::task::spawn_blocking(move || sync_file_and_folder(&file))

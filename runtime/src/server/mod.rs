@@ -336,7 +336,8 @@ fn raise_file_limit() {
     };
     // SAFETY: get/setrlimit read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -376,7 +377,11 @@ fn resolve_app<B>(
             .uri()
             .host()
             .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
-            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_ascii_lowercase());
+            .map(|h| {
+                h.rsplit_once(':')
+                    .map_or(h, |(name, _)| name)
+                    .to_ascii_lowercase()
+            });
         if let Some(label) = host.as_deref().and_then(|h| app_label(h, domain)) {
             return apps.get(label).map(|app| (app, path.to_string()));
         }
@@ -401,9 +406,15 @@ mod tests {
 
     #[test]
     fn only_a_single_label_under_the_app_domain_names_an_app() {
-        assert_eq!(app_label("shop.apps.example.com", "apps.example.com"), Some("shop"));
+        assert_eq!(
+            app_label("shop.apps.example.com", "apps.example.com"),
+            Some("shop")
+        );
         assert_eq!(app_label("apps.example.com", "apps.example.com"), None);
-        assert_eq!(app_label("a.shop.apps.example.com", "apps.example.com"), None);
+        assert_eq!(
+            app_label("a.shop.apps.example.com", "apps.example.com"),
+            None
+        );
         assert_eq!(app_label("shopapps.example.com", "apps.example.com"), None);
         assert_eq!(app_label("shop.example.org", "apps.example.com"), None);
     }

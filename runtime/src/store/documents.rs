@@ -115,7 +115,9 @@ impl Documents {
         for (i, mut doc) in docs.into_iter().enumerate() {
             check_document(&doc).map_err(|e| match e {
                 QueryError::Invalid(m) => invalid(format!("document {i}: {m}")),
-                QueryError::OverBudget(m) => StoreError::LimitExceeded(format!("document {i}: {m}")),
+                QueryError::OverBudget(m) => {
+                    StoreError::LimitExceeded(format!("document {i}: {m}"))
+                }
             })?;
             canonicalize_dates(&mut doc);
             let map = doc.as_object_mut().expect("checked: an object");

@@ -32,8 +32,13 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         (-3i64..4).prop_map(Value::from),
         prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(1i64 << 53)].prop_map(Value::from),
-        prop_oneof![Just(0.5f64), Just(-2.5), Just(1e300), Just(9.223372036854776e18)]
-            .prop_map(Value::from),
+        prop_oneof![
+            Just(0.5f64),
+            Just(-2.5),
+            Just(1e300),
+            Just(9.223372036854776e18)
+        ]
+        .prop_map(Value::from),
         "[a-c]{0,2}".prop_map(Value::from),
         (0i64..3).prop_map(|d| json!({"$date": format!("2024-01-0{}T00:00:00Z", d + 1)})),
     ]
@@ -72,7 +77,9 @@ fn condition() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(2, 8, 2, |inner| {
         prop_oneof![
             inner.clone().prop_filter_map("an operator document", |c| {
-                let is_ops = c.as_object().is_some_and(|m| m.keys().all(|k| k.starts_with("$")));
+                let is_ops = c
+                    .as_object()
+                    .is_some_and(|m| m.keys().all(|k| k.starts_with("$")));
                 is_ops.then(|| json!({"$not": c}))
             }),
             (field(), inner).prop_map(|(f, c)| json!({"$elemMatch": {f: c}})),
@@ -96,9 +103,19 @@ fn update() -> impl Strategy<Value = Value> {
     let op = prop_oneof![
         (path(), document_value()).prop_map(|(p, v)| ("$set", p, v)),
         path().prop_map(|p| ("$unset", p, json!(""))),
-        (path(), prop_oneof![(-3i64..4).prop_map(Value::from), Just(json!(i64::MAX)), Just(json!(1e308))])
+        (
+            path(),
+            prop_oneof![
+                (-3i64..4).prop_map(Value::from),
+                Just(json!(i64::MAX)),
+                Just(json!(1e308))
+            ]
+        )
             .prop_map(|(p, v)| ("$inc", p, v)),
-        (path(), prop_oneof![(-3i64..4).prop_map(Value::from), Just(json!(1e308))])
+        (
+            path(),
+            prop_oneof![(-3i64..4).prop_map(Value::from), Just(json!(1e308))]
+        )
             .prop_map(|(p, v)| ("$mul", p, v)),
         (path(), scalar()).prop_map(|(p, v)| ("$min", p, v)),
         (path(), scalar()).prop_map(|(p, v)| ("$max", p, v)),

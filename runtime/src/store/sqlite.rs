@@ -238,7 +238,10 @@ fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>,
                 .get(fields)
                 .and_then(|path| comparison_range(&filter.conditions_on(path)));
             match next {
-                Some((start, end)) => (2 * fields + 1, vec![([&prefix[..], &start].concat(), [&prefix[..], &end].concat())]),
+                Some((start, end)) => (
+                    2 * fields + 1,
+                    vec![([&prefix[..], &start].concat(), [&prefix[..], &end].concat())],
+                ),
                 None => {
                     let end = prefix_end(&prefix);
                     (2 * fields, vec![(prefix, end)])
@@ -254,7 +257,10 @@ fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>,
                 continue;
             }
         };
-        if best.as_ref().is_none_or(|(score, _, _)| candidate.0 > *score) {
+        if best
+            .as_ref()
+            .is_none_or(|(score, _, _)| candidate.0 > *score)
+        {
             best = Some((candidate.0, index.name.clone(), candidate.1));
         }
     }
@@ -290,7 +296,9 @@ fn covered_range(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<
     };
     let mut wanted: Vec<(&str, &Value)> = Vec::with_capacity(parts.len());
     for part in parts {
-        let Filter::Field { path, conds } = part else { return None };
+        let Filter::Field { path, conds } = part else {
+            return None;
+        };
         let [Cond::Eq(value @ (Value::String(_) | Value::Bool(_)))] = conds.as_slice() else {
             return None;
         };
@@ -741,10 +749,17 @@ impl DocumentStore for SqliteStore {
             let docs = match &sort {
                 Some(sort) => sorted_matches(&db.conn, coll, &filter, &indexes, budget, sort, end)?,
                 // Without a sort, results come in `_id` order and reading can stop early.
-                None => matching(&db.conn, coll, &filter, &indexes, budget, limit.map(|_| end))?
-                    .into_iter()
-                    .map(|(_, d)| d)
-                    .collect(),
+                None => matching(
+                    &db.conn,
+                    coll,
+                    &filter,
+                    &indexes,
+                    budget,
+                    limit.map(|_| end),
+                )?
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect(),
             };
             Ok(docs.into_iter().skip(skip).collect())
         })
@@ -847,14 +862,7 @@ impl DocumentStore for SqliteStore {
         self.run(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
-            let found = matching(
-                &tx,
-                coll,
-                &filter,
-                &indexes,
-                budget,
-                (!multi).then_some(1),
-            )?;
+            let found = matching(&tx, coll, &filter, &indexes, budget, (!multi).then_some(1))?;
             for (id, _) in &found {
                 remove(&tx, coll, id)?;
             }

@@ -81,10 +81,16 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let budget = Budget::new(Instant::now() + Duration::from_secs(60), flag.clone());
         flag.store(true, Ordering::Relaxed);
-        assert!(matches!(budget.charge(usize::MAX), Err(QueryError::OverBudget(_))));
+        assert!(matches!(
+            budget.charge(usize::MAX),
+            Err(QueryError::OverBudget(_))
+        ));
         let budget = Budget::of(Duration::ZERO);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(budget.charge(1).is_ok(), "small charges look at the clock only now and then");
+        assert!(
+            budget.charge(1).is_ok(),
+            "small charges look at the clock only now and then"
+        );
         assert!(budget.charge(CHECK_EVERY as usize).is_err());
     }
 }

@@ -7,8 +7,8 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::path::resolve_with_missing;
-use super::{Budget, QueryError};
 use super::value::{Bracket, bracket, compare, equal, is_date};
+use super::{Budget, QueryError};
 
 /// Most nested `$and`/`$or`/`$nor`/`$elemMatch`/`$not` levels in one filter.
 const MAX_DEPTH: usize = 32;
@@ -270,9 +270,15 @@ fn parse_elem_match(arg: &Value, depth: usize) -> Result<ElemMatch, QueryError> 
     let Value::Object(inner) = arg else {
         return Err(QueryError::invalid("$elemMatch takes an object"));
     };
-    let operators = inner.keys().filter(|k| k.starts_with('$') && !is_logical(k)).count();
+    let operators = inner
+        .keys()
+        .filter(|k| k.starts_with('$') && !is_logical(k))
+        .count();
     match operators {
-        0 => Ok(ElemMatch::Query(Box::new(parse_document(inner, depth + 1)?))),
+        0 => Ok(ElemMatch::Query(Box::new(parse_document(
+            inner,
+            depth + 1,
+        )?))),
         n if n == inner.len() => Ok(ElemMatch::Operators(parse_conditions(arg, depth + 1)?)),
         _ => Err(QueryError::invalid(
             "$elemMatch takes operators on the elements, or a query on element documents, not both",
@@ -368,15 +374,19 @@ impl Cond {
             // `$gte: null` and `$lte: null` are `null` equality, as in MongoDB.
             Cond::Gte(q) | Cond::Lte(q) if q.is_null() => eq_matches(at, q, budget)?,
             Cond::Gt(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_gt())?,
-            Cond::Gte(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_ge())?,
+            Cond::Gte(q) => {
+                any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_ge())?
+            }
             Cond::Lt(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_lt())?,
-            Cond::Lte(q) => any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_le())?,
+            Cond::Lte(q) => {
+                any_scalar(at, budget, |v| same_bracket(v, q) && compare(v, q).is_le())?
+            }
             Cond::In(list) => any_of(list, at, budget)?,
             Cond::Nin(list) => !any_of(list, at, budget)?,
             Cond::Exists(wanted) => at.values.is_empty() != *wanted,
-            Cond::Regex(re) => any_scalar(at, budget, |v| {
-                v.as_str().is_some_and(|s| re.is_match(s))
-            })?,
+            Cond::Regex(re) => {
+                any_scalar(at, budget, |v| v.as_str().is_some_and(|s| re.is_match(s)))?
+            }
             Cond::Size(n) => at
                 .values
                 .iter()
@@ -591,8 +601,14 @@ mod tests {
 
     #[test]
     fn elem_match_takes_elements_whole_and_all_takes_elem_matches() {
-        assert!(!matches(json!({"a": {"$elemMatch": {"$gt": 5}}}), json!({"a": [[6]]})));
-        assert!(matches(json!({"a": {"$elemMatch": {"$gt": 5}}}), json!({"a": [1, 6]})));
+        assert!(!matches(
+            json!({"a": {"$elemMatch": {"$gt": 5}}}),
+            json!({"a": [[6]]})
+        ));
+        assert!(matches(
+            json!({"a": {"$elemMatch": {"$gt": 5}}}),
+            json!({"a": [1, 6]})
+        ));
         let doc = json!({"s": [{"k": 1, "v": 5}, {"k": 2, "v": 9}]});
         assert!(matches(
             json!({"s": {"$all": [{"$elemMatch": {"k": 1}}, {"$elemMatch": {"v": {"$gt": 8}}}]}}),

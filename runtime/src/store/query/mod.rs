@@ -162,6 +162,11 @@ mod tests {
         for _ in 0..101 {
             deep = json!({ "d": deep });
         }
-        assert!(check_document(&deep).unwrap_err().to_string().contains("deeper"));
+        assert!(
+            check_document(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper")
+        );
     }
 }

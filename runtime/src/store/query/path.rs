@@ -163,6 +163,10 @@ mod tests {
         let started = Instant::now();
         let found = at(&doc, &path);
         assert!(!found.is_empty());
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -4,10 +4,10 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::{Budget, QueryError};
 use super::filter::check_path;
 use super::path::resolve;
 use super::value::compare;
+use super::{Budget, QueryError};
 
 /// A sort specification: `{"field": 1, "other": -1}`. Ties are broken by
 /// `_id`, so pages of a sorted result are stable.
@@ -90,7 +90,12 @@ pub struct SortKey {
 
 /// The value a document sorts by: an array sorts by its smallest element
 /// ascending and its largest descending; a missing field as null.
-fn sort_key(doc: &Value, path: &str, ascending: bool, budget: &Budget) -> Result<Value, QueryError> {
+fn sort_key(
+    doc: &Value,
+    path: &str,
+    ascending: bool,
+    budget: &Budget,
+) -> Result<Value, QueryError> {
     let mut candidates = Vec::new();
     for value in resolve(doc, path, budget)? {
         match value {
@@ -250,7 +255,10 @@ mod tests {
     fn sorted(sort: &Sort, docs: &mut [Value]) {
         let budget = Budget::of(std::time::Duration::from_secs(10));
         docs.sort_by(|a, b| {
-            sort.compare(&sort.key(a, &budget).unwrap(), &sort.key(b, &budget).unwrap())
+            sort.compare(
+                &sort.key(a, &budget).unwrap(),
+                &sort.key(b, &budget).unwrap(),
+            )
         });
     }
 
@@ -286,7 +294,13 @@ mod tests {
         assert_eq!(without.apply(&doc), json!({"a": {"b": 1}, "d": 3}));
         assert!(Projection::parse(&json!({"a": 1, "d": 0})).is_err());
         let through = Projection::parse(&json!({"o.x": 1})).unwrap();
-        assert_eq!(through.apply(&json!({"_id": "1", "o": 42})), json!({"_id": "1"}));
-        assert_eq!(through.apply(&json!({"_id": "1", "o": null})), json!({"_id": "1"}));
+        assert_eq!(
+            through.apply(&json!({"_id": "1", "o": 42})),
+            json!({"_id": "1"})
+        );
+        assert_eq!(
+            through.apply(&json!({"_id": "1", "o": null})),
+            json!({"_id": "1"})
+        );
     }
 }

@@ -4,8 +4,8 @@
 use serde_json::{Map, Number, Value};
 
 use super::filter::{Filter, check_path};
-use super::{Budget, QueryError};
 use super::value::{compare, date_value, equal, is_date};
+use super::{Budget, QueryError};
 
 /// A parsed update.
 #[derive(Debug, Clone)]
@@ -239,7 +239,11 @@ impl Step<'_> {
                         }
                     }
                 };
-                if replace { self.set(arg.clone()) } else { Ok(()) }
+                if replace {
+                    self.set(arg.clone())
+                } else {
+                    Ok(())
+                }
             }
             Op::Push | Op::AddToSet => {
                 let items = match arg {
@@ -535,7 +539,9 @@ mod tests {
         let update =
             Update::parse(&json!({"$currentDate": {"at": true}, "$setOnInsert": {"n": 1}}))
                 .unwrap();
-        update.apply(&mut doc, false, 86_400_000, &budget()).unwrap();
+        update
+            .apply(&mut doc, false, 86_400_000, &budget())
+            .unwrap();
         assert_eq!(doc, json!({"at": {"$date": "1970-01-02T00:00:00.000Z"}}));
         update.apply(&mut doc, true, 0, &budget()).unwrap();
         assert_eq!(doc["n"], 1);
@@ -554,17 +560,21 @@ mod tests {
             assert!(err.contains(named), "{update}: {err}");
         }
         let mut doc = json!({"_id": "1", "n": "text"});
-        let err = Update::parse(&json!({"$inc": {"n": 1}}))
-            .unwrap()
-            .apply(&mut doc, false, 0, &budget());
+        let err =
+            Update::parse(&json!({"$inc": {"n": 1}}))
+                .unwrap()
+                .apply(&mut doc, false, 0, &budget());
         assert!(err.is_err());
         let err = Update::parse(&json!({"$set": {"_id": "2"}}))
             .unwrap()
             .apply(&mut doc, false, 0, &budget());
         assert!(err.unwrap_err().to_string().contains("_id"));
-        let err = Update::parse(&json!({"$set": {"n.x": 1}}))
-            .unwrap()
-            .apply(&mut doc, false, 0, &budget());
+        let err = Update::parse(&json!({"$set": {"n.x": 1}})).unwrap().apply(
+            &mut doc,
+            false,
+            0,
+            &budget(),
+        );
         assert!(err.is_err(), "cannot create a field inside a string");
     }
 
@@ -572,7 +582,10 @@ mod tests {
     fn pushes_dates_as_values() {
         let date = json!({"$date": "2024-01-01T00:00:00.000Z"});
         assert_eq!(
-            updated(json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}), json!({})),
+            updated(
+                json!({"$push": {"d": date.clone()}, "$addToSet": {"e": date.clone()}}),
+                json!({})
+            ),
             json!({"d": [date.clone()], "e": [date]})
         );
     }
@@ -598,9 +611,8 @@ mod tests {
 
     #[test]
     fn padding_is_bounded_across_all_paths_of_one_update() {
-        let fields: serde_json::Map<String, Value> = (0..20)
-            .map(|i| (format!("l{i}.99999"), json!(1)))
-            .collect();
+        let fields: serde_json::Map<String, Value> =
+            (0..20).map(|i| (format!("l{i}.99999"), json!(1))).collect();
         let mut doc = json!({});
         for i in 0..20 {
             doc[format!("l{i}")] = json!([]);
@@ -610,7 +622,10 @@ mod tests {
             .apply(&mut doc, false, 0, &budget())
             .unwrap_err();
         assert!(matches!(err, QueryError::OverBudget(_)), "{err}");
-        assert_eq!(updated(json!({"$set": {"l.2": 1}}), json!({"l": []})), json!({"l": [null, null, 1]}));
+        assert_eq!(
+            updated(json!({"$set": {"l.2": 1}}), json!({"l": []})),
+            json!({"l": [null, null, 1]})
+        );
     }
 
     #[test]
@@ -627,8 +642,14 @@ mod tests {
                 .apply(&mut out, false, 0, &budget())
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("`n`") && err.contains("overflow"), "{update}: {err}");
+            assert!(
+                err.contains("`n`") && err.contains("overflow"),
+                "{update}: {err}"
+            );
         }
-        assert_eq!(updated(json!({"$inc": {"n": 1}}), json!({"n": i64::MAX - 1})), json!({"n": i64::MAX}));
+        assert_eq!(
+            updated(json!({"$inc": {"n": 1}}), json!({"n": i64::MAX - 1})),
+            json!({"n": i64::MAX})
+        );
     }
 }

@@ -142,7 +142,10 @@ fn compare_numbers(x: &serde_json::Number, y: &serde_json::Number) -> Ordering {
         (Some(a), None) => compare_integer_double(a, y.as_f64().unwrap_or(f64::NAN)),
         (None, Some(b)) => compare_integer_double(b, x.as_f64().unwrap_or(f64::NAN)).reverse(),
         (None, None) => {
-            let (a, b) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             a.partial_cmp(&b).unwrap_or(Ordering::Equal)
         }
     }
@@ -228,12 +231,18 @@ mod tests {
         );
         assert!(!equal(&json!("1"), &json!(1)));
         // Near 2^63, exactly.
-        assert_eq!(compare(&json!(i64::MAX), &json!(9223372036854775808.0)), Ordering::Less);
+        assert_eq!(
+            compare(&json!(i64::MAX), &json!(9223372036854775808.0)),
+            Ordering::Less
+        );
         assert!(!equal(&json!(i64::MAX), &json!(9223372036854775808.0)));
         assert!(equal(&json!(1u64 << 63), &json!(9223372036854775808.0)));
         assert_eq!(compare(&json!(2.5), &json!(2)), Ordering::Greater);
         assert_eq!(compare(&json!(-2.5), &json!(-2)), Ordering::Less);
-        assert_eq!(compare(&json!(u64::MAX), &json!(i64::MIN)), Ordering::Greater);
+        assert_eq!(
+            compare(&json!(u64::MAX), &json!(i64::MIN)),
+            Ordering::Greater
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@ use wasmtime::component::{ComponentType, Lower};
 
 use super::CronApp;
 use super::runs::{RunStatus, bounded_logs};
-use crate::engine::{Engine, is_pool_exhausted};
 use crate::engine::function::Function;
 use crate::engine::logs::emit;
+use crate::engine::{Engine, is_pool_exhausted};
 
 /// `kiln:platform/scheduled-handler.invocation`.
 #[derive(ComponentType, Lower, Clone, Debug)]

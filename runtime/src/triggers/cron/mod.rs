@@ -174,8 +174,13 @@ impl Scheduler {
             record.ended_ms = Some(to_ms(Utc::now()));
             self.save(&record).await;
             if record.job
-                && let Err(err) =
-                    jobs::finish(&self.documents, &record.trigger, "failed", Some(INTERRUPTED)).await
+                && let Err(err) = jobs::finish(
+                    &self.documents,
+                    &record.trigger,
+                    "failed",
+                    Some(INTERRUPTED),
+                )
+                .await
             {
                 tracing::error!(job = %record.trigger, "cannot record an interrupted job: {err}");
             }
@@ -222,7 +227,11 @@ impl Scheduler {
                         },
                     };
                     while due <= now {
-                        self.tasks.spawn(self.clone().occurrence(app.clone(), trigger.clone(), due));
+                        self.tasks.spawn(self.clone().occurrence(
+                            app.clone(),
+                            trigger.clone(),
+                            due,
+                        ));
                         match trigger.schedule.next_after(due) {
                             Some(after) => due = after,
                             None => break,
@@ -240,7 +249,15 @@ impl Scheduler {
                 apps.rotate_left(turn);
             }
             let apps: Vec<&str> = apps.iter().map(|a| &**a).collect();
-            match jobs::claim_due(&self.documents, &self.node, to_ms(now), &apps, JOBS_PER_APP_PER_TICK).await {
+            match jobs::claim_due(
+                &self.documents,
+                &self.node,
+                to_ms(now),
+                &apps,
+                JOBS_PER_APP_PER_TICK,
+            )
+            .await
+            {
                 Ok(claimed) => {
                     for job in claimed {
                         self.tasks.spawn(self.clone().run_job(job));
@@ -338,10 +355,12 @@ impl Scheduler {
                     ));
                 }
             }
-            self.tasks.spawn(
-                self.clone()
-                    .record_missed(app.clone(), trigger.clone(), missed, count),
-            );
+            self.tasks.spawn(self.clone().record_missed(
+                app.clone(),
+                trigger.clone(),
+                missed,
+                count,
+            ));
         }
         Ok(trigger
             .schedule
@@ -416,7 +435,8 @@ impl Scheduler {
             .cloned()
             .ok_or_else(unknown)?;
         let now = Utc::now();
-        self.tasks.spawn(self.clone().run_claimed(live, found, now, true));
+        self.tasks
+            .spawn(self.clone().run_claimed(live, found, now, true));
         Ok(to_ms(now))
     }
 
@@ -577,7 +597,12 @@ impl Scheduler {
             let Some((backoff, retry_at)) = trigger
                 .retry_backoff
                 .checked_mul(2u32.saturating_pow(attempt - 1))
-                .and_then(|b| Some((b, Utc::now().checked_add_signed(chrono::Duration::from_std(b).ok()?)?)))
+                .and_then(|b| {
+                    Some((
+                        b,
+                        Utc::now().checked_add_signed(chrono::Duration::from_std(b).ok()?)?,
+                    ))
+                })
             else {
                 break;
             };
