@@ -69,10 +69,11 @@ pub fn emit(
     while !escaped.is_char_boundary(keep) {
         keep -= 1;
     }
-    let dropped = dropped + (escaped.len() - keep);
-    if keep == 0 && dropped == 0 {
+    // An app past its allowance writes nothing, not even a count.
+    if keep == 0 {
         return;
     }
+    let dropped = dropped + (escaped.len() - keep);
     tracing::info!(
         target: "kiln::guest",
         request_id = %ctx.request_id,

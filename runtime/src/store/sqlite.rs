@@ -53,11 +53,20 @@ pub const MAX_SORT_BYTES: usize = 64 * 1024 * 1024;
 /// The embedded store.
 pub struct SqliteStore {
     dir: PathBuf,
-    /// One connection per database, used by one call at a time: a call
-    /// waits for it here, as a future, never on a blocking thread.
-    databases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Database>>>>,
+    /// One connection per database, used by one call at a time.
+    databases: Mutex<HashMap<String, Arc<AppDatabase>>>,
     /// How long one call may run before it is `LimitExceeded`.
     budget: std::time::Duration,
+}
+
+/// Blocking threads one database may hold at once; more calls wait as
+/// futures, so one app's calls never fill the blocking pool.
+const THREADS_PER_DATABASE: usize = 4;
+
+/// A database's connection, and the blocking threads its calls may take.
+struct AppDatabase {
+    connection: Mutex<Database>,
+    threads: Arc<tokio::sync::Semaphore>,
 }
 
 struct Database {
@@ -89,7 +98,7 @@ impl SqliteStore {
     }
 
     /// The database's connection, opened (off the async threads) on first use.
-    async fn database(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<Database>>, StoreError> {
+    async fn database(&self, name: &str) -> Result<Arc<AppDatabase>, StoreError> {
         if let Some(db) = self
             .databases
             .lock()
@@ -106,15 +115,21 @@ impl SqliteStore {
         // Two first calls may both open it; the first one kept wins.
         Ok(databases
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(opened)))
+            .or_insert_with(|| {
+                Arc::new(AppDatabase {
+                    connection: Mutex::new(opened),
+                    threads: Arc::new(tokio::sync::Semaphore::new(THREADS_PER_DATABASE)),
+                })
+            })
             .clone())
     }
 
     /// Runs `work` on the database's connection, off the async threads.
     ///
-    /// Calls to one database queue for its connection as futures, so one
-    /// app's slow calls hold one blocking thread, not the pool. The work's
-    /// budget ends at the store's time limit, or as soon as the caller stops
+    /// At most [`THREADS_PER_DATABASE`] calls of one database hold blocking
+    /// threads (queued on its connection); the others wait as futures, so
+    /// one app's slow calls never fill the blocking pool. The work's budget
+    /// ends at the store's time limit, or as soon as the caller stops
     /// waiting (its invocation timed out): the blocking work is cancelled too.
     async fn run<T: Send + 'static>(
         &self,
@@ -125,17 +140,22 @@ impl SqliteStore {
         let collection = ns.collection.to_string();
         let deadline = Instant::now() + self.budget;
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-        let mut db = tokio::time::timeout_at(deadline.into(), db.lock_owned())
+        let thread = tokio::time::timeout_at(deadline.into(), db.threads.clone().acquire_owned())
             .await
             .map_err(|_| {
                 StoreError::LimitExceeded(
                     "the app's database stayed busy past the call's time budget".into(),
                 )
-            })?;
+            })?
+            .map_err(|_| StoreError::Unavailable("the embedded store is closing".into()))?;
         let cancelled = cancel.0.clone();
         tokio::task::spawn_blocking(move || {
+            let _thread = thread;
             let budget = Budget::new(deadline, cancelled);
-            work(&mut db, &collection, &budget)
+            let mut conn = db.connection.lock().unwrap_or_else(|e| e.into_inner());
+            // Cancelled or late while queued for the connection: stop here.
+            budget.check()?;
+            work(&mut conn, &collection, &budget)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
