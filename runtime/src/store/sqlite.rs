@@ -242,14 +242,17 @@ impl Database {
     }
 }
 
+/// Key ranges `[start, end)` of an index.
+type KeyRanges = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The index and key ranges that hold every match of `filter`, if any index fits.
 ///
 /// An index fits when the filter has a single scalar equality on its
 /// leading fields (a key prefix), optionally followed by a range on the
 /// next field; or an `$in` or a range on its first field. The index whose
 /// ranges are narrowest by that measure wins.
-fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let mut best: Option<(usize, String, Vec<(Vec<u8>, Vec<u8>)>)> = None;
+fn plan(filter: &Filter, indexes: &[IndexSpec]) -> Option<(String, KeyRanges)> {
+    let mut best: Option<(usize, String, KeyRanges)> = None;
     for index in indexes {
         let (prefix, fields) = equality_prefix(filter, &index.paths);
         let candidate = if fields > 0 {
@@ -353,7 +356,7 @@ fn indexable(v: &Value) -> bool {
     !matches!(bracket(v), Bracket::Object | Bracket::Array)
 }
 
-fn equality_ranges(conds: &[&Cond]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+fn equality_ranges(conds: &[&Cond]) -> Option<KeyRanges> {
     let values: Vec<&Value> = conds.iter().find_map(|c| match c {
         Cond::Eq(v) if indexable(v) => Some(vec![v]),
         Cond::In(list) if !list.is_empty() && list.iter().all(indexable) => {

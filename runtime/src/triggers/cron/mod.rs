@@ -218,7 +218,7 @@ impl Scheduler {
                     live.insert(key);
                     let mut due = match next.get(&key) {
                         Some((_, due)) => *due,
-                        None => match self.first_look(&app, trigger, now).await {
+                        None => match self.first_look(app, trigger, now).await {
                             Ok(due) => due,
                             Err(err) => {
                                 tracing::warn!(app = %app.app, trigger = %trigger.name, "cron state unreadable: {err}");
