@@ -208,6 +208,22 @@ proptest! {
     }
 
     #[test]
+    fn sort_order_agrees_with_the_comparison_operators(v in scalar(), w in scalar()) {
+        use super::query::value::{bracket, Bracket};
+        let sort = Sort::parse(&json!({"x": 1})).unwrap();
+        let (a, b) = (json!({"_id": "1", "x": v}), json!({"_id": "1", "x": w}));
+        let order = sort.compare(&sort.key(&a, &budget()).unwrap(), &sort.key(&b, &budget()).unwrap());
+        if bracket(&v) == bracket(&w) && bracket(&v) != Bracket::Null {
+            for (op, holds) in [("$lt", order.is_lt()), ("$lte", order.is_le()), ("$gt", order.is_gt()), ("$gte", order.is_ge())] {
+                let filter = Filter::parse(&json!({"x": { op: w.clone() }})).unwrap();
+                prop_assert_eq!(matches(&filter, &a)?, holds, "{} {} {}", v, op, w);
+            }
+            let equal = Filter::parse(&json!({"x": {"$eq": w.clone()}})).unwrap();
+            prop_assert_eq!(matches(&equal, &a)?, order.is_eq(), "{} == {}", v, w);
+        }
+    }
+
+    #[test]
     fn index_keys_stay_within_their_caps(doc in document(), paths in prop::collection::vec(path(), 1..4)) {
         let started = Instant::now();
         match index_keys(&doc, &paths, &budget()) {
