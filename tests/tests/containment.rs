@@ -280,46 +280,19 @@ async fn one_apps_job_backlog_does_not_delay_another_apps_jobs() {
     };
     // Past-due jobs run now, not before everything else.
     let started = Instant::now();
-    let (status, body) = json_of(
-        server
-            .get("/bad/schedule-many/500?fn=bad&tag=past")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, &body["scheduled"]), (200, &json!(500)), "{body}");
+    schedule_many(&server, "/bad/schedule-many/500?fn=bad&tag=past", 500).await;
     // 2,000 jobs due at one instant, then the victim's due a moment later:
     // in a queue ordered by due time alone, all of them come first.
     let due = now_ms() + 8_000;
-    let (status, body) = json_of(
-        server
-            .get(&format!(
-                "/bad/schedule-many/2000?fn=bad&tag=flood&when={due}"
-            ))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, &body["scheduled"]), (200, &json!(2000)), "{body}");
+    let flood = format!("/bad/schedule-many/2000?fn=bad&tag=flood&when={due}");
+    schedule_many(&server, &flood, 2000).await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(7),
         "2,500 schedule calls took {took:?}"
     );
-    let (status, body) = json_of(
-        server
-            .get(&format!(
-                "/victim/schedule-many/1?fn=bad&tag=victim&when={}",
-                due + 1
-            ))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, &body["scheduled"]), (200, &json!(1)), "{body}");
+    let victim = format!("/victim/schedule-many/1?fn=bad&tag=victim&when={}", due + 1);
+    schedule_many(&server, &victim, 1).await;
     loop {
         let (_, runs) = json_of(server.get("/victim/cron-runs").send().await.unwrap()).await;
         if runs.as_array().is_some_and(|r| !r.is_empty()) {
@@ -585,15 +558,12 @@ async fn a_stopped_server_leaves_no_job_marked_running() {
     server
         .deploy_ok("victim", MISBEHAVE, &[("bad", &examples().misbehave)])
         .await;
-    let (status, body) = json_of(
-        server
-            .get("/victim/schedule-many/1?fn=bad&when=now&sleep_ms=15000")
-            .send()
-            .await
-            .unwrap(),
+    schedule_many(
+        &server,
+        "/victim/schedule-many/1?fn=bad&when=now&sleep_ms=15000",
+        1,
     )
     .await;
-    assert_eq!((status, &body["scheduled"]), (200, &json!(1)), "{body}");
     let started = Instant::now();
     while !runs(&server).await.to_string().contains("\"running\"") {
         assert!(
@@ -668,4 +638,10 @@ async fn a_tampered_compile_cache_entry_is_compiled_again_not_loaded() {
         assert_eq!(now.len(), original.len());
         assert_ne!(now[now.len() / 2], original[original.len() / 2] ^ 0xff);
     }
+}
+
+/// Calls a `schedule-many` path and checks that all `n` jobs were scheduled.
+async fn schedule_many(server: &Server, path: &str, n: u64) {
+    let (status, body) = json_of(server.get(path).send().await.unwrap()).await;
+    assert_eq!((status, &body["scheduled"]), (200, &json!(n)), "{body}");
 }
