@@ -224,8 +224,8 @@ fn parse_conditions(value: &Value, depth: usize) -> Result<Vec<Cond>, QueryError
             "$gte" => Cond::Gte(arg.clone()),
             "$lt" => Cond::Lt(arg.clone()),
             "$lte" => Cond::Lte(arg.clone()),
-            "$in" => Cond::In(array_arg(op, arg)?),
-            "$nin" => Cond::Nin(array_arg(op, arg)?),
+            "$in" => Cond::In(sorted_set(array_arg(op, arg)?)),
+            "$nin" => Cond::Nin(sorted_set(array_arg(op, arg)?)),
             "$all" => parse_all(arg, depth)?,
             "$exists" => Cond::Exists(truthy(arg)),
             "$size" => match arg.as_u64().or_else(|| {
@@ -391,17 +391,7 @@ impl Cond {
                 .values
                 .iter()
                 .any(|v| v.as_array().is_some_and(|a| a.len() == *n)),
-            Cond::All(list) => {
-                if list.is_empty() {
-                    return Ok(false);
-                }
-                for q in list {
-                    if !eq_matches(at, q, budget)? {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
+            Cond::All(list) => all_of(list, at, budget)?,
             Cond::AllElemMatch(all) => {
                 for m in all {
                     if !elem_match(m, at, budget)? {
@@ -448,14 +438,52 @@ fn all_conds(conds: &[Cond], at: &At<'_, '_>, budget: &Budget) -> Result<bool, Q
     Ok(true)
 }
 
-/// `$in`: whether any listed value matches.
-fn any_of(list: &[Value], at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
-    for q in list {
-        if eq_matches(at, q, budget)? {
-            return Ok(true);
+/// A list in MongoDB's order, without repeats, for binary search.
+fn sorted_set(mut list: Vec<Value>) -> Vec<Value> {
+    list.sort_by(compare);
+    list.dedup_by(|a, b| equal(a, b));
+    list
+}
+
+/// Whether `sorted` (by [`compare`]) holds a value equal to `v`: values of
+/// different brackets never compare equal, so this is `$eq`'s equality.
+fn holds(sorted: &[Value], v: &Value) -> bool {
+    sorted.binary_search_by(|q| compare(q, v)).is_ok()
+}
+
+/// `$in` (the list sorted at parse): whether any value at the path, or any
+/// element of an array value, is listed; or null is listed and the path is
+/// missing. O(values × log list).
+fn any_of(sorted: &[Value], at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
+    if at.missing && sorted.first().is_some_and(Value::is_null) {
+        return Ok(true);
+    }
+    any_scalar(at, budget, |v| holds(sorted, v))
+}
+
+/// `$all` of values: every listed value is at the path (or, for null, the
+/// path is missing). The values at the path are sorted once, so this is
+/// O((values + list) × log values), not their product.
+fn all_of(list: &[Value], at: &At<'_, '_>, budget: &Budget) -> Result<bool, QueryError> {
+    if list.is_empty() {
+        return Ok(false);
+    }
+    let mut present: Vec<&Value> = Vec::new();
+    for v in at.values {
+        present.push(v);
+        if let (Value::Array(items), false) = (v, at.whole) {
+            present.extend(items.iter());
         }
     }
-    Ok(false)
+    budget.charge(present.len() + list.len())?;
+    present.sort_by(|a, b| compare(a, b));
+    for q in list {
+        let found = present.binary_search_by(|v| compare(v, q)).is_ok();
+        if !found && !(q.is_null() && at.missing) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `$gt` and friends only compare values of one type bracket.
