@@ -468,14 +468,7 @@ async fn the_outbound_allow_list_fails_closed() {
         format!("http://{admin}"),
         format!("http://localhost:{port}/admin/v1/apps"),
     ] {
-        let text = server
-            .get(&format!("/bad/fetch?{url}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = fetch(&server, &url).await;
         assert!(
             text.contains("error") && text.contains("Prohibited"),
             "{url}: {text}"
@@ -486,14 +479,7 @@ async fn the_outbound_allow_list_fails_closed() {
     server
         .deploy_ok("bad", &with_hosts(&exact), &[("bad", component)])
         .await;
-    let text = server
-        .get(&format!("/bad/fetch?http://{admin}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = fetch(&server, &format!("http://{admin}")).await;
     assert!(text.contains("status 401"), "{text}");
 }
 
@@ -656,4 +642,14 @@ async fn a_tampered_compile_cache_entry_is_compiled_again_not_loaded() {
 async fn schedule_many(server: &Server, path: &str, n: u64) {
     let (status, body) = json_of(server.get(path).send().await.unwrap()).await;
     assert_eq!((status, &body["scheduled"]), (200, &json!(n)), "{body}");
+}
+
+/// What the attacker app's outbound GET to `url` gave (`status N` or the error).
+async fn fetch(server: &Server, url: &str) -> String {
+    let response = server
+        .get(&format!("/bad/fetch?{url}"))
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
 }
