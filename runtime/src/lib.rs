@@ -1,11 +1,14 @@
 //! The Kiln host: runs WebAssembly components as serverless functions.
 //!
-//! The [`server`] composes the rest: it builds the [`engine`], links the
-//! [`capabilities`] into it, and starts the [`triggers`]. Each unit knows only
-//! the ones below it: the engine knows nothing of HTTP routes or backends.
+//! Dependencies point one way. The [`server`] composes the rest: it builds
+//! the [`invocation`] core (the [`engine`] with every [`capabilities`]
+//! capability linked) and starts the [`triggers`], which turn HTTP requests,
+//! cron occurrences and jobs into invocations. Capabilities reach the
+//! [`store`]; the engine and the store know nothing above them.
 
 pub mod capabilities;
 pub mod engine;
+pub mod invocation;
 pub mod server;
 pub mod store;
 pub mod triggers;

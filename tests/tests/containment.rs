@@ -653,3 +653,56 @@ async fn fetch(server: &Server, url: &str) -> String {
         .unwrap();
     response.text().await.unwrap()
 }
+
+/// An upstream on 127.0.0.1 that answers one request with 200 and hands
+/// back the request head it read.
+async fn one_request_upstream() -> (u16, tokio::task::JoinHandle<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let head = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head was cut off");
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    (port, head)
+}
+
+#[tokio::test]
+async fn a_proxying_function_does_not_leak_the_triggers_headers_upstream() {
+    let server = Server::start();
+    let (port, head) = one_request_upstream().await;
+    let manifest = format!(
+        "[functions.bad]\ncomponent = \"m.wasm\"\nallowed_outbound_hosts = [\"127.0.0.1:{port}\"]\n[[routes]]\npath = \"/*rest\"\nfunction = \"bad\"\n"
+    );
+    server
+        .deploy_ok("bad", &manifest, &[("bad", &examples().misbehave)])
+        .await;
+    let response = server
+        .get(&format!("/bad/forward?http://127.0.0.1:{port}/up"))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(text.contains("status 200"), "{text}");
+    let head = tokio::time::timeout(Duration::from_secs(10), head)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.contains("kiln-note: set by the function"), "{head}");
+    for name in ["kiln-app", "kiln-route", "kiln-params", "kiln-request-id"] {
+        assert!(
+            !head.contains(&format!("{name}:")),
+            "{name} went upstream: {head}"
+        );
+    }
+}

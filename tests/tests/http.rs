@@ -412,3 +412,137 @@ async fn no_state_survives_from_one_request_to_the_next() {
         );
     }
 }
+
+/// A `kiln-request-id` header: 16 lowercase hex digits.
+fn request_id_of(response: &reqwest::Response) -> String {
+    let id = response
+        .headers()
+        .get("kiln-request-id")
+        .unwrap_or_else(|| panic!("no kiln-request-id on {}", response.url()))
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    id
+}
+
+#[tokio::test]
+async fn the_servers_own_errors_carry_a_request_id() {
+    let server = examples_server().await;
+    for (path, code) in [
+        ("/no-such-app/x", "app_not_found"),
+        ("/examples/nope", "route_not_found"),
+        ("/examples/_kiln/auth/session", "platform_route_not_found"),
+        ("/admin/v1/apps", "unauthorized"),
+    ] {
+        let response = server.get(path).send().await.unwrap();
+        request_id_of(&response);
+        let (_, body) = json_of(response).await;
+        assert_eq!(error_code(&body), code, "{path}: {body}");
+    }
+    let ok = server.get("/examples/hello/x").send().await.unwrap();
+    request_id_of(&ok);
+}
+
+/// An app `shop` whose one route takes every path, served by the plain component.
+async fn catch_all_shop(server: &Server) {
+    let manifest = "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/*rest\"\nfunction = \"plain\"\n";
+    server
+        .deploy_ok("shop", manifest, &[("plain", &examples().plain)])
+        .await;
+}
+
+#[tokio::test]
+async fn the_platform_namespace_is_never_an_apps_and_never_shadows_one() {
+    let server = Server::start_with_env(&[("KILN_APP_DOMAIN", "kiln.test")]);
+    catch_all_shop(&server).await;
+    // No app route reaches /_kiln/..., not even a catch-all.
+    for path in ["/shop/_kiln", "/shop/_kiln/files/a.txt"] {
+        let (status, body) = json_of(server.get(path).send().await.unwrap()).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (404, "platform_route_not_found"),
+            "{path}: {body}"
+        );
+    }
+    let text = server
+        .get("/shop/_kilnish")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("plain wasi:http says hi"), "{text}");
+    // A manifest cannot claim the namespace, nor the admin API's name.
+    let under_kiln = "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/_kiln/auth\"\nfunction = \"plain\"\n";
+    let (status, body) = server
+        .deploy("other", under_kiln, &[("plain", &examples().plain)])
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_routes"),
+        "{body}"
+    );
+    let (status, body) = server
+        .deploy(
+            "admin",
+            &under_kiln.replace("/_kiln/auth", "/x"),
+            &[("plain", &examples().plain)],
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_app_name"),
+        "{body}"
+    );
+    // The admin API never shadows an app reached by its host.
+    let response = server
+        .get("/admin/v1/apps")
+        .header("host", "shop.kiln.test")
+        .bearer_auth(kiln_tests::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert_eq!(text, "plain wasi:http says hi to Get /admin/v1/apps\n");
+    // The server's own host still reaches it.
+    let response = server
+        .get("/admin/v1/apps")
+        .header("host", "kiln.test")
+        .bearer_auth(kiln_tests::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["apps"][0]["app"], "shop");
+}
+
+#[tokio::test]
+async fn app_names_in_a_host_are_not_case_sensitive() {
+    let server = Server::start_with_env(&[("KILN_APP_DOMAIN", "Kiln.Test")]);
+    catch_all_shop(&server).await;
+    for host in ["shop.kiln.test", "SHOP.KILN.TEST", "Shop.Kiln.Test:8080"] {
+        let response = server.get("/x").header("host", host).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn spins_wildcard_route_is_refused_naming_rest() {
+    let server = Server::start();
+    let manifest = "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/...\"\nfunction = \"plain\"\n";
+    let (status, body) = server
+        .deploy("spin", manifest, &[("plain", &examples().plain)])
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_routes"),
+        "{body}"
+    );
+    assert!(body.to_string().contains("*rest"), "{body}");
+}

@@ -20,6 +20,9 @@
 //!   payload `{"do": "record"}` (`?sleep_ms=N`: `{"do": "sleep", "ms": N}`);
 //! - `/fetch?URL`: a GET to URL over outbound HTTP; answers the status or
 //!   the error;
+//! - `/forward?URL`: the same GET as a transparent proxy would send it: with
+//!   the `kiln-*` headers the request came with, and `kiln-note` set by the
+//!   function itself;
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -133,7 +136,16 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
             Response::json(&serde_json::json!({"scheduled": scheduled, "error": error})).send(out)
         }
-        "fetch" => Response::json(&fetch(req.query())).send(out),
+        "fetch" => Response::json(&fetch(req.query(), &[])).send(out),
+        "forward" => {
+            let mut headers: Vec<(&str, &str)> =
+                ["kiln-app", "kiln-route", "kiln-params", "kiln-request-id"]
+                    .into_iter()
+                    .filter_map(|name| Some((name, req.header(name)?)))
+                    .collect();
+            headers.push(("kiln-note", "set by the function"));
+            Response::json(&fetch(req.query(), &headers)).send(out)
+        }
         "global" => {
             // The counter lives in the data segment; the buffers on the heap,
             // past what a reused instance slot keeps resident.
@@ -285,8 +297,8 @@ fn raw_database_call(call: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// A GET to `url` through wasi:http's outgoing handler.
-fn fetch(url: &str) -> String {
+/// A GET to `url` with `headers` through wasi:http's outgoing handler.
+fn fetch(url: &str, headers: &[(&str, &str)]) -> String {
     use kiln_sdk::bindings::wasi::http::outgoing_handler;
     use kiln_sdk::bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -296,7 +308,11 @@ fn fetch(url: &str) -> String {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let request = OutgoingRequest::new(Fields::new());
+    let fields = Fields::new();
+    for (name, value) in headers {
+        let _ = fields.append(name, value.as_bytes());
+    }
+    let request = OutgoingRequest::new(fields);
     let _ = request.set_scheme(Some(&if scheme == "https" {
         Scheme::Https
     } else {

@@ -1,37 +1,236 @@
-//! The `kiln:platform` host interfaces, one module per WIT interface.
+//! The `kiln:platform` host capabilities, one folder per WIT interface.
 //!
-//! Each capability has three phases: once per server it adds itself to the
-//! linker ([`add_to_linker`]); once per deployment it validates and builds
-//! its shared state; once per invocation it borrows that state from the
-//! store. `config`, `database` and `scheduler` are implemented so far: a component
-//! importing another `kiln:platform` interface fails to link at deploy,
-//! naming the import.
+//! Each capability implements [`Capability`], in three phases: once per
+//! server it is built from the server's backends and adds its interface to
+//! the linker; once per deployment it configures each function from the
+//! function's manifest section (refusing the deploy with a message naming
+//! the field); once per invocation it prepares the state the store holds.
+//! A capability never names the store's type: it reaches its state through
+//! [`CapabilityView`]. Every capability is listed once, in [`capabilities!`]
+//! below; a component importing an interface no capability implements fails
+//! to link at deploy, naming the import.
 
+mod bindings;
 pub mod config;
-mod database;
+pub mod database;
+mod error;
+pub mod outbound;
 pub mod scheduler;
 
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
 use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::engine::InvocationState;
+use crate::store::Documents;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "kiln:platform/platform",
-        imports: { default: async },
-    });
-}
-
-/// The backends the capabilities reach, shared by every invocation.
+/// The backends capabilities reach, built once per server.
 #[derive(Clone)]
 pub struct Services {
-    pub documents: crate::store::Documents,
+    pub documents: Documents,
 }
 
-/// Adds every implemented capability to the linker.
-pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    config::add_to_linker(linker)?;
-    database::add_to_linker(linker)?;
-    scheduler::add_to_linker(linker)
+/// One host capability.
+pub trait Capability: Sized + Send + Sync + 'static {
+    /// Top-level manifest keys this capability reads (`variables`).
+    const APP_KEYS: &'static [&'static str] = &[];
+    /// Keys of a `[functions.NAME]` table this capability reads.
+    const FUNCTION_KEYS: &'static [&'static str] = &[];
+    /// Built once per deployment for each function.
+    type Configured: Send + Sync + 'static;
+    /// Held by one invocation's store.
+    type Instance: Send + 'static;
+
+    /// Once per server: from the server's backends.
+    fn init(services: &Services) -> Self;
+    /// Once per server: adds the capability's interface to the linker.
+    fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+    where
+        Instances: Pick<Self>;
+    /// Once per deployment and function: validates the function's manifest
+    /// section and builds what its invocations share.
+    fn configure(
+        &self,
+        function: &FunctionManifest<'_>,
+    ) -> Result<Self::Configured, ConfigureError>;
+    /// Once per invocation. `wasi` is the sandbox being built, which grants
+    /// nothing unless a capability adds to it.
+    fn prepare(
+        &self,
+        configured: &Self::Configured,
+        invocation: &Invocation<'_>,
+        wasi: &mut WasiCtxBuilder,
+    ) -> Self::Instance;
+}
+
+/// Store data that holds the capabilities' states.
+pub trait CapabilityView: Send + 'static {
+    fn capabilities(&mut self) -> &mut Instances;
+}
+
+/// One capability's state in [`Instances`].
+pub trait Pick<C: Capability> {
+    fn pick(&mut self) -> &mut C::Instance;
+}
+
+/// The state of capability `C` in a store's data.
+pub fn instance<C: Capability, T: CapabilityView>(data: &mut T) -> &mut C::Instance
+where
+    Instances: Pick<C>,
+{
+    data.capabilities().pick()
+}
+
+/// What a capability sees of a function at deploy.
+pub struct FunctionManifest<'a> {
+    pub app: &'a str,
+    pub function: &'a str,
+    /// Every function of the version, sorted.
+    pub app_functions: &'a Arc<[Arc<str>]>,
+    /// The manifest's top-level keys that capabilities own.
+    pub app_section: &'a toml::Table,
+    /// The keys of `[functions.NAME]` that capabilities own.
+    pub function_section: &'a toml::Table,
+}
+
+impl FunctionManifest<'_> {
+    /// The top-level value `key`, deserialized; its default when absent.
+    pub fn app_value<V: DeserializeOwned + Default>(&self, key: &str) -> Result<V, ConfigureError> {
+        value(self.app_section, key, key.to_string())
+    }
+
+    /// `functions.NAME.key`, deserialized; its default when absent.
+    pub fn function_value<V: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+    ) -> Result<V, ConfigureError> {
+        value(
+            self.function_section,
+            key,
+            format!("functions.{}.{key}", self.function),
+        )
+    }
+
+    /// The field name of `functions.NAME.key`, for messages.
+    pub fn function_field(&self, key: &str) -> String {
+        format!("functions.{}.{key}", self.function)
+    }
+}
+
+fn value<V: DeserializeOwned + Default>(
+    table: &toml::Table,
+    key: &str,
+    field: String,
+) -> Result<V, ConfigureError> {
+    match table.get(key) {
+        None => Ok(V::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigureError {
+                field,
+                message: e.message().to_string(),
+            }),
+    }
+}
+
+/// Why a function's manifest section is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigureError {
+    /// The field, as written in `kiln.toml` (`functions.api.variables.x`).
+    pub field: String,
+    pub message: String,
+}
+
+/// Who is invoked: set by the trigger, seen by every capability's `prepare`.
+pub struct Invocation<'a> {
+    pub app: &'a Arc<str>,
+    pub function: &'a Arc<str>,
+    pub request_id: &'a Arc<str>,
+    /// Headers the trigger added to the guest's input (`kiln-*`); outbound
+    /// requests that carry them unchanged have them removed.
+    pub trigger_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Declares the list of capabilities: the per-server, per-function and
+/// per-invocation structs with one field each, and the three phases over all.
+macro_rules! capabilities {
+    ($($field:ident: $capability:ty),* $(,)?) => {
+        /// Every capability, built once per server.
+        pub struct Capabilities {
+            $($field: $capability,)*
+        }
+
+        /// Each capability's configuration of one function of a deployment.
+        pub struct Configured {
+            $($field: <$capability as Capability>::Configured,)*
+        }
+
+        /// Each capability's state in one invocation's store.
+        pub struct Instances {
+            $($field: <$capability as Capability>::Instance,)*
+        }
+
+        $(impl Pick<$capability> for Instances {
+            fn pick(&mut self) -> &mut <$capability as Capability>::Instance {
+                &mut self.$field
+            }
+        })*
+
+        impl Capabilities {
+            pub fn new(services: &Services) -> Self {
+                Capabilities { $($field: <$capability>::init(services),)* }
+            }
+
+            pub fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+                $(<$capability>::link(linker)?;)*
+                Ok(())
+            }
+
+            /// The top-level manifest keys capabilities read.
+            pub fn app_keys() -> impl Iterator<Item = &'static str> {
+                [$(<$capability as Capability>::APP_KEYS),*].into_iter().flatten().copied()
+            }
+
+            /// The keys of a function's table capabilities read.
+            pub fn function_keys() -> impl Iterator<Item = &'static str> {
+                [$(<$capability as Capability>::FUNCTION_KEYS),*].into_iter().flatten().copied()
+            }
+
+            pub fn configure(
+                &self,
+                function: &FunctionManifest<'_>,
+            ) -> Result<Configured, ConfigureError> {
+                Ok(Configured { $($field: self.$field.configure(function)?,)* })
+            }
+
+            pub fn prepare(
+                &self,
+                configured: &Configured,
+                invocation: &Invocation<'_>,
+                wasi: &mut WasiCtxBuilder,
+            ) -> Instances {
+                Instances {
+                    $($field: self.$field.prepare(&configured.$field, invocation, wasi),)*
+                }
+            }
+        }
+    };
+}
+
+capabilities! {
+    config: config::Config,
+    database: database::Database,
+    scheduler: scheduler::Scheduler,
+    outbound: outbound::Outbound,
+}
+
+impl Instances {
+    /// The hooks wasi:http sends outbound requests through.
+    pub fn http_hooks(&mut self) -> &mut dyn wasmtime_wasi_http::WasiHttpHooks {
+        &mut self.outbound
+    }
 }

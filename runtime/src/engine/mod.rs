@@ -2,29 +2,23 @@
 //! components, and a fresh [`Store`] per invocation.
 //!
 //! Guests are compiled once per content digest and cached on disk; each
-//! invocation instantiates from an [`InstancePre`] into a new store with its
-//! own limits, deadline, captured stdio and capability state, so nothing
-//! survives from one invocation to the next.
+//! invocation instantiates from an [`InstancePre`] into a new store, so
+//! nothing survives from one invocation to the next. The engine is generic
+//! over the store's data: it knows nothing of what is linked into it or of
+//! what calls a component.
 
 mod cache;
-pub mod function;
 pub mod lazy;
-pub mod limits;
 pub mod logs;
-pub mod outbound;
-pub mod quota;
-mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
 
 pub use self::cache::CompileCache;
-pub use self::limits::Limits;
-pub use self::state::{InvocationContext, InvocationState};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// this interval, so a guest stuck in a loop never holds a server thread.
@@ -58,30 +52,32 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// The key cached artifacts are authenticated with.
     pub cache_key: Vec<u8>,
+    /// The most linear memory one instance may have (pooling slots are this size).
+    pub max_memory_bytes: usize,
 }
 
-/// The engine shared by every app on the server.
-pub struct Engine {
+/// What the engine needs of a store's data: the limits it enforces.
+pub trait StoreData: Send + 'static {
+    fn store_limits(&mut self) -> &mut StoreLimits;
+}
+
+/// The engine shared by every app on the server, for stores holding `T`.
+pub struct Engine<T: 'static> {
     wasmtime: wasmtime::Engine,
-    linker: Linker<InvocationState>,
+    linker: Linker<T>,
     cache: CompileCache,
 }
 
-impl Engine {
-    /// Builds the engine and its linker. `link` adds the platform
-    /// capabilities; WASI and wasi:http are always linked.
+impl<T: StoreData> Engine<T> {
+    /// Builds the engine and its linker; `link` adds every import a
+    /// component may have.
     pub fn new(
         settings: &EngineSettings,
-        link: impl FnOnce(&mut Linker<InvocationState>) -> wasmtime::Result<()>,
+        link: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
     ) -> Result<Arc<Self>, EngineError> {
         let wasmtime =
             wasmtime::Engine::new(&engine_config(settings)).map_err(EngineError::Config)?;
         let mut linker = Linker::new(&wasmtime);
-        // Every WASI 0.2 interface is linked so ordinary components deploy;
-        // the context grants nothing (no preopens, no sockets).
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(EngineError::Config)?;
         link(&mut linker).map_err(EngineError::Config)?;
         let cache = CompileCache::open(&settings.cache_dir, &wasmtime, &settings.cache_key)?;
         let engine = Arc::new(Engine {
@@ -106,19 +102,17 @@ impl Engine {
     }
 
     /// Resolves every import of the component against the linker.
-    pub fn instantiate_pre(
-        &self,
-        component: &Component,
-    ) -> Result<InstancePre<InvocationState>, EngineError> {
+    pub fn instantiate_pre(&self, component: &Component) -> Result<InstancePre<T>, EngineError> {
         self.linker
             .instantiate_pre(component)
             .map_err(EngineError::Link)
     }
 
-    /// A fresh store for one invocation.
-    pub fn new_store(&self, context: InvocationContext) -> Store<InvocationState> {
-        let mut store = Store::new(&self.wasmtime, InvocationState::new(context));
-        store.limiter(|state| &mut state.limits);
+    /// A fresh store for one invocation. A running guest yields to other
+    /// tasks at every epoch tick; the caller bounds it with its deadline.
+    pub fn new_store(&self, data: T) -> Store<T> {
+        let mut store = Store::new(&self.wasmtime, data);
+        store.limiter(|data| data.store_limits());
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         store
@@ -150,7 +144,7 @@ fn engine_config(settings: &EngineSettings) -> Config {
     pool.total_core_instances(slots.saturating_mul(4));
     pool.total_memories(slots.saturating_mul(2));
     pool.total_tables(slots.saturating_mul(4));
-    pool.max_memory_size(Limits::MAX_MEMORY_MB as usize * 1024 * 1024);
+    pool.max_memory_size(settings.max_memory_bytes);
     // Reset a used memory by copying back only the pages the guest dirtied
     // (PAGEMAP_SCAN, Linux 6.7+): no madvise, so no TLB shootdown across
     // cores and no page faults when the slot is next used.
@@ -164,7 +158,7 @@ fn engine_config(settings: &EngineSettings) -> Config {
 }
 
 /// One thread per engine advances the epoch; it ends when the engine is dropped.
-fn spawn_epoch_ticker(engine: Weak<Engine>) {
+fn spawn_epoch_ticker<T: 'static>(engine: Weak<Engine<T>>) {
     std::thread::Builder::new()
         .name("kiln-epoch".into())
         .spawn(move || {

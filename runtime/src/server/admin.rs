@@ -13,6 +13,7 @@
 //! | `GET /admin/v1/apps/{app}/runs?trigger=&status=&limit=` | the run history, newest first |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -20,18 +21,22 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use std::sync::Arc;
-
-use super::apps::{Apps, DeployError, DeploymentRecord};
+use super::apps::{Apps, DeployError};
 use super::artifacts::{ArtifactError, digest_of, is_valid_digest};
-use crate::triggers::cron::Scheduler;
-use crate::triggers::cron::runs::{self, RunFilter};
-use crate::triggers::http::{ResponseBody, error_response, json_response};
+use crate::engine::EngineError;
+use crate::invocation::LoadError;
+use crate::store::StoreError;
+use crate::store::platform::deployments::DeploymentRecord;
+use crate::store::platform::runs::{self, RunFilter};
+use crate::triggers::cron::CronRunner;
+use crate::triggers::http::{ApiError, ErrorCode, ResponseBody, json_value_response};
 
 /// Largest component upload.
 const MAX_COMPONENT_BYTES: usize = 512 * 1024 * 1024;
 /// Largest JSON body of the other calls.
 const MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
+
+type Answer = Result<Response<ResponseBody>, ApiError>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,16 +54,15 @@ struct RollbackRequest {
 /// Handles a request whose path starts with `/admin/`.
 pub async fn handle(
     apps: &Apps,
-    scheduler: &Arc<Scheduler>,
+    cron: &Arc<CronRunner>,
     admin_key: &str,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> Answer {
     if !authorized(&req, admin_key) {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
             "the admin API needs `Authorization: Bearer <admin key>`",
-        );
+        ));
     }
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -66,21 +70,19 @@ pub async fn handle(
     match (&method, segments.as_slice()) {
         (&Method::HEAD, ["admin", "v1", "components", digest]) => {
             match apps.artifacts().has_component(digest).await {
-                Ok(true) => json_response(StatusCode::OK, json!({})),
-                Ok(false) => not_found("component_not_found", &format!("no component {digest}")),
-                Err(err) => storage_error(err),
+                Ok(true) => ok(StatusCode::OK, json!({})),
+                Ok(false) => Err(ApiError::new(
+                    ErrorCode::ComponentNotFound,
+                    format!("no component {digest}"),
+                )),
+                Err(err) => Err(err.into()),
             }
         }
         (&Method::PUT, ["admin", "v1", "components", digest]) => upload(apps, digest, req).await,
         (&Method::POST, ["admin", "v1", "apps", app, "deployments"]) => {
-            let body: DeployRequest = match read_json(req).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            match apps.deploy(app, body.manifest, body.components).await {
-                Ok(record) => json_response(StatusCode::CREATED, summary(&record)),
-                Err(err) => deploy_error(err),
-            }
+            let body: DeployRequest = read_json(req).await?;
+            let record = apps.deploy(app, body.manifest, body.components).await?;
+            ok(StatusCode::CREATED, summary(&record))
         }
         (&Method::GET, ["admin", "v1", "apps"]) => {
             let apps: Vec<Value> = apps
@@ -88,49 +90,50 @@ pub async fn handle(
                 .into_iter()
                 .map(|(app, version)| json!({ "app": app, "version": version }))
                 .collect();
-            json_response(StatusCode::OK, json!({ "apps": apps }))
+            ok(StatusCode::OK, json!({ "apps": apps }))
         }
         (&Method::GET, ["admin", "v1", "apps", app, "deployments"]) => {
             list_versions(apps, app).await
         }
         (&Method::POST, ["admin", "v1", "apps", app, "rollback"]) => {
-            let body: RollbackRequest = match read_json(req).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            match apps.rollback(app, body.version).await {
-                Ok(record) => json_response(StatusCode::OK, summary(&record)),
-                Err(err) => deploy_error(err),
-            }
+            let body: RollbackRequest = read_json(req).await?;
+            let record = apps.rollback(app, body.version).await?;
+            ok(StatusCode::OK, summary(&record))
         }
         (&Method::GET, ["admin", "v1", "apps", app, "crons"]) => list_crons(apps, app),
         (&Method::POST, ["admin", "v1", "apps", app, "crons", trigger, "run"]) => {
-            match scheduler.run_now(app, trigger) {
-                Ok(scheduled_ms) => json_response(
+            match cron.run_now(app, trigger) {
+                Ok(scheduled_ms) => ok(
                     StatusCode::ACCEPTED,
                     json!({ "app": app, "trigger": trigger, "scheduled_ms": scheduled_ms }),
                 ),
-                Err(err) => not_found("trigger_not_found", &err.to_string()),
+                Err(err) => Err(ApiError::new(ErrorCode::TriggerNotFound, err.to_string())),
             }
         }
         (&Method::GET, ["admin", "v1", "apps", app, "runs"]) => {
-            list_runs(scheduler, app, req.uri().query().unwrap_or("")).await
+            list_runs(cron, app, req.uri().query().unwrap_or("")).await
         }
-        _ => not_found(
-            "admin_route_not_found",
-            &format!("no admin call {method} {path}"),
-        ),
+        _ => Err(ApiError::new(
+            ErrorCode::AdminRouteNotFound,
+            format!("no admin call {method} {path}"),
+        )),
     }
 }
 
-fn list_crons(apps: &Apps, app: &str) -> Response<ResponseBody> {
+fn ok(status: StatusCode, body: Value) -> Answer {
+    Ok(json_value_response(status, body))
+}
+
+fn list_crons(apps: &Apps, app: &str) -> Answer {
     let Some(live) = apps.get(app) else {
-        return not_found("app_not_found", &format!("no app `{app}`"));
+        return Err(ApiError::new(
+            ErrorCode::AppNotFound,
+            format!("no app `{app}`"),
+        ));
     };
     let now = chrono::Utc::now();
     let triggers: Vec<Value> = live
-        .cron
-        .triggers
+        .crons
         .iter()
         .map(|t| {
             let next: Vec<String> = t
@@ -151,14 +154,15 @@ fn list_crons(apps: &Apps, app: &str) -> Response<ResponseBody> {
             })
         })
         .collect();
-    json_response(
+    ok(
         StatusCode::OK,
-        json!({ "app": app, "version": live.version, "crons": triggers }),
+        json!({ "app": app, "version": live.app.version, "crons": triggers }),
     )
 }
 
-async fn list_runs(scheduler: &Scheduler, app: &str, query: &str) -> Response<ResponseBody> {
+async fn list_runs(cron: &CronRunner, app: &str, query: &str) -> Answer {
     let mut filter = RunFilter::default();
+    let invalid = |message: String| Err(ApiError::new(ErrorCode::InvalidQuery, message));
     // Trigger names and statuses need no percent-decoding.
     let pairs = query
         .split('&')
@@ -170,23 +174,21 @@ async fn list_runs(scheduler: &Scheduler, app: &str, query: &str) -> Response<Re
             "status" => filter.status = Some(value.to_string()),
             "limit" => match value.parse() {
                 Ok(limit) => filter.limit = Some(limit),
-                Err(_) => return bad_request("invalid_query", "limit is a number"),
+                Err(_) => return invalid("limit is a number".into()),
             },
             other => {
-                return bad_request(
-                    "invalid_query",
-                    &format!("unknown parameter `{other}` (trigger, status, limit)"),
-                );
+                return invalid(format!(
+                    "unknown parameter `{other}` (trigger, status, limit)"
+                ));
             }
         }
     }
-    match runs::list(scheduler.documents(), app, &filter).await {
-        Ok(runs) => json_response(StatusCode::OK, json!({ "app": app, "runs": runs })),
-        Err(err) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "platform_data_unavailable",
-            &format!("cannot read the run history: {err}"),
-        ),
+    match runs::list(cron.documents(), app, &filter).await {
+        Ok(runs) => ok(StatusCode::OK, json!({ "app": app, "runs": runs })),
+        Err(err) => Err(ApiError::new(
+            ErrorCode::PlatformDataUnavailable,
+            format!("cannot read the run history: {err}"),
+        )),
     }
 }
 
@@ -213,56 +215,48 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 const MAX_CONCURRENT_UPLOADS: usize = 2;
 static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_UPLOADS);
 
-async fn upload(apps: &Apps, digest: &str, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn upload(apps: &Apps, digest: &str, req: Request<Incoming>) -> Answer {
     if !is_valid_digest(digest) {
-        return bad_request(
-            "invalid_digest",
-            &format!("`{digest}` is not sha256:<64 lowercase hex>"),
-        );
+        return Err(ApiError::new(
+            ErrorCode::InvalidDigest,
+            format!("`{digest}` is not sha256:<64 lowercase hex>"),
+        ));
     }
     let Ok(_upload) = UPLOADS.try_acquire() else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            &format!("{MAX_CONCURRENT_UPLOADS} uploads are in progress; try again when one ends"),
-        );
+        return Err(ApiError::new(
+            ErrorCode::Busy,
+            format!("{MAX_CONCURRENT_UPLOADS} uploads are in progress; try again when one ends"),
+        ));
     };
-    let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES)
+    let bytes = Limited::new(req.into_body(), MAX_COMPONENT_BYTES)
         .collect()
         .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "component_too_large",
-                &format!("a component may be at most {MAX_COMPONENT_BYTES} bytes"),
-            );
-        }
-    };
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::ComponentTooLarge,
+                format!("a component may be at most {MAX_COMPONENT_BYTES} bytes"),
+            )
+        })?
+        .to_bytes();
     let actual = digest_of(&bytes);
     if actual != digest {
-        return bad_request(
-            "digest_mismatch",
-            &format!("the body's digest is {actual}, not {digest}"),
-        );
+        return Err(ApiError::new(
+            ErrorCode::DigestMismatch,
+            format!("the body's digest is {actual}, not {digest}"),
+        ));
     }
-    match apps.artifacts().put_component(bytes).await {
-        Ok(digest) => json_response(StatusCode::OK, json!({ "digest": digest })),
-        Err(err) => storage_error(err),
-    }
+    let digest = apps.artifacts().put_component(bytes).await?;
+    ok(StatusCode::OK, json!({ "digest": digest }))
 }
 
-async fn list_versions(apps: &Apps, app: &str) -> Response<ResponseBody> {
-    let list: Vec<Value> = match apps.records(app).await {
-        Ok(records) if records.is_empty() => {
-            return deploy_error(DeployError::UnknownApp(app.to_string()));
-        }
-        Ok(records) => records.iter().map(summary).collect(),
-        Err(err) => return deploy_error(err),
-    };
-    let live = apps.get(app).map(|a| a.version);
-    json_response(
+async fn list_versions(apps: &Apps, app: &str) -> Answer {
+    let records = apps.records(app).await?;
+    if records.is_empty() {
+        return Err(DeployError::UnknownApp(app.to_string()).into());
+    }
+    let list: Vec<Value> = records.iter().map(summary).collect();
+    let live = apps.get(app).map(|a| a.app.version);
+    ok(
         StatusCode::OK,
         json!({ "app": app, "live": live, "versions": list }),
     )
@@ -277,60 +271,51 @@ fn summary(record: &DeploymentRecord) -> Value {
     })
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, Response<ResponseBody>> {
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = Limited::new(req.into_body(), MAX_JSON_BYTES)
         .collect()
         .await
-        .map_err(|_| bad_request("invalid_body", "the body is too large or was cut off"))?
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidBody,
+                "the body is too large or was cut off",
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| bad_request("invalid_json", &format!("body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body: {e}")))
 }
 
-fn deploy_error(err: DeployError) -> Response<ResponseBody> {
-    let (status, code) = match &err {
-        DeployError::InvalidAppName(_) => (StatusCode::BAD_REQUEST, "invalid_app_name"),
-        DeployError::Manifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
-        DeployError::Components(_) => (StatusCode::BAD_REQUEST, "invalid_components"),
-        DeployError::Component { error, .. } => match error {
-            crate::engine::EngineError::Link(_) => (StatusCode::BAD_REQUEST, "unsatisfied_import"),
-            crate::engine::EngineError::InvalidComponent(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_component")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        },
-        DeployError::MissingExport { .. } => (StatusCode::BAD_REQUEST, "missing_export"),
-        DeployError::Routes(_) => (StatusCode::BAD_REQUEST, "invalid_routes"),
-        DeployError::UnknownApp(_) => (StatusCode::NOT_FOUND, "app_not_found"),
-        DeployError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "version_not_found"),
-        // Another node deployed the same version number first.
-        DeployError::Platform(crate::store::StoreError::Conflict(_)) => {
-            (StatusCode::CONFLICT, "concurrent_deploy")
+impl From<DeployError> for ApiError {
+    fn from(err: DeployError) -> Self {
+        let code = match &err {
+            DeployError::InvalidAppName(_) => ErrorCode::InvalidAppName,
+            DeployError::Manifest(_) => ErrorCode::InvalidManifest,
+            DeployError::Components(_) => ErrorCode::InvalidComponents,
+            DeployError::Component { error, .. } => match error {
+                LoadError::Engine(EngineError::Link(_)) => ErrorCode::UnsatisfiedImport,
+                LoadError::Engine(EngineError::InvalidComponent(_)) => ErrorCode::InvalidComponent,
+                LoadError::NotUploaded(_) => ErrorCode::InvalidComponents,
+                _ => ErrorCode::Internal,
+            },
+            DeployError::MissingExport { .. } => ErrorCode::MissingExport,
+            DeployError::Routes(_) => ErrorCode::InvalidRoutes,
+            DeployError::UnknownApp(_) => ErrorCode::AppNotFound,
+            DeployError::UnknownVersion { .. } => ErrorCode::VersionNotFound,
+            // Another node deployed the same version number first.
+            DeployError::Platform(StoreError::Conflict(_)) => ErrorCode::ConcurrentDeploy,
+            DeployError::Storage(_) | DeployError::Platform(_) => ErrorCode::Internal,
+        };
+        if code.status().is_server_error() {
+            tracing::error!("admin call failed: {err}");
         }
-        DeployError::Storage(_) | DeployError::Platform(_) | DeployError::Internal(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-        }
-    };
-    if status.is_server_error() {
-        tracing::error!("admin call failed: {err}");
+        ApiError::new(code, err.to_string())
     }
-    error_response(status, code, &err.to_string())
 }
 
-fn storage_error(err: ArtifactError) -> Response<ResponseBody> {
-    tracing::error!("artifact storage failed: {err}");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "storage",
-        &err.to_string(),
-    )
-}
-
-fn bad_request(code: &str, message: &str) -> Response<ResponseBody> {
-    error_response(StatusCode::BAD_REQUEST, code, message)
-}
-
-fn not_found(code: &str, message: &str) -> Response<ResponseBody> {
-    error_response(StatusCode::NOT_FOUND, code, message)
+impl From<ArtifactError> for ApiError {
+    fn from(err: ArtifactError) -> Self {
+        tracing::error!("artifact storage failed: {err}");
+        ApiError::new(ErrorCode::Storage, err.to_string())
+    }
 }

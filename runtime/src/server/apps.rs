@@ -1,35 +1,25 @@
 //! Apps and their deployments: validate, compile, store, switch atomically.
 //!
-//! Components are stored content-addressed in the artifact store. Every
-//! version is a record in the platform database's `deployments` collection
-//! (manifest text and the digest of each function's component); the `apps`
-//! collection names each app's live version. Requests hold an `Arc` of the
+//! Components are stored content-addressed in the artifact store; every
+//! version and each app's live version are platform records
+//! ([`crate::store::platform::deployments`]). Requests hold an `Arc` of the
 //! version they started on, so a switch never disturbs them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use tokio::sync::{Mutex, Semaphore};
-use wasmtime::component::types::ComponentItem;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use tokio::sync::Mutex;
 
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
 use super::settings::ServerLimits;
-use crate::capabilities::Services;
-use crate::engine::function::{
-    Function, HTTP_EXPORT, LoadedComponent, SCHEDULED_EXPORT, SCHEDULED_RUN,
-};
-use crate::engine::lazy::Lazy;
-use crate::engine::outbound::OutboundEntry;
-use crate::engine::quota::AppQuota;
-use crate::engine::{Engine, EngineError};
-use crate::store::{FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
-use crate::triggers::cron::{CronApp, CronTrigger, Schedule};
-use crate::triggers::http::{HttpApp, Route, RouteError, Router};
+use crate::capabilities::FunctionManifest;
+use crate::invocation::{App, AppQuota, Function, Invoker, LoadError};
+use crate::store::platform::deployments::{self, DeploymentRecord};
+use crate::store::{Documents, StoreError};
+use crate::triggers::cron::{CronTrigger, LiveCrons, SCHEDULED_EXPORT, ScheduledEntry};
+use crate::triggers::http::{HTTP_EXPORT, HttpEntry, HttpRoutes, Route, RouteError, Router};
 
 /// Why a deploy or rollback failed. Everything but `Storage`, `Platform` and `Internal`
 /// is the caller's mistake (400/404), and none of them changes anything.
@@ -42,10 +32,7 @@ pub enum DeployError {
     #[error("components: {0}")]
     Components(String),
     #[error("function `{function}`: {error}")]
-    Component {
-        function: String,
-        error: EngineError,
-    },
+    Component { function: String, error: LoadError },
     #[error("function `{function}` does not export `{export}` ({why})")]
     MissingExport {
         function: String,
@@ -62,44 +49,20 @@ pub enum DeployError {
     Storage(#[from] ArtifactError),
     #[error("platform data: {0}")]
     Platform(#[from] StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
-/// One version of an app as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeploymentRecord {
-    pub app: String,
-    pub version: u64,
-    /// Seconds since the Unix epoch.
-    pub created_at: u64,
-    /// The manifest as deployed (TOML text).
-    pub manifest: String,
-    /// Function name to component digest.
-    pub components: BTreeMap<String, String>,
-}
-
-const DEPLOYMENTS: Namespace<'static> = Namespace {
-    database: PLATFORM_DATABASE,
-    collection: "deployments",
-};
-const APPS: Namespace<'static> = Namespace {
-    database: PLATFORM_DATABASE,
-    collection: "apps",
-};
-
-/// A deployed version, serving.
+/// A deployed version, serving: the app and what each trigger needs of it.
 pub struct LiveApp {
-    pub version: u64,
-    pub http: HttpApp,
-    pub cron: Arc<CronApp>,
+    pub app: Arc<App>,
+    pub http: HttpRoutes,
+    pub crons: Arc<[Arc<CronTrigger>]>,
 }
 
 /// Every app of the server and its live version.
 pub struct Apps {
-    engine: Arc<Engine>,
+    invoker: Arc<Invoker>,
     artifacts: Artifacts,
-    services: Services,
+    documents: Documents,
     live: RwLock<HashMap<String, Arc<LiveApp>>>,
     /// One deploy or rollback at a time: version numbers and the switch stay simple.
     deploying: Mutex<()>,
@@ -112,15 +75,15 @@ pub struct Apps {
 
 impl Apps {
     pub fn new(
-        engine: Arc<Engine>,
+        invoker: Arc<Invoker>,
         artifacts: Artifacts,
-        services: Services,
+        documents: Documents,
         limits: ServerLimits,
     ) -> Self {
         Apps {
-            engine,
+            invoker,
             artifacts,
-            services,
+            documents,
             live: RwLock::new(HashMap::new()),
             deploying: Mutex::new(()),
             unloadable: Mutex::new(HashMap::new()),
@@ -148,6 +111,10 @@ impl Apps {
         &self.artifacts
     }
 
+    pub fn documents(&self) -> &Documents {
+        &self.documents
+    }
+
     /// The live version of `app`.
     pub fn get(&self, app: &str) -> Option<Arc<LiveApp>> {
         self.live
@@ -157,20 +124,27 @@ impl Apps {
             .cloned()
     }
 
-    /// The cron side of every live version.
-    pub fn cron_apps(&self) -> Vec<Arc<CronApp>> {
+    /// The cron side of every live version (apps without triggers too:
+    /// their one-off jobs run).
+    pub fn live_crons(&self) -> Vec<LiveCrons> {
         self.live
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|live| live.cron.clone())
+            .map(|live| LiveCrons {
+                app: live.app.clone(),
+                triggers: live.crons.clone(),
+            })
             .collect()
     }
 
     /// Every app and its live version, sorted by name.
     pub fn list(&self) -> Vec<(String, u64)> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let mut apps: Vec<_> = live.iter().map(|(k, v)| (k.clone(), v.version)).collect();
+        let mut apps: Vec<_> = live
+            .iter()
+            .map(|(k, v)| (k.clone(), v.app.version))
+            .collect();
         apps.sort();
         apps
     }
@@ -181,11 +155,12 @@ impl Apps {
     /// request. A version whose record no longer reads is logged once and
     /// skipped, so one bad app cannot keep the server down.
     pub async fn refresh(&self) -> Result<(), DeployError> {
-        for app in self.all_documents(APPS, &json!({})).await? {
-            let (Some(name), Some(version)) = (app["_id"].as_str(), app["live"].as_u64()) else {
-                continue;
+        for live in deployments::live_versions(&self.documents).await? {
+            let (name, version) = (live.app.as_str(), live.live);
+            let current = |apps: &Self| {
+                apps.get(name)
+                    .is_some_and(|live| live.app.version == version)
             };
-            let current = |apps: &Self| apps.get(name).is_some_and(|live| live.version == version);
             if current(self) || self.unloadable.lock().await.get(name) == Some(&version) {
                 continue;
             }
@@ -215,45 +190,6 @@ impl Apps {
         Ok(())
     }
 
-    /// Every document matching `filter`, read in pages.
-    async fn all_documents(
-        &self,
-        ns: Namespace<'_>,
-        filter: &Value,
-    ) -> Result<Vec<Value>, DeployError> {
-        let documents = &self.services.documents;
-        let mut all = Vec::new();
-        let mut cursor = None;
-        loop {
-            let options = FindOptions {
-                batch_size: Some(500),
-                cursor: cursor.take(),
-                ..FindOptions::default()
-            };
-            let page = documents.find(ns, filter, options).await?;
-            all.extend(page.documents);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
-    }
-
-    /// Records the live version of `app` (the switch is what makes it live).
-    async fn set_live(&self, app: &str, version: u64) -> Result<(), DeployError> {
-        self.services
-            .documents
-            .update(
-                APPS,
-                &json!({ "_id": app }),
-                &json!({ "$set": { "live": version } }),
-                true,
-                false,
-            )
-            .await?;
-        Ok(())
-    }
-
     /// Validates, compiles and switches `app` to a new version made of
     /// `manifest` and the already uploaded components.
     pub async fn deploy(
@@ -273,7 +209,11 @@ impl Apps {
         }
         check_components(&manifest, &components)?;
         let _guard = self.deploying.lock().await;
-        let version = self.records(app).await?.last().map_or(0, |r| r.version) + 1;
+        let version = deployments::list(&self.documents, app)
+            .await?
+            .last()
+            .map_or(0, |r| r.version)
+            + 1;
         let record = DeploymentRecord {
             app: app.to_string(),
             version,
@@ -283,15 +223,11 @@ impl Apps {
             manifest: manifest_text,
             components,
         };
-        self.validate(&record, &manifest).await?;
+        // Everything the manifest says is checked before anything compiles.
         let live = self.assemble(&record, &manifest)?;
-        let mut stored = serde_json::to_value(&record).expect("records serialize");
-        stored["_id"] = json!(record_id(app, version));
-        self.services
-            .documents
-            .insert(DEPLOYMENTS, vec![stored])
-            .await?;
-        self.set_live(app, version).await?;
+        self.validate(&record, &manifest).await?;
+        deployments::insert(&self.documents, &record).await?;
+        deployments::set_live(&self.documents, app, version).await?;
         self.switch(app, live);
         tracing::info!(app, version, "deployed");
         Ok(record)
@@ -301,8 +237,8 @@ impl Apps {
     pub async fn rollback(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
         let _guard = self.deploying.lock().await;
         let record = self.record(app, version).await?;
-        let live = self.load_record(&record).await?;
-        self.set_live(app, version).await?;
+        let live = self.load_record(&record)?;
+        deployments::set_live(&self.documents, app, version).await?;
         self.switch(app, live);
         tracing::info!(app, version, "rolled back");
         Ok(record)
@@ -310,36 +246,24 @@ impl Apps {
 
     /// Every stored version of `app`, ascending.
     pub async fn records(&self, app: &str) -> Result<Vec<DeploymentRecord>, DeployError> {
-        let mut records = self
-            .all_documents(DEPLOYMENTS, &json!({ "app": app }))
-            .await?
-            .into_iter()
-            .map(from_document)
-            .collect::<Result<Vec<_>, _>>()?;
-        records.sort_by_key(|r| r.version);
-        Ok(records)
+        Ok(deployments::list(&self.documents, app).await?)
     }
 
     pub async fn record(&self, app: &str, version: u64) -> Result<DeploymentRecord, DeployError> {
-        let unknown = || DeployError::UnknownVersion {
-            app: app.to_string(),
-            version,
-        };
-        let doc = self
-            .services
-            .documents
-            .get(DEPLOYMENTS, &record_id(app, version))
+        deployments::get(&self.documents, app, version)
             .await?
-            .ok_or_else(unknown)?;
-        from_document(doc)
+            .ok_or_else(|| DeployError::UnknownVersion {
+                app: app.to_string(),
+                version,
+            })
     }
 
     async fn load_version(&self, app: &str, version: u64) -> Result<LiveApp, DeployError> {
         let record = self.record(app, version).await?;
-        self.load_record(&record).await
+        self.load_record(&record)
     }
 
-    async fn load_record(&self, record: &DeploymentRecord) -> Result<LiveApp, DeployError> {
+    fn load_record(&self, record: &DeploymentRecord) -> Result<LiveApp, DeployError> {
         let manifest = Manifest::parse(&record.manifest)?;
         self.assemble(record, &manifest)
     }
@@ -360,27 +284,37 @@ impl Apps {
         manifest: &Manifest,
     ) -> Result<(), DeployError> {
         for name in manifest.functions.keys() {
-            let loaded = load_component(
-                &self.engine,
-                &self.artifacts,
-                name,
-                &record.components[name],
-            )
-            .await?;
+            let loaded = self
+                .invoker
+                .load(&record.components[name])
+                .await
+                .map_err(|error| match error {
+                    LoadError::NotUploaded(digest) => DeployError::Components(format!(
+                        "component {digest} of function `{name}` was not uploaded"
+                    )),
+                    error => DeployError::Component {
+                        function: name.clone(),
+                        error,
+                    },
+                })?;
+            let (http, scheduled) = (
+                loaded.exports::<HttpEntry>(),
+                loaded.exports::<ScheduledEntry>(),
+            );
             let routed = manifest.routes.iter().any(|r| r.function == *name);
-            let scheduled = manifest.crons.iter().any(|c| c.function == *name);
+            let cron = manifest.crons.iter().any(|c| c.function == *name);
             let missing = |export, why| DeployError::MissingExport {
                 function: name.clone(),
                 export,
                 why,
             };
-            if routed && loaded.http.is_none() {
+            if routed && !http {
                 return Err(missing(HTTP_EXPORT, "a route calls it"));
             }
-            if scheduled && loaded.scheduled.is_none() {
+            if cron && !scheduled {
                 return Err(missing(SCHEDULED_EXPORT, "a cron trigger calls it"));
             }
-            if loaded.http.is_none() && loaded.scheduled.is_none() {
+            if !http && !scheduled {
                 return Err(missing(
                     HTTP_EXPORT,
                     "a function exports an HTTP handler, a scheduled handler, or both",
@@ -390,174 +324,99 @@ impl Apps {
         Ok(())
     }
 
-    /// The router and the functions of a version; each function's component
-    /// is loaded by its first request.
+    /// Builds a version from its manifest: each function configured by every
+    /// capability, the routes and the cron triggers. Each function's
+    /// component is loaded by its first invocation.
     fn assemble(
         &self,
         record: &DeploymentRecord,
         manifest: &Manifest,
     ) -> Result<LiveApp, DeployError> {
-        let names: Vec<&String> = manifest.functions.keys().collect();
-        let routes =
-            manifest
-                .routes
-                .iter()
-                .map(|r| {
-                    Ok(Route {
-                        path: r.path.clone(),
-                        methods: r
-                            .methods
-                            .iter()
-                            .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                            .collect(),
-                        function: names.iter().position(|n| **n == r.function).ok_or_else(
-                            || ManifestError(format!("routes: no function `{}`", r.function)),
-                        )?,
-                    })
-                })
-                .collect::<Result<Vec<_>, DeployError>>()?;
-        let router = Router::new(&routes)?;
-        let app_quota = self.quota(&record.app);
-        let functions = manifest
+        let app_name: Arc<str> = record.app.as_str().into();
+        let names: Arc<[Arc<str>]> = manifest
             .functions
+            .keys()
+            .map(|n| n.as_str().into())
+            .collect();
+        let quota = self.quota(&record.app);
+        let capabilities = self.invoker.capabilities();
+        let mut functions = Vec::new();
+        let mut body_limits = Vec::new();
+        for ((name, spec), arc_name) in manifest.functions.iter().zip(names.iter()) {
+            // A record read back from the store may be corrupt: refuse it, never panic.
+            let digest = record.components.get(name).cloned().ok_or_else(|| {
+                DeployError::Components(format!("no component for function `{name}`"))
+            })?;
+            let configured = capabilities
+                .configure(&FunctionManifest {
+                    app: &record.app,
+                    function: name,
+                    app_functions: &names,
+                    app_section: &manifest.capabilities,
+                    function_section: &spec.capabilities,
+                })
+                .map_err(|e| ManifestError(e.to_string()))?;
+            functions.push(Arc::new(Function::new(
+                &self.invoker,
+                app_name.clone(),
+                arc_name.clone(),
+                digest,
+                spec.limits.invocation(),
+                configured,
+                quota.clone(),
+            )));
+            body_limits.push(spec.limits.body());
+        }
+        let index_of = |function: &str, field: String| {
+            manifest
+                .functions
+                .keys()
+                .position(|n| n == function)
+                .ok_or_else(|| ManifestError(format!("{field}: no function `{function}`")))
+        };
+        let routes = manifest
+            .routes
             .iter()
-            .map(|(name, spec)| {
-                let (engine, artifacts) = (self.engine.clone(), self.artifacts.clone());
-                // A record read back from the store may be corrupt: refuse it, never panic.
-                let digest = record.components.get(name).cloned().ok_or_else(|| {
-                    DeployError::Components(format!("no component for function `{name}`"))
-                })?;
-                let name_ = name.clone();
-                let component = Lazy::new(move || {
-                    let (engine, artifacts) = (engine.clone(), artifacts.clone());
-                    let (name, digest) = (name_.clone(), digest.clone());
-                    Box::pin(async move {
-                        load_component(&engine, &artifacts, &name, &digest)
-                            .await
-                            .map_err(|e| e.to_string())
-                    })
-                });
-                Ok(Arc::new(Function {
-                    name: name.as_str().into(),
-                    component,
-                    limits: spec.limits,
-                    variables: manifest.variables_of(spec).into(),
-                    allowed_outbound_hosts: spec
-                        .allowed_outbound_hosts
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(Route {
+                    path: r.path.clone(),
+                    methods: r
+                        .methods
                         .iter()
-                        .map(|h| OutboundEntry::parse(h).map_err(ManifestError))
-                        .collect::<Result<Vec<_>, _>>()?
-                        .into(),
-                    concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-                    app_quota: app_quota.clone(),
-                }))
+                        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    function: index_of(&r.function, format!("routes[{i}].function"))?,
+                })
             })
             .collect::<Result<Vec<_>, DeployError>>()?;
-        let triggers = manifest
+        let router = Router::new(&routes)?;
+        let crons = manifest
             .crons
             .iter()
-            .map(|cron| {
-                let function = names
-                    .iter()
-                    .position(|n| **n == cron.function)
-                    .map(|i| functions[i].clone())
-                    .ok_or_else(|| {
-                        ManifestError(format!("crons: no function `{}`", cron.function))
-                    })?;
-                let schedule = Schedule::parse(&cron.schedule, cron.timezone.as_deref())
-                    .map_err(|e| ManifestError(format!("crons (`{}`): {e}", cron.name)))?;
-                let payload = serde_json::to_string(&cron.payload)
-                    .map_err(|e| ManifestError(format!("crons (`{}`).payload: {e}", cron.name)))?;
-                Ok(Arc::new(CronTrigger {
-                    name: cron.name.clone(),
-                    expression: cron.schedule.clone(),
-                    timezone: cron.timezone.clone(),
-                    schedule,
-                    function,
-                    payload,
-                    overlap: cron.overlap,
-                    missed: cron.missed,
-                    retries: cron.retries,
-                    retry_backoff: cron.retry_backoff,
-                }))
+            .enumerate()
+            .map(|(i, cron)| {
+                let field = format!("crons[{i}]");
+                let function =
+                    functions[index_of(&cron.function, format!("{field}.function"))?].clone();
+                CronTrigger::new(cron, &field, function)
+                    .map(Arc::new)
+                    .map_err(ManifestError)
             })
-            .collect::<Result<Vec<_>, ManifestError>>()?;
-        let app: Arc<str> = record.app.as_str().into();
-        let function_names: Arc<[Arc<str>]> = functions.iter().map(|f| f.name.clone()).collect();
+            .collect::<Result<Arc<[_]>, ManifestError>>()?;
         Ok(LiveApp {
-            version: record.version,
-            http: HttpApp {
-                app: app.clone(),
-                services: self.services.clone(),
-                router,
-                functions: functions.clone(),
-                function_names: function_names.clone(),
-            },
-            cron: Arc::new(CronApp {
-                app,
-                services: self.services.clone(),
-                triggers,
+            app: Arc::new(App {
+                name: app_name,
+                version: record.version,
                 functions,
-                function_names,
             }),
+            http: HttpRoutes {
+                router,
+                body_limits,
+            },
+            crons,
         })
     }
-}
-
-/// Loads a function's component (from the compile cache, or compiling the
-/// uploaded bytes), links it, and resolves the entry points it exports.
-async fn load_component(
-    engine: &Arc<Engine>,
-    artifacts: &Artifacts,
-    name: &str,
-    digest: &str,
-) -> Result<LoadedComponent, DeployError> {
-    let failed = |error| DeployError::Component {
-        function: name.to_string(),
-        error,
-    };
-    let cached = {
-        let (engine, digest) = (engine.clone(), digest.to_string());
-        tokio::task::spawn_blocking(move || engine.load_cached(&digest))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))?
-    };
-    let component = match cached {
-        Some(component) => component,
-        None => {
-            let bytes = artifacts.get_component(digest).await?.ok_or_else(|| {
-                DeployError::Components(format!(
-                    "component {digest} of function `{name}` was not uploaded"
-                ))
-            })?;
-            let (engine, digest) = (engine.clone(), digest.to_string());
-            tokio::task::spawn_blocking(move || engine.compile(&digest, &bytes))
-                .await
-                .map_err(|e| DeployError::Internal(e.to_string()))?
-                .map_err(failed)?
-        }
-    };
-    let pre = engine.instantiate_pre(&component).map_err(failed)?;
-    let exports_http =
-        component
-            .component_type()
-            .exports(engine.wasmtime())
-            .any(|(export, item)| {
-                export.starts_with(HTTP_EXPORT)
-                    && matches!(item.ty, ComponentItem::ComponentInstance(_))
-            });
-    let http = match exports_http {
-        true => Some(ProxyPre::new(pre.clone()).map_err(|err| failed(EngineError::Link(err)))?),
-        false => None,
-    };
-    let scheduled = component
-        .get_export_index(None, SCHEDULED_EXPORT)
-        .and_then(|instance| component.get_export_index(Some(&instance), SCHEDULED_RUN));
-    Ok(LoadedComponent {
-        pre,
-        http,
-        scheduled,
-    })
 }
 
 fn check_components(
@@ -588,15 +447,4 @@ fn check_components(
         )));
     }
     Ok(())
-}
-
-/// A deployment record as stored (its `_id` aside).
-fn from_document(mut doc: Value) -> Result<DeploymentRecord, DeployError> {
-    let id = doc.as_object_mut().and_then(|map| map.remove("_id"));
-    serde_json::from_value(doc)
-        .map_err(|e| DeployError::Internal(format!("stored deployment {id:?}: {e}")))
-}
-
-fn record_id(app: &str, version: u64) -> String {
-    format!("{app}:{version:010}")
 }

@@ -131,3 +131,10 @@ fn sync_file_and_folder(file: &std::path::Path) -> Result<(), ArtifactError> {
         None => Ok(()),
     }
 }
+
+#[async_trait::async_trait]
+impl crate::invocation::ComponentSource for Artifacts {
+    async fn component_bytes(&self, digest: &str) -> Result<Option<Bytes>, String> {
+        self.get_component(digest).await.map_err(|e| e.to_string())
+    }
+}

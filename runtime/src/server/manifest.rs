@@ -30,63 +30,40 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::capabilities::config::is_valid_name;
-use crate::engine::Limits;
-use crate::engine::outbound::OutboundEntry;
-use crate::triggers::cron::{Missed, Overlap};
+use crate::capabilities::Capabilities;
+use crate::invocation::Limits;
+use crate::triggers::cron::CronSpec;
+use crate::triggers::http::BodyLimits;
 
 /// Why a manifest is invalid; the message names the field.
 #[derive(Debug, thiserror::Error)]
 #[error("kiln.toml: {0}")]
 pub struct ManifestError(pub String);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The manifest's own keys; the rest of the top level belongs to capabilities.
+const KEYS: &[&str] = &["name", "functions", "routes", "crons"];
+/// A function table's own keys; the rest belongs to capabilities.
+const FUNCTION_KEYS: &[&str] = &["language", "source", "component", "limits"];
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
     pub name: Option<String>,
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub crons: Vec<CronSpec>,
+    /// Top-level keys a capability reads (`[variables]`), configured at deploy.
+    #[serde(flatten)]
+    pub capabilities: toml::Table,
 }
 
-/// A cron trigger.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CronSpec {
-    pub name: String,
-    pub schedule: String,
-    pub function: String,
-    pub timezone: Option<String>,
-    pub payload: Option<toml::Value>,
-    #[serde(default)]
-    pub overlap: Overlap,
-    #[serde(default)]
-    pub missed: Missed,
-    #[serde(default)]
-    pub retries: u32,
-    #[serde(default = "default_backoff", with = "humantime_serde")]
-    pub retry_backoff: std::time::Duration,
-}
-
-fn default_backoff() -> std::time::Duration {
-    std::time::Duration::from_secs(1)
-}
-
-/// Most retries a trigger may ask for.
-const MAX_RETRIES: u32 = 10;
-/// Longest first retry backoff a trigger may ask for.
-const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct FunctionSpec {
     /// How `kiln build` builds it; inferred from `source` when absent.
     pub language: Option<Language>,
@@ -95,21 +72,51 @@ pub struct FunctionSpec {
     /// A prebuilt component, relative to `kiln.toml`; wins over `source`.
     pub component: Option<String>,
     #[serde(default)]
-    pub limits: Limits,
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
-    #[serde(default)]
-    pub allowed_outbound_hosts: Vec<String>,
+    pub limits: LimitsSpec,
+    /// Keys a capability reads (`variables`, `allowed_outbound_hosts`).
+    #[serde(flatten)]
+    pub capabilities: toml::Table,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A function's `limits`: the invocation's and the HTTP trigger's.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub memory_mb: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub max_request_body: Option<u64>,
+    pub max_response_body: Option<u64>,
+}
+
+impl LimitsSpec {
+    pub fn invocation(&self) -> Limits {
+        let default = Limits::default();
+        Limits {
+            timeout: self.timeout.unwrap_or(default.timeout),
+            memory_mb: self.memory_mb.unwrap_or(default.memory_mb),
+            max_concurrency: self.max_concurrency.unwrap_or(default.max_concurrency),
+        }
+    }
+
+    pub fn body(&self) -> BodyLimits {
+        let default = BodyLimits::default();
+        BodyLimits {
+            max_request_body: self.max_request_body.unwrap_or(default.max_request_body),
+            max_response_body: self.max_response_body.unwrap_or(default.max_response_body),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Rust,
     Js,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub path: String,
@@ -119,7 +126,9 @@ pub struct RouteSpec {
 }
 
 impl Manifest {
-    /// Parses and validates a manifest.
+    /// Parses a manifest and checks its structure. What capabilities and
+    /// triggers read (variables, outbound hosts, schedules, route patterns)
+    /// is checked when a deploy configures them.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
         let manifest: Manifest = toml::from_str(text)
             .map_err(|e| ManifestError(e.to_string().trim().replace('\n', " ")))?;
@@ -134,13 +143,11 @@ impl Manifest {
         {
             return err("name".into(), APP_NAME_RULE);
         }
+        if let Some(key) = unknown_key(&self.capabilities, Capabilities::app_keys()) {
+            return err(key, &expected(KEYS, Capabilities::app_keys()));
+        }
         if self.functions.is_empty() {
             return err("functions".into(), "an app needs at least one function");
-        }
-        for name in self.variables.keys() {
-            if !is_valid_name(name) {
-                return err(format!("variables.{name}"), VARIABLE_RULE);
-            }
         }
         for (name, function) in &self.functions {
             let field = format!("functions.{name}");
@@ -150,21 +157,17 @@ impl Manifest {
                     "a function name is 1 to 64 of a-z, 0-9, `-` or `_`, starting with a letter",
                 );
             }
+            if let Some(key) = unknown_key(&function.capabilities, Capabilities::function_keys()) {
+                return err(
+                    format!("{field}.{key}"),
+                    &expected(FUNCTION_KEYS, Capabilities::function_keys()),
+                );
+            }
             if function.source.is_none() && function.component.is_none() {
                 return err(field, "needs `source` (to build) or `component` (prebuilt)");
             }
-            if let Err(msg) = function.limits.validate() {
+            if let Err(msg) = function.limits.invocation().validate() {
                 return err(format!("{field}.limits"), &msg);
-            }
-            for var in function.variables.keys() {
-                if !is_valid_name(var) {
-                    return err(format!("{field}.variables.{var}"), VARIABLE_RULE);
-                }
-            }
-            for host in &function.allowed_outbound_hosts {
-                if let Err(message) = OutboundEntry::parse(host) {
-                    return err(format!("{field}.allowed_outbound_hosts"), &message);
-                }
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -206,40 +209,31 @@ impl Manifest {
                     &format!("no function named `{}`", cron.function),
                 );
             }
-            if let Err(msg) =
-                crate::triggers::cron::Schedule::parse(&cron.schedule, cron.timezone.as_deref())
-            {
-                return err(format!("{field} (`{}`)", cron.name), &msg);
-            }
-            if cron.retries > MAX_RETRIES {
-                return err(
-                    format!("{field}.retries"),
-                    &format!("at most {MAX_RETRIES}"),
-                );
-            }
-            if cron.retry_backoff > MAX_RETRY_BACKOFF {
-                return err(format!("{field}.retry_backoff"), "at most 24h");
-            }
         }
         Ok(())
     }
-
-    /// The variables of `function`: the app's, overridden by the function's.
-    pub fn variables_of(&self, function: &FunctionSpec) -> Vec<(String, String)> {
-        let mut vars = self.variables.clone();
-        vars.extend(function.variables.clone());
-        vars.into_iter().collect()
-    }
 }
 
-const APP_NAME_RULE: &str =
-    "an app name is 1 to 63 of a-z, 0-9 or `-`, starting with a letter (it is a DNS label)";
-const VARIABLE_RULE: &str =
-    "a variable name is a letter or `_`, then letters, digits or `_`, at most 64 characters";
+/// A key of `table` that no capability reads.
+fn unknown_key(table: &toml::Table, read: impl Iterator<Item = &'static str>) -> Option<String> {
+    let read: Vec<&str> = read.collect();
+    table.keys().find(|k| !read.contains(&k.as_str())).cloned()
+}
+
+fn expected(own: &[&'static str], capabilities: impl Iterator<Item = &'static str>) -> String {
+    let known: Vec<&str> = own.iter().copied().chain(capabilities).collect();
+    format!("unknown field; expected one of {}", known.join(", "))
+}
+
+const APP_NAME_RULE: &str = "an app name is 1 to 63 of a-z, 0-9 or `-`, starting with a letter (it is a DNS label), and not `admin` (the admin API's path)";
+/// The app name the admin API's path takes.
+pub const RESERVED_APP_NAME: &str = "admin";
 
 /// App names are DNS labels: the server routes `APP.example.com` to the app.
+/// `admin` is reserved: `/admin/...` is the admin API.
 pub fn is_valid_app_name(name: &str) -> bool {
-    name.len() <= 63
+    name != RESERVED_APP_NAME
+        && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
@@ -281,13 +275,15 @@ mod tests {
     fn parses_a_manifest_with_limits_and_variables() {
         let m = Manifest::parse(GOOD).unwrap();
         let f = &m.functions["hello"];
-        assert_eq!(f.limits.timeout, std::time::Duration::from_secs(5));
-        assert_eq!(f.limits.memory_mb, 64);
+        assert_eq!(f.limits.invocation().memory_mb, 64);
         assert_eq!(
-            f.limits.max_request_body,
-            Limits::default().max_request_body
+            f.limits.body().max_request_body,
+            BodyLimits::default().max_request_body
         );
-        assert_eq!(m.variables_of(f), vec![("greeting".into(), "Hi".into())]);
+        assert_eq!(
+            f.limits.invocation().timeout,
+            std::time::Duration::from_secs(5)
+        );
     }
 
     fn error_of(text: &str) -> String {

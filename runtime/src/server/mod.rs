@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,13 +25,15 @@ use self::apps::{Apps, DeployError};
 use self::artifacts::Artifacts;
 use self::connections::{Connections, Refused};
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
-use crate::capabilities::Services;
-use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::capabilities::{Capabilities, Services};
+use crate::engine::{EngineError, EngineSettings};
+use crate::invocation::{Invoker, Limits};
+use crate::server::manifest::RESERVED_APP_NAME;
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DocumentStore, Documents, StoreLimits};
-use crate::triggers::cron::Scheduler;
-use crate::triggers::http::{ResponseBody, error_response};
+use crate::triggers::cron::CronRunner;
+use crate::triggers::http::{ApiError, ErrorCode, ResponseBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -70,7 +72,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub apps: Arc<Apps>,
     pub admin_key_source: AdminKeySource,
-    scheduler: Arc<Scheduler>,
+    cron: Arc<CronRunner>,
     shutdown_grace: Duration,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
@@ -79,9 +81,8 @@ pub struct RunningServer {
 }
 
 struct Shared {
-    engine: Arc<Engine>,
     apps: Arc<Apps>,
-    scheduler: Arc<Scheduler>,
+    cron: Arc<CronRunner>,
     admin_key: String,
     /// `Host: APP.<domain>` routes to APP; `None`: by path only.
     app_domain: Option<String>,
@@ -113,7 +114,13 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             (key, source)
         }
     };
-    let engine = Engine::new(
+    let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
+    let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
+    let documents = open_documents(&settings).await?;
+    let services = Services {
+        documents: documents.clone(),
+    };
+    let invoker = Invoker::new(
         &EngineSettings {
             cache_dir: settings
                 .cache_dir
@@ -122,29 +129,25 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             max_instances: settings.max_instances,
             // Servers sharing a cache folder share the admin key too.
             cache_key: Sha256::digest(format!("kiln compile cache\n{admin_key}")).to_vec(),
+            max_memory_bytes: Limits::MAX_MEMORY_MB as usize * 1024 * 1024,
         },
-        crate::capabilities::add_to_linker,
+        Arc::new(Capabilities::new(&services)),
+        Arc::new(artifacts.clone()),
     )?;
-    let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
-    let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
-    let services = Services {
-        documents: open_documents(&settings).await?,
-    };
-    let documents = services.documents.clone();
     let apps = Arc::new(Apps::new(
-        engine.clone(),
+        invoker,
         artifacts,
-        services,
+        documents.clone(),
         settings.limits,
     ));
     apps.refresh().await?;
     let refreshing = tokio::spawn(refresh_apps(apps.clone()));
     let cron_source = {
         let apps = apps.clone();
-        Arc::new(move || apps.cron_apps())
+        Arc::new(move || apps.live_crons())
     };
-    let scheduler = Scheduler::new(engine.clone(), documents, cron_source);
-    let scheduling = scheduler.spawn();
+    let cron = CronRunner::new(documents, cron_source);
+    let scheduling = cron.spawn();
 
     let listener =
         TcpListener::bind(settings.listen)
@@ -160,11 +163,11 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             source,
         })?;
     let shared = Arc::new(Shared {
-        engine,
         apps: apps.clone(),
-        scheduler: scheduler.clone(),
+        cron: cron.clone(),
         admin_key,
-        app_domain: settings.app_domain.clone(),
+        // DNS names are not case-sensitive.
+        app_domain: settings.app_domain.as_deref().map(str::to_ascii_lowercase),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let serving = tokio::spawn(accept_loop(
@@ -178,7 +181,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         addr,
         apps,
         admin_key_source,
-        scheduler,
+        cron,
         shutdown_grace: settings.shutdown_grace,
         shutdown,
         serving,
@@ -225,7 +228,7 @@ impl RunningServer {
         self.scheduling.abort();
         self.refreshing.abort();
         let _ = self.shutdown.send(true);
-        tokio::join!(self.scheduler.drain(self.shutdown_grace), async {
+        tokio::join!(self.cron.drain(self.shutdown_grace), async {
             let _ = self.serving.await;
         });
     }
@@ -307,7 +310,7 @@ fn refuse(stream: tokio::net::TcpStream, refused: Refused) {
         Refused::ServerFull => "the server is at its connection limit",
         Refused::AddressFull => "this address is at its connection limit",
     };
-    let body = format!(r#"{{"error":{{"code":"too_many_connections","message":"{why}"}}}}"#);
+    let body = ApiError::new(ErrorCode::TooManyConnections, why).body();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -344,33 +347,45 @@ fn raise_file_limit() {
     }
 }
 
+/// Where a request goes: the admin API, or an app. A `Host` naming an app
+/// sends everything to that app (the admin API never shadows its routes);
+/// otherwise `/admin/...` is the admin API (no app may be named `admin`)
+/// and the first path segment names the app.
 async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
-    let path = req.uri().path();
-    if path == "/admin" || path.starts_with("/admin/") {
-        return admin::handle(&shared.apps, &shared.scheduler, &shared.admin_key, req).await;
-    }
-    let request_id = hex::encode(rand::random::<[u8; 8]>());
-    let Some((app, app_path)) = resolve_app(&shared.apps, shared.app_domain.as_deref(), &req)
-    else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "app_not_found",
+    let request_id: Arc<str> = hex::encode(rand::random::<[u8; 8]>()).into();
+    let answer = match resolve(&shared.apps, shared.app_domain.as_deref(), &req) {
+        Destination::Admin => {
+            admin::handle(&shared.apps, &shared.cron, &shared.admin_key, req).await
+        }
+        Destination::App(live, path) => {
+            crate::triggers::http::handle(&live.app, &live.http, &path, req, &request_id).await
+        }
+        Destination::NoApp => Err(ApiError::new(
+            ErrorCode::AppNotFound,
             "no app is deployed at this address: use /APP/... (or the host APP.<domain> where the server has an app domain)",
-        );
+        )),
     };
-    crate::triggers::http::handle(&shared.engine, &app.http, &app_path, req, &request_id).await
+    let mut response = answer.unwrap_or_else(ApiError::into_response);
+    response.headers_mut().insert(
+        "kiln-request-id",
+        http::HeaderValue::from_str(&request_id).expect("hex id"),
+    );
+    response
 }
 
-/// The app a request is for. With an app domain configured, a `Host` of
-/// `APP.<domain>` names the app (and only that app: no fallback to the
-/// path); any other host, or no domain, routes by the first path segment
-/// (`/shop/...`, which is stripped). So deploying an app can never capture
-/// traffic meant for another.
-fn resolve_app<B>(
-    apps: &Apps,
-    app_domain: Option<&str>,
-    req: &Request<B>,
-) -> Option<(Arc<apps::LiveApp>, String)> {
+enum Destination {
+    Admin,
+    /// The app's live version and the app-relative path.
+    App(Arc<apps::LiveApp>, String),
+    NoApp,
+}
+
+/// With an app domain configured, a `Host` of `APP.<domain>` names the app
+/// (and only that app: no fallback to the path); any other host, or no
+/// domain, routes by the first path segment (`/shop/...`, which is
+/// stripped). So deploying an app can never capture traffic meant for
+/// another, nor the admin API's.
+fn resolve<B>(apps: &Apps, app_domain: Option<&str>, req: &Request<B>) -> Destination {
     let path = req.uri().path();
     if let Some(domain) = app_domain {
         let host = req
@@ -383,15 +398,26 @@ fn resolve_app<B>(
                     .to_ascii_lowercase()
             });
         if let Some(label) = host.as_deref().and_then(|h| app_label(h, domain)) {
-            return apps.get(label).map(|app| (app, path.to_string()));
+            return match apps.get(label) {
+                Some(app) => Destination::App(app, path.to_string()),
+                None => Destination::NoApp,
+            };
         }
     }
-    let rest = path.strip_prefix('/')?;
+    let Some(rest) = path.strip_prefix('/') else {
+        return Destination::NoApp;
+    };
     let (name, tail) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    apps.get(name).map(|app| (app, tail.to_string()))
+    if name == RESERVED_APP_NAME {
+        return Destination::Admin;
+    }
+    match apps.get(name) {
+        Some(app) => Destination::App(app, tail.to_string()),
+        None => Destination::NoApp,
+    }
 }
 
 /// `shop` for `shop.<domain>`; none for the domain itself or deeper names.

@@ -17,14 +17,14 @@ pub const PLATFORM_DATABASE: &str = "_kiln";
 
 /// Per-call limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct StoreLimits {
     /// Most documents one find returns without a cursor, and most per batch.
     pub max_results: u64,
 }
 
-impl Default for Limits {
+impl Default for StoreLimits {
     fn default() -> Self {
-        Limits { max_results: 1000 }
+        StoreLimits { max_results: 1000 }
     }
 }
 
@@ -53,7 +53,7 @@ pub struct FindPage {
 #[derive(Clone)]
 pub struct Documents {
     backend: Arc<dyn DocumentStore>,
-    limits: Limits,
+    limits: StoreLimits,
 }
 
 /// The namespace of an app's collection, refusing names outside
@@ -99,7 +99,7 @@ fn invalid(message: impl Into<String>) -> StoreError {
 }
 
 impl Documents {
-    pub fn new(backend: Arc<dyn DocumentStore>, limits: Limits) -> Self {
+    pub fn new(backend: Arc<dyn DocumentStore>, limits: StoreLimits) -> Self {
         Documents { backend, limits }
     }
 

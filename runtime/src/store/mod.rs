@@ -8,6 +8,7 @@
 mod documents;
 mod keys;
 pub mod mongo;
+pub mod platform;
 #[cfg(test)]
 mod properties;
 pub mod query;
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use self::documents::{
-    Documents, FindOptions, FindPage, Limits as StoreLimits, PLATFORM_DATABASE, app_namespace,
+    Documents, FindOptions, FindPage, PLATFORM_DATABASE, StoreLimits, app_namespace,
 };
 use self::query::{Filter, QueryError, Update};
 

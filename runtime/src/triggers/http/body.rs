@@ -52,7 +52,7 @@ where
                 if let Some(trailers) = frame.trailers_mut() {
                     let spoofed: Vec<_> = trailers
                         .keys()
-                        .filter(|k| k.as_str().starts_with(super::dispatch::KILN_HEADER_PREFIX))
+                        .filter(|k| k.as_str().starts_with(super::KILN_HEADER_PREFIX))
                         .cloned()
                         .collect();
                     for name in spoofed {

@@ -1,29 +1,184 @@
-//! JSON responses of the server itself; errors are
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! Every error Kiln's HTTP server answers itself, for app requests and the
+//! admin API alike: `{"error": {"code": "...", "message": "..."}}`, with the
+//! status and stable code of each defined once, in [`ErrorCode`].
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use super::ResponseBody;
 
-/// A JSON error response with a stable `code` a client can match on.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
-    json_response(
-        status,
-        json!({ "error": { "code": code, "message": message } }),
-    )
+macro_rules! error_codes {
+    ($($variant:ident = ($status:literal, $code:literal),)*) => {
+        /// A stable code a client can match on, with its status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for the README's tables and their test.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                let status = match self {
+                    $(ErrorCode::$variant => $status,)*
+                };
+                StatusCode::from_u16(status).expect("the table holds valid statuses")
+            }
+        }
+    };
 }
 
-pub fn json_response(status: StatusCode, body: Value) -> Response<ResponseBody> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("a JSON response is valid")
+error_codes! {
+    // Requests to apps.
+    BadRequest = (400, "bad_request"),
+    AppNotFound = (404, "app_not_found"),
+    RouteNotFound = (404, "route_not_found"),
+    PlatformRouteNotFound = (404, "platform_route_not_found"),
+    MethodNotAllowed = (405, "method_not_allowed"),
+    RequestBodyTooLarge = (413, "request_body_too_large"),
+    FunctionTrapped = (500, "function_trapped"),
+    NoResponse = (500, "no_response"),
+    FunctionError = (500, "function_error"),
+    Overloaded = (503, "overloaded"),
+    FunctionUnavailable = (503, "function_unavailable"),
+    TooManyConnections = (503, "too_many_connections"),
+    Timeout = (504, "timeout"),
+    // The admin API.
+    Unauthorized = (401, "unauthorized"),
+    InvalidJson = (400, "invalid_json"),
+    InvalidBody = (400, "invalid_body"),
+    InvalidQuery = (400, "invalid_query"),
+    InvalidDigest = (400, "invalid_digest"),
+    DigestMismatch = (400, "digest_mismatch"),
+    InvalidAppName = (400, "invalid_app_name"),
+    InvalidManifest = (400, "invalid_manifest"),
+    InvalidComponents = (400, "invalid_components"),
+    InvalidComponent = (400, "invalid_component"),
+    UnsatisfiedImport = (400, "unsatisfied_import"),
+    MissingExport = (400, "missing_export"),
+    InvalidRoutes = (400, "invalid_routes"),
+    AdminRouteNotFound = (404, "admin_route_not_found"),
+    ComponentNotFound = (404, "component_not_found"),
+    VersionNotFound = (404, "version_not_found"),
+    TriggerNotFound = (404, "trigger_not_found"),
+    ConcurrentDeploy = (409, "concurrent_deploy"),
+    ComponentTooLarge = (413, "component_too_large"),
+    Internal = (500, "internal"),
+    Storage = (500, "storage"),
+    Busy = (503, "busy"),
+    PlatformDataUnavailable = (503, "platform_data_unavailable"),
+}
+
+/// An error answered to a client: its code and a message for the client
+/// (the detail a client should not see goes to the log, by the caller).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// `Allow`, for `method_not_allowed`.
+    allow: Option<HeaderValue>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn with_allow(mut self, allow: HeaderValue) -> Self {
+        self.allow = Some(allow);
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        json!({ "error": { "code": self.code.as_str(), "message": self.message } }).to_string()
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut response = json_response(self.code.status(), self.body());
+        if let Some(allow) = self.allow {
+            response.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        response
+    }
+}
+
+/// A JSON response of the server itself.
+pub fn json_value_response(status: StatusCode, body: Value) -> Response<ResponseBody> {
+    json_response(status, body.to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The `(status, code)` pairs of the README's error tables: rows of
+    /// `| status | codes | when |` whose codes are in backticks.
+    fn readme_codes() -> BTreeSet<(u16, String)> {
+        let readme = include_str!("../../../../README.md");
+        let mut codes = BTreeSet::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, status, names, _when, _] = cells.as_slice() else {
+                continue;
+            };
+            let Ok(status) = status.parse::<u16>() else {
+                continue;
+            };
+            for name in names.split('`').skip(1).step_by(2) {
+                codes.insert((status, name.to_string()));
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn the_readme_lists_every_error_code_with_its_status_and_no_other() {
+        let code: BTreeSet<(u16, String)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.status().as_u16(), c.as_str().to_string()))
+            .collect();
+        let readme = readme_codes();
+        let missing: Vec<_> = code.difference(&readme).collect();
+        let unknown: Vec<_> = readme.difference(&code).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "not in the README: {missing:?}; in the README only: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn codes_are_unique() {
+        let names: BTreeSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 }

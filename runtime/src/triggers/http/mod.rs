@@ -1,27 +1,49 @@
 //! The HTTP trigger: routes a request to a function of an app and calls its
-//! `wasi:http/incoming-handler` in a fresh instance.
+//! `wasi:http/incoming-handler` through the invocation core.
 
 mod body;
 mod dispatch;
+mod entry;
 pub mod error;
 pub mod router;
 
-use std::sync::Arc;
-
-use crate::engine::function::Function;
+use serde::{Deserialize, Serialize};
 
 pub use self::body::ResponseBody;
 pub use self::dispatch::handle;
-pub use self::error::{error_response, json_response};
+pub use self::entry::{HTTP_EXPORT, HttpEntry};
+pub use self::error::{ApiError, ErrorCode, json_value_response};
 pub use self::router::{Route, RouteError, RouteMatch, Router};
 
-/// The HTTP side of one deployment of an app.
-pub struct HttpApp {
-    pub app: Arc<str>,
-    pub services: crate::capabilities::Services,
+/// App-relative paths under this prefix are the platform's (auth, files,
+/// data, realtime): no route may use them, and a request for one never
+/// reaches a function.
+pub const PLATFORM_PREFIX: &str = "/_kiln";
+
+/// Headers the trigger sets for the guest; a client cannot set them.
+pub const KILN_HEADER_PREFIX: &str = "kiln-";
+
+/// The body limits of one function (manifest: `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyLimits {
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: u64,
+    /// Largest response body sent, in bytes; the rest is cut off.
+    pub max_response_body: u64,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_request_body: 10 * 1024 * 1024,
+            max_response_body: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP side of one version of an app.
+pub struct HttpRoutes {
     pub router: Router,
-    /// Indexed by [`RouteMatch::function`].
-    pub functions: Vec<Arc<Function>>,
-    /// The names of `functions`.
-    pub function_names: Arc<[Arc<str>]>,
+    /// Per function of the app, in the app's order.
+    pub body_limits: Vec<BodyLimits>,
 }

@@ -155,6 +155,12 @@ fn to_matchit(path: &str) -> Result<String, RouteError> {
     if path.contains(['{', '}', '?', '#']) {
         return Err(invalid("may not contain `{`, `}`, `?` or `#`"));
     }
+    let reserved = super::PLATFORM_PREFIX;
+    if path == reserved || path.starts_with(&format!("{reserved}/")) {
+        return Err(invalid(&format!(
+            "`{reserved}/...` is reserved for the platform's endpoints"
+        )));
+    }
     let segments: Vec<&str> = path[1..].split('/').collect();
     let mut out = String::new();
     for (i, segment) in segments.iter().enumerate() {
@@ -168,6 +174,10 @@ fn to_matchit(path: &str) -> Result<String, RouteError> {
                 return Err(invalid("`*rest` must be the last segment"));
             }
             out.push_str(&format!("{{*{name}}}"));
+        } else if *segment == "..." {
+            return Err(invalid(
+                "`/...` (Spin's wildcard) is written `/*rest` here: a final `*name` segment takes the rest of the path",
+            ));
         } else if segment.contains([':', '*']) {
             return Err(invalid("`:` and `*` may only start a segment"));
         } else {
@@ -261,8 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn names_rest_when_refusing_spins_wildcard() {
+        let Err(err) = Router::new(&[route("/api/...", &[], 0)]) else {
+            panic!("accepted `/...`");
+        };
+        assert!(err.to_string().contains("*rest"), "{err}");
+    }
+
+    #[test]
     fn rejects_malformed_patterns() {
-        for bad in ["todos", "/a/:", "/a/*rest/b", "/a/b:c", "/a/{x}", "/a/:x-y"] {
+        for bad in [
+            "todos",
+            "/a/:",
+            "/a/*rest/b",
+            "/a/b:c",
+            "/a/{x}",
+            "/a/:x-y",
+            "/...",
+            "/a/...",
+            "/_kiln",
+            "/_kiln/auth",
+        ] {
             assert!(
                 matches!(
                     Router::new(&[route(bad, &[], 0)]),

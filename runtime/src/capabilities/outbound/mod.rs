@@ -1,12 +1,73 @@
-//! Outbound HTTP from guests: only to the hosts the manifest allows, and
-//! never to loopback, private, link-local or metadata addresses unless the
-//! manifest names that host exactly.
+//! Outbound HTTP from guests (`wasi:http/outgoing-handler`): only to the
+//! hosts the manifest allows, and never to loopback, private, link-local or
+//! metadata addresses unless the manifest names that host exactly.
+//!
+//! Manifest: `functions.NAME.allowed_outbound_hosts`. wasi:http itself is
+//! linked with WASI by the invocation core; this capability is the policy
+//! its hooks apply.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
+
+use super::{
+    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
+    Services,
+};
+
+const FIELD: &str = "allowed_outbound_hosts";
+
+pub struct Outbound;
+
+impl Capability for Outbound {
+    const FUNCTION_KEYS: &'static [&'static str] = &[FIELD];
+    type Configured = Arc<[OutboundEntry]>;
+    type Instance = OutboundPolicy;
+
+    fn init(_: &Services) -> Self {
+        Outbound
+    }
+
+    fn link<T: CapabilityView>(_: &mut Linker<T>) -> wasmtime::Result<()>
+    where
+        Instances: Pick<Self>,
+    {
+        Ok(())
+    }
+
+    fn configure(
+        &self,
+        function: &FunctionManifest<'_>,
+    ) -> std::result::Result<Self::Configured, ConfigureError> {
+        let entries: Vec<String> = function.function_value(FIELD)?;
+        entries
+            .iter()
+            .map(|entry| {
+                OutboundEntry::parse(entry).map_err(|message| ConfigureError {
+                    field: function.function_field(FIELD),
+                    message,
+                })
+            })
+            .collect()
+    }
+
+    fn prepare(
+        &self,
+        configured: &Self::Configured,
+        invocation: &Invocation<'_>,
+        _: &mut WasiCtxBuilder,
+    ) -> OutboundPolicy {
+        OutboundPolicy {
+            allowed: configured.clone(),
+            trigger_headers: invocation.trigger_headers.clone(),
+        }
+    }
+}
 
 /// Longest wait for a host name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,15 +151,15 @@ impl OutboundEntry {
     }
 }
 
+/// One invocation's outbound policy.
 pub struct OutboundPolicy {
     allowed: Arc<[OutboundEntry]>,
+    /// Headers the trigger added to the guest's input: a request carrying
+    /// one unchanged (a proxy forwarding what it was given) has it removed.
+    trigger_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl OutboundPolicy {
-    pub fn new(allowed: Arc<[OutboundEntry]>) -> Self {
-        OutboundPolicy { allowed }
-    }
-
     /// Whether `host` (lowercase, brackets stripped) may be called, and
     /// whether an entry names it exactly (which allows internal addresses).
     fn check(&self, host: &str, port: Option<u16>) -> Option<Named> {
@@ -165,6 +226,11 @@ impl WasiHttpHooks for OutboundPolicy {
             > + Send,
     > {
         drop(fut);
+        for (name, value) in &self.trigger_headers {
+            if request.headers().get(name) == Some(value) {
+                request.headers_mut().remove(name);
+            }
+        }
         let uri = request.uri().clone();
         let port = uri.port_u16().or(default_port(&uri));
         let host = uri.host().map(|h| {
@@ -249,12 +315,13 @@ mod tests {
     use super::*;
 
     fn policy(entries: &[&str]) -> OutboundPolicy {
-        OutboundPolicy::new(
-            entries
+        OutboundPolicy {
+            allowed: entries
                 .iter()
                 .map(|s| OutboundEntry::parse(s).unwrap())
                 .collect(),
-        )
+            trigger_headers: Vec::new(),
+        }
     }
 
     fn allows(p: &OutboundPolicy, host: &str, port: u16) -> bool {

@@ -2,14 +2,12 @@
 //! of a cron trigger, in the platform database, where every node sees it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::store::{Documents, FindOptions, Namespace, PLATFORM_DATABASE, StoreError};
+use super::{collection, to_document};
+use crate::store::{Documents, FindOptions, Namespace, StoreError};
 
-pub(super) const RUNS: Namespace<'static> = Namespace {
-    database: PLATFORM_DATABASE,
-    collection: "runs",
-};
+const RUNS: Namespace<'static> = collection("runs");
 
 /// Most bytes of a run's captured output kept in its record.
 pub const LOG_LIMIT: usize = 16 * 1024;
@@ -85,9 +83,8 @@ pub async fn create_index(documents: &Documents) -> Result<(), StoreError> {
 }
 
 pub async fn save(documents: &Documents, run: &RunRecord) -> Result<(), StoreError> {
-    let doc = serde_json::to_value(run).expect("run records serialize");
     documents
-        .replace(RUNS, &json!({"_id": run.id}), doc, true)
+        .replace(RUNS, &json!({"_id": run.id}), to_document(run), true)
         .await
         .map(|_| ())
 }
@@ -119,18 +116,14 @@ pub async fn list(
     Ok(page
         .documents
         .into_iter()
-        .filter_map(from_document)
+        .filter_map(|doc| match super::from_document("run record", doc) {
+            Ok(run) => Some(run),
+            Err(err) => {
+                tracing::warn!("skipping a run record: {err}");
+                None
+            }
+        })
         .collect())
-}
-
-fn from_document(doc: Value) -> Option<RunRecord> {
-    match serde_json::from_value(doc) {
-        Ok(run) => Some(run),
-        Err(err) => {
-            tracing::warn!("skipping an unreadable run record: {err}");
-            None
-        }
-    }
 }
 
 /// Keeps the last `LOG_LIMIT` bytes at most, on a character boundary.

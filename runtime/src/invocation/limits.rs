@@ -1,24 +1,17 @@
-//! Per-function limits, set in the manifest, with safe defaults.
+//! What one invocation of a function may use, set in the manifest's
+//! `limits`, with safe defaults.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// What one invocation of a function may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Limits every trigger applies to an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock time for one invocation, including streaming the response.
-    #[serde(with = "humantime_serde")]
+    /// Wall-clock time for one invocation, including streaming a response.
     pub timeout: Duration,
     /// Linear memory of one instance, in MiB.
     pub memory_mb: u32,
-    /// Instances of this function running at once; more requests wait.
+    /// Instances of this function running at once; more invocations wait.
     pub max_concurrency: u32,
-    /// Largest request body accepted, in bytes.
-    pub max_request_body: u64,
-    /// Largest response body sent, in bytes; the rest is cut off.
-    pub max_response_body: u64,
 }
 
 impl Default for Limits {
@@ -27,8 +20,6 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             memory_mb: 128,
             max_concurrency: 100,
-            max_request_body: 10 * 1024 * 1024,
-            max_response_body: 100 * 1024 * 1024,
         }
     }
 }
@@ -40,7 +31,8 @@ impl Limits {
     /// The longest timeout a function may ask for.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-    /// Checks the limits are within what the server can grant.
+    /// Checks the limits are within what the server can grant; the error
+    /// names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.timeout.is_zero() || self.timeout > Self::MAX_TIMEOUT {
             return Err(format!(

@@ -4,37 +4,64 @@
 //! are checked by [`app_namespace`]. Inputs are JSON text, refused past
 //! 16 MiB before they are parsed.
 
+use std::sync::Arc;
+
 use serde_json::Value;
-use wasmtime::component::{HasData, Linker};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::database::{
     self as wit, Error, FindOptions, FindPage, Host, UpdateOptions, UpdateResult,
 };
-use crate::engine::InvocationState;
+use super::{
+    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
+    Services, instance,
+};
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 use crate::store::{Documents, StoreError, app_namespace};
 
-pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<_, Database>(linker, |state| DatabaseHost {
-        documents: &state.context.services.documents,
-        app: &state.context.app,
-        request_id: &state.context.request_id,
-    })
+pub struct Database {
+    documents: Documents,
 }
 
-struct Database;
+impl Capability for Database {
+    type Configured = ();
+    type Instance = DatabaseHost;
 
-impl HasData for Database {
-    type Data<'a> = DatabaseHost<'a>;
+    fn init(services: &Services) -> Self {
+        Database {
+            documents: services.documents.clone(),
+        }
+    }
+
+    fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+    where
+        Instances: Pick<Self>,
+    {
+        wit::add_to_linker::<T, HasSelf<DatabaseHost>>(linker, |t| instance::<Database, T>(t))
+    }
+
+    fn configure(&self, _: &FunctionManifest<'_>) -> Result<(), ConfigureError> {
+        Ok(())
+    }
+
+    fn prepare(&self, _: &(), invocation: &Invocation<'_>, _: &mut WasiCtxBuilder) -> DatabaseHost {
+        DatabaseHost {
+            documents: self.documents.clone(),
+            app: invocation.app.clone(),
+            request_id: invocation.request_id.clone(),
+        }
+    }
 }
 
-struct DatabaseHost<'a> {
-    documents: &'a Documents,
-    app: &'a str,
-    request_id: &'a str,
+/// The database as one invocation sees it: its app's collections only.
+pub struct DatabaseHost {
+    documents: Documents,
+    app: Arc<str>,
+    request_id: Arc<str>,
 }
 
-impl DatabaseHost<'_> {
+impl DatabaseHost {
     /// Runs one call, logging and converting its failure.
     async fn call<T>(
         &self,
@@ -49,26 +76,20 @@ impl DatabaseHost<'_> {
         match &err {
             StoreError::Unavailable(message) => {
                 tracing::warn!(
-                    request_id = self.request_id,
-                    app = self.app,
+                    request_id = %self.request_id,
+                    app = %self.app,
                     operation,
                     "database unavailable: {message}"
                 )
             }
             other => tracing::debug!(
-                request_id = self.request_id,
-                app = self.app,
+                request_id = %self.request_id,
+                app = %self.app,
                 operation,
                 "database refused a call: {other}"
             ),
         }
-        match err {
-            StoreError::InvalidInput(m) => Error::InvalidInput(m),
-            StoreError::Conflict(m) => Error::Conflict(m),
-            StoreError::NotFound(m) => Error::NotFound(m),
-            StoreError::LimitExceeded(m) => Error::LimitExceeded(m),
-            StoreError::Unavailable(m) => Error::Unavailable(m),
-        }
+        err.into()
     }
 }
 
@@ -87,10 +108,10 @@ fn optional_json(what: &str, text: Option<String>) -> Result<Option<Value>, Stor
     text.map(|t| json(what, &t)).transpose()
 }
 
-impl Host for DatabaseHost<'_> {
+impl Host for DatabaseHost {
     async fn insert(&mut self, collection: String, document: String) -> Result<String, Error> {
         self.call("insert", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let ids = self
                 .documents
                 .insert(ns, vec![json("document", &document)?])
@@ -106,7 +127,7 @@ impl Host for DatabaseHost<'_> {
         documents: Vec<String>,
     ) -> Result<Vec<String>, Error> {
         self.call("insert-many", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let docs = documents
                 .iter()
                 .map(|d| json("document", d))
@@ -118,7 +139,7 @@ impl Host for DatabaseHost<'_> {
 
     async fn get(&mut self, collection: String, id: String) -> Result<Option<String>, Error> {
         self.call("get", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             Ok(self.documents.get(ns, &id).await?.map(|d| d.to_string()))
         })
         .await
@@ -131,7 +152,7 @@ impl Host for DatabaseHost<'_> {
         options: FindOptions,
     ) -> Result<FindPage, Error> {
         self.call("find", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let options = crate::store::FindOptions {
                 sort: optional_json("sort", options.sort)?,
                 projection: optional_json("projection", options.projection)?,
@@ -160,7 +181,7 @@ impl Host for DatabaseHost<'_> {
         options: UpdateOptions,
     ) -> Result<UpdateResult, Error> {
         self.call("update", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let outcome = self
                 .documents
                 .update(
@@ -188,7 +209,7 @@ impl Host for DatabaseHost<'_> {
         upsert: bool,
     ) -> Result<UpdateResult, Error> {
         self.call("replace", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let outcome = self
                 .documents
                 .replace(
@@ -216,7 +237,7 @@ impl Host for DatabaseHost<'_> {
         upsert: bool,
     ) -> Result<Option<String>, Error> {
         self.call("find-one-and-update", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             let found = self
                 .documents
                 .find_one_and_update(
@@ -239,7 +260,7 @@ impl Host for DatabaseHost<'_> {
         multi: bool,
     ) -> Result<u64, Error> {
         self.call("delete", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             self.documents
                 .delete(ns, &json("filter", &filter)?, multi)
                 .await
@@ -249,7 +270,7 @@ impl Host for DatabaseHost<'_> {
 
     async fn count(&mut self, collection: String, filter: String) -> Result<u64, Error> {
         self.call("count", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             self.documents.count(ns, &json("filter", &filter)?).await
         })
         .await
@@ -262,7 +283,7 @@ impl Host for DatabaseHost<'_> {
         unique: bool,
     ) -> Result<(), Error> {
         self.call("create-index", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             self.documents
                 .create_index(ns, &json("index keys", &keys)?, unique)
                 .await
@@ -272,7 +293,7 @@ impl Host for DatabaseHost<'_> {
 
     async fn drop_collection(&mut self, collection: String) -> Result<(), Error> {
         self.call("drop-collection", async {
-            let ns = app_namespace(self.app, &collection)?;
+            let ns = app_namespace(&self.app, &collection)?;
             self.documents.drop_collection(ns).await
         })
         .await

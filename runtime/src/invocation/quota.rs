@@ -29,6 +29,8 @@ pub enum Overloaded {
     Function(u32),
     #[error("the app stayed at its {0} concurrent instances until the invocation's deadline")]
     App(u32),
+    #[error("the server had no free instance slot")]
+    Server,
 }
 
 /// Held while an invocation runs: its function's and its app's permits.

@@ -1,0 +1,88 @@
+//! The data of one invocation's store: the sandbox (WASI with nothing
+//! granted), captured stdio, memory limits, and each capability's state.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::Limits;
+use crate::capabilities::Instances;
+use crate::engine::StoreData;
+use crate::engine::logs::LogCapture;
+
+/// Most bytes of stdout and of stderr kept per invocation.
+const LOG_LIMIT: usize = 64 * 1024;
+
+/// The `T` of every invocation's `Store<T>`.
+pub struct InvocationState {
+    pub(super) stdout: LogCapture,
+    pub(super) stderr: LogCapture,
+    limits: StoreLimits,
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    capabilities: Instances,
+}
+
+impl InvocationState {
+    /// `prepare` builds the capabilities' states; it may add to the
+    /// sandbox (the config's variables are also the environment).
+    pub(super) fn new(
+        limits: &Limits,
+        prepare: impl FnOnce(&mut WasiCtxBuilder) -> Instances,
+    ) -> Self {
+        let stdout = LogCapture::new(LOG_LIMIT);
+        let stderr = LogCapture::new(LOG_LIMIT);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let capabilities = prepare(&mut wasi);
+        InvocationState {
+            stdout,
+            stderr,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes())
+                .trap_on_grow_failure(false)
+                .build(),
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            capabilities,
+        }
+    }
+}
+
+impl StoreData for InvocationState {
+    fn store_limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl crate::capabilities::CapabilityView for InvocationState {
+    fn capabilities(&mut self) -> &mut Instances {
+        &mut self.capabilities
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: self.capabilities.http_hooks(),
+        }
+    }
+}

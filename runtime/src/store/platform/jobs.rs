@@ -1,0 +1,163 @@
+//! The one-off job queue (`jobs`): written by the scheduler capability,
+//! claimed and finished by the cron trigger.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{collection, from_document, now_ms, to_document};
+use crate::store::{Documents, FindOptions, Namespace, StoreError};
+
+const JOBS: Namespace<'static> = collection("jobs");
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Cancelled,
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub app: String,
+    pub function: String,
+    pub due_ms: u64,
+    /// JSON text.
+    pub payload: String,
+    pub status: JobStatus,
+    pub created_ms: u64,
+    /// The request id of the invocation that scheduled it.
+    pub created_by: String,
+    /// The node that claimed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Indexes the queue by app, status and due time: a pending count and an
+/// app's due jobs read only that app's part of the index.
+pub async fn create_index(documents: &Documents) -> Result<(), StoreError> {
+    documents
+        .create_index(JOBS, &json!({"app": 1, "status": 1, "due_ms": 1}), false)
+        .await
+}
+
+/// Jobs of `app` waiting to run (counted from the index).
+pub async fn count_pending(documents: &Documents, app: &str) -> Result<u64, StoreError> {
+    documents
+        .count(JOBS, &json!({"app": app, "status": JobStatus::Pending}))
+        .await
+}
+
+pub async fn insert(documents: &Documents, job: &Job) -> Result<(), StoreError> {
+    documents
+        .insert(JOBS, vec![to_document(job)])
+        .await
+        .map(|_| ())
+}
+
+/// Cancels a waiting job of `app`: `false` when there is none with this id.
+pub async fn cancel(documents: &Documents, app: &str, id: &str) -> Result<bool, StoreError> {
+    let outcome = documents
+        .update(
+            JOBS,
+            &json!({"_id": id, "app": app, "status": JobStatus::Pending}),
+            &json!({"$set": {"status": JobStatus::Cancelled, "ended_ms": now_ms()}}),
+            false,
+            false,
+        )
+        .await?;
+    Ok(outcome.matched > 0)
+}
+
+/// Claims due jobs for `node`, at most `per_app` of each app in `apps`, so
+/// one app's backlog never delays another app's jobs by more than a tick.
+/// Each job is claimed by one node only (the update from `pending` to
+/// `running` matches once).
+pub async fn claim_due(
+    documents: &Documents,
+    node: &str,
+    now: u64,
+    apps: &[&str],
+    per_app: u64,
+) -> Result<Vec<Job>, StoreError> {
+    let mut claimed = Vec::new();
+    for app in apps {
+        claimed.extend(claim_due_of(documents, node, now, app, per_app).await?);
+    }
+    Ok(claimed)
+}
+
+async fn claim_due_of(
+    documents: &Documents,
+    node: &str,
+    now: u64,
+    app: &str,
+    limit: u64,
+) -> Result<Vec<Job>, StoreError> {
+    let page = documents
+        .find(
+            JOBS,
+            &json!({"app": app, "status": JobStatus::Pending, "due_ms": {"$lte": now}}),
+            FindOptions {
+                sort: Some(json!({"due_ms": 1})),
+                limit: Some(limit),
+                ..FindOptions::default()
+            },
+        )
+        .await?;
+    let mut claimed = Vec::new();
+    for doc in page.documents {
+        let Some(id) = doc["_id"].as_str() else {
+            continue;
+        };
+        let won = documents
+            .find_one_and_update(
+                JOBS,
+                &json!({"_id": id, "status": JobStatus::Pending}),
+                &json!({"$set": {"status": JobStatus::Running, "node": node, "started_ms": now}}),
+                true,
+                false,
+            )
+            .await?;
+        match won.map(|doc| from_document::<Job>("job", doc)) {
+            Some(Ok(job)) => claimed.push(job),
+            Some(Err(err)) => {
+                tracing::error!("a claimed job does not read, so it does not run: {err}")
+            }
+            None => {}
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records how a claimed job ended.
+pub async fn finish(
+    documents: &Documents,
+    id: &str,
+    status: JobStatus,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    documents
+        .update(
+            JOBS,
+            &json!({"_id": id}),
+            &json!({"$set": {"status": status, "error": error, "ended_ms": now_ms()}}),
+            false,
+            false,
+        )
+        .await
+        .map(|_| ())
+}

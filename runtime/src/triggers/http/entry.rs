@@ -1,0 +1,65 @@
+//! `wasi:http/incoming-handler` as an entry point of the invocation core.
+
+use http::Request;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+use wasmtime::component::types::ComponentItem;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::body::LimitedRequestBody;
+use crate::invocation::{EntryPoint, InvocationState};
+
+/// The export of HTTP functions (any 0.2.x version).
+pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+
+type ResponseSender = oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
+
+/// One request for the guest, and where its response goes.
+pub struct HttpEntry {
+    pub request: Request<LimitedRequestBody<Incoming>>,
+    pub response: ResponseSender,
+}
+
+impl EntryPoint for HttpEntry {
+    const EXPORT: &'static str = HTTP_EXPORT;
+    type Resolved = ProxyPre<InvocationState>;
+    type Output = ();
+
+    fn resolve(pre: &InstancePre<InvocationState>) -> Option<Self::Resolved> {
+        let component = pre.component();
+        let exported =
+            component
+                .component_type()
+                .exports(component.engine())
+                .any(|(export, item)| {
+                    export.starts_with(HTTP_EXPORT)
+                        && matches!(item.ty, ComponentItem::ComponentInstance(_))
+                });
+        exported.then(|| ProxyPre::new(pre.clone()).ok()).flatten()
+    }
+
+    async fn call(
+        self,
+        proxy: &Self::Resolved,
+        store: &mut Store<InvocationState>,
+    ) -> wasmtime::Result<()> {
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, self.request)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(self.response)?;
+        let proxy = proxy.instantiate_async(&mut *store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, request, out)
+            .await
+    }
+}
