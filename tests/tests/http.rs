@@ -508,7 +508,10 @@ async fn the_platform_namespace_is_never_an_apps_and_never_shadows_one() {
         .await
         .unwrap();
     let text = response.text().await.unwrap();
-    assert_eq!(text, "plain wasi:http says hi to Get /admin/v1/apps\n");
+    assert_eq!(
+        text,
+        "plain wasi:http says hi to Method::Get /admin/v1/apps\n"
+    );
     // The server's own host still reaches it.
     let response = server
         .get("/admin/v1/apps")

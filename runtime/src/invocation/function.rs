@@ -85,11 +85,7 @@ impl Function {
         entry: E,
     ) -> Invoked<E::Output> {
         let deadline = Instant::now() + self.limits.timeout;
-        let unavailable = |message: String| Invoked {
-            outcome: Outcome::Unavailable(message),
-            stdout: String::new(),
-            stderr: String::new(),
-        };
+        let unavailable = |message| Invoked::before_the_guest(Outcome::Unavailable(message));
         let loaded = match self.component.get().await {
             Ok(loaded) => loaded,
             Err(err) => {
@@ -107,13 +103,7 @@ impl Function {
             .await
         {
             Ok(admission) => admission,
-            Err(overloaded) => {
-                return Invoked {
-                    outcome: Outcome::Overloaded(overloaded),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                };
-            }
+            Err(overloaded) => return Invoked::before_the_guest(Outcome::Overloaded(overloaded)),
         };
         let invocation = Invocation {
             app: &self.app,

@@ -89,6 +89,17 @@ pub struct Invoked<T> {
     pub stderr: String,
 }
 
+impl<T> Invoked<T> {
+    /// An invocation that ended before an instance ran.
+    fn before_the_guest(outcome: Outcome<T>) -> Self {
+        Invoked {
+            outcome,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+}
+
 /// Runs invocations: the engine, the capabilities linked into it, and where
 /// components come from. One per server.
 pub struct Invoker {

@@ -21,13 +21,17 @@ pub async fn handle(
     mut req: Request<Incoming>,
     request_id: &Arc<str>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    if path == PLATFORM_PREFIX || path.starts_with(&format!("{PLATFORM_PREFIX}/")) {
+    if is_platform_path(path) {
         return Err(ApiError::new(
             ErrorCode::PlatformRouteNotFound,
             format!("no platform endpoint of app `{}` at {path}", app.name),
         ));
     }
-    let (index, pattern, params) = route(app, routes, req.method(), path)?;
+    let Routed {
+        index,
+        pattern,
+        params,
+    } = route(app, routes, req.method(), path)?;
     let function = app.functions[index].clone();
     let name = function.name.clone();
     let limits = routes.body_limits[index];
@@ -101,19 +105,36 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
-/// The function a request is for, the route's pattern and its parameters.
+/// Whether an app-relative path is in the platform's namespace.
+pub(super) fn is_platform_path(path: &str) -> bool {
+    path.strip_prefix(PLATFORM_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A request's route.
+struct Routed {
+    /// The function's index in the app.
+    index: usize,
+    pattern: String,
+    params: Vec<(String, String)>,
+}
+
 fn route(
     app: &App,
     routes: &HttpRoutes,
     method: &http::Method,
     path: &str,
-) -> Result<(usize, String, Vec<(String, String)>), ApiError> {
+) -> Result<Routed, ApiError> {
     match routes.router.route(method, path) {
         RouteMatch::Found {
             function,
             pattern,
             params,
-        } => Ok((function, pattern, params)),
+        } => Ok(Routed {
+            index: function,
+            pattern,
+            params,
+        }),
         RouteMatch::NotFound => Err(ApiError::new(
             ErrorCode::RouteNotFound,
             format!("no route of app `{}` matches {path}", app.name),

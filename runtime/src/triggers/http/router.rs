@@ -155,10 +155,10 @@ fn to_matchit(path: &str) -> Result<String, RouteError> {
     if path.contains(['{', '}', '?', '#']) {
         return Err(invalid("may not contain `{`, `}`, `?` or `#`"));
     }
-    let reserved = super::PLATFORM_PREFIX;
-    if path == reserved || path.starts_with(&format!("{reserved}/")) {
+    if super::dispatch::is_platform_path(path) {
         return Err(invalid(&format!(
-            "`{reserved}/...` is reserved for the platform's endpoints"
+            "`{}/...` is reserved for the platform's endpoints",
+            super::PLATFORM_PREFIX
         )));
     }
     let segments: Vec<&str> = path[1..].split('/').collect();
