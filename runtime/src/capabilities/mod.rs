@@ -28,7 +28,7 @@ use crate::store::Documents;
 
 /// The backends capabilities reach, built once per server.
 #[derive(Clone)]
-pub struct Services {
+pub struct Backends {
     pub documents: Documents,
 }
 
@@ -44,7 +44,7 @@ pub trait Capability: Sized + Send + Sync + 'static {
     type Instance: Send + 'static;
 
     /// Once per server: from the server's backends.
-    fn init(services: &Services) -> Self;
+    fn init(backends: &Backends) -> Self;
     /// Once per server: adds the capability's interface to the linker.
     fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
     where
@@ -181,8 +181,8 @@ macro_rules! capabilities {
         })*
 
         impl Capabilities {
-            pub fn new(services: &Services) -> Self {
-                Capabilities { $($field: <$capability>::init(services),)* }
+            pub fn new(backends: &Backends) -> Self {
+                Capabilities { $($field: <$capability>::init(backends),)* }
             }
 
             pub fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {

@@ -25,7 +25,7 @@ use self::apps::{Apps, DeployError};
 use self::artifacts::Artifacts;
 use self::connections::{Connections, Refused};
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
-use crate::capabilities::{Capabilities, Services};
+use crate::capabilities::{Backends, Capabilities};
 use crate::engine::{EngineError, EngineSettings};
 use crate::invocation::{Invoker, Limits};
 use crate::server::manifest::RESERVED_APP_NAME;
@@ -117,7 +117,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
     let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
     let documents = open_documents(&settings).await?;
-    let services = Services {
+    let backends = Backends {
         documents: documents.clone(),
     };
     let invoker = Invoker::new(
@@ -131,7 +131,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             cache_key: Sha256::digest(format!("kiln compile cache\n{admin_key}")).to_vec(),
             max_memory_bytes: Limits::MAX_MEMORY_MB as usize * 1024 * 1024,
         },
-        Arc::new(Capabilities::new(&services)),
+        Arc::new(Capabilities::new(&backends)),
         Arc::new(artifacts.clone()),
     )?;
     let apps = Arc::new(Apps::new(

@@ -43,7 +43,7 @@ impl Capability for Config {
     type Configured = Arc<[(String, String)]>;
     type Instance = Variables;
 
-    fn init(_: &super::Services) -> Self {
+    fn init(_: &super::Backends) -> Self {
         Config
     }
 

@@ -14,8 +14,8 @@ use super::bindings::kiln::platform::database::{
     self as wit, Error, FindOptions, FindPage, Host, UpdateOptions, UpdateResult,
 };
 use super::{
-    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
-    Services, instance,
+    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    Pick, instance,
 };
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 use crate::store::{Documents, StoreError, app_namespace};
@@ -28,9 +28,9 @@ impl Capability for Database {
     type Configured = ();
     type Instance = DatabaseHost;
 
-    fn init(services: &Services) -> Self {
+    fn init(backends: &Backends) -> Self {
         Database {
-            documents: services.documents.clone(),
+            documents: backends.documents.clone(),
         }
     }
 

@@ -16,8 +16,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
 
 use super::{
-    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
-    Services,
+    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    Pick,
 };
 
 const FIELD: &str = "allowed_outbound_hosts";
@@ -29,7 +29,7 @@ impl Capability for Outbound {
     type Configured = Arc<[OutboundEntry]>;
     type Instance = OutboundPolicy;
 
-    fn init(_: &Services) -> Self {
+    fn init(_: &Backends) -> Self {
         Outbound
     }
 

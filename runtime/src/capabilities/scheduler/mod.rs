@@ -11,8 +11,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::scheduler::{self as wit, Error, Host};
 use super::{
-    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
-    Services, instance,
+    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    Pick, instance,
 };
 use crate::store::Documents;
 use crate::store::platform::jobs::{self, Job, JobStatus};
@@ -53,9 +53,9 @@ impl Capability for Scheduler {
     type Configured = Arc<AppJobs>;
     type Instance = JobQueue;
 
-    fn init(services: &Services) -> Self {
+    fn init(backends: &Backends) -> Self {
         Scheduler {
-            documents: services.documents.clone(),
+            documents: backends.documents.clone(),
             app_locks: Arc::default(),
         }
     }

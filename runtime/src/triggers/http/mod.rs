@@ -7,8 +7,6 @@ mod entry;
 pub mod error;
 pub mod router;
 
-use serde::{Deserialize, Serialize};
-
 pub use self::body::ResponseBody;
 pub use self::dispatch::handle;
 pub use self::entry::{HTTP_EXPORT, HttpEntry};
@@ -24,7 +22,7 @@ pub const PLATFORM_PREFIX: &str = "/_kiln";
 pub const KILN_HEADER_PREFIX: &str = "kiln-";
 
 /// The body limits of one function (manifest: `limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     /// Largest request body accepted, in bytes.
     pub max_request_body: u64,
