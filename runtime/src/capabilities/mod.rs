@@ -152,7 +152,7 @@ pub struct Invocation<'a> {
     pub request_id: &'a Arc<str>,
     /// Headers the trigger added to the guest's input (`kiln-*`); outbound
     /// requests that carry them unchanged have them removed.
-    pub trigger_headers: Vec<(HeaderName, HeaderValue)>,
+    pub trigger_headers: &'a [(HeaderName, HeaderValue)],
 }
 
 /// Declares the list of capabilities: the per-server, per-function and

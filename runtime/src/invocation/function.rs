@@ -109,7 +109,7 @@ impl Function {
             app: &self.app,
             function: &self.name,
             request_id,
-            trigger_headers,
+            trigger_headers: &trigger_headers,
         };
         let state = InvocationState::new(&self.limits, |wasi| {
             self.invoker

@@ -64,7 +64,11 @@ impl Capability for Outbound {
     ) -> OutboundPolicy {
         OutboundPolicy {
             allowed: configured.clone(),
-            trigger_headers: invocation.trigger_headers.clone(),
+            // A function that may call nobody sends nothing to strip.
+            trigger_headers: match configured.is_empty() {
+                true => Vec::new(),
+                false => invocation.trigger_headers.to_vec(),
+            },
         }
     }
 }
