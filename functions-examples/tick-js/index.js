@@ -1,25 +1,21 @@
-// A JavaScript scheduled function. Cron triggers and one-off jobs call
-// `scheduledHandler.run`: return to succeed, throw a string (the error) to
-// fail the run. `scheduledMs` and `startedMs` are BigInts (milliseconds).
-// It records each run in the `ticks` collection; GET answers how many.
-import { count, insert } from 'kiln:platform/database@0.1.0';
+// A JavaScript function with both triggers. Cron triggers and one-off jobs
+// call `scheduled`: return to succeed, throw to fail the run (the error's
+// message and stack are the run's error). Each run is recorded in `ticks`;
+// GET /ticks answers how many.
+import { db } from '@kiln/sdk';
 
-export const scheduledHandler = {
-  run(invocation) {
-    const payload = JSON.parse(invocation.payload);
-    if (payload && payload.fail) {
-      throw `failing on purpose (${invocation.trigger})`;
+const ticks = db.collection('ticks');
+
+export default {
+  async scheduled(event) {
+    if (event.payload?.fail) {
+      throw new Error(`failing on purpose (${event.trigger})`);
     }
-    const id = `${invocation.trigger}-${invocation.scheduledMs}`;
-    insert('ticks', JSON.stringify({ _id: id, due: Number(invocation.scheduledMs) }));
-    console.log(`tick ${invocation.trigger} due at ${invocation.scheduledMs}`);
+    await ticks.insert({ _id: `${event.trigger}-${event.scheduledTime}`, due: new Date(event.scheduledTime) });
+    console.log(`tick ${event.trigger} due at ${event.scheduledTime}`);
+  },
+
+  async fetch() {
+    return Response.json({ ticks: await ticks.count() });
   },
 };
-
-addEventListener('fetch', (event) =>
-  event.respondWith(
-    new Response(JSON.stringify({ ticks: Number(count('ticks', '{}')) }), {
-      headers: { 'content-type': 'application/json' },
-    }),
-  ),
-);

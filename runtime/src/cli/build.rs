@@ -1,5 +1,6 @@
-//! `kiln build`: Rust functions with cargo for wasm32-wasip2, JavaScript
-//! functions with componentize-js (through the JS SDK's build script).
+//! `kiln build`: Rust functions with cargo for wasm32-wasip2, JavaScript and
+//! TypeScript functions through the JS SDK's build script (type-check,
+//! bundle with esbuild, componentize-js).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,8 +27,21 @@ fn js_sdk_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/js"))
 }
 
+/// How to build.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildOptions {
+    /// Type-check TypeScript functions before bundling them.
+    pub typecheck: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self { typecheck: true }
+    }
+}
+
 /// Reads `dir/kiln.toml` and builds every function.
-pub fn build_app(dir: &Path) -> anyhow::Result<BuiltApp> {
+pub fn build_app(dir: &Path, options: BuildOptions) -> anyhow::Result<BuiltApp> {
     let manifest_path = dir.join("kiln.toml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -42,7 +56,7 @@ pub fn build_app(dir: &Path) -> anyhow::Result<BuiltApp> {
     };
     let mut functions = Vec::new();
     for (fn_name, spec) in &manifest.functions {
-        let path = build_function(dir, fn_name, spec)
+        let path = build_function(dir, fn_name, spec, options)
             .with_context(|| format!("building function `{fn_name}`"))?;
         functions.push(BuiltFunction {
             name: fn_name.clone(),
@@ -56,7 +70,12 @@ pub fn build_app(dir: &Path) -> anyhow::Result<BuiltApp> {
     })
 }
 
-fn build_function(dir: &Path, name: &str, spec: &FunctionSpec) -> anyhow::Result<PathBuf> {
+fn build_function(
+    dir: &Path,
+    name: &str,
+    spec: &FunctionSpec,
+    options: BuildOptions,
+) -> anyhow::Result<PathBuf> {
     if let Some(component) = &spec.component {
         let path = dir.join(component);
         if !path.is_file() {
@@ -76,7 +95,7 @@ fn build_function(dir: &Path, name: &str, spec: &FunctionSpec) -> anyhow::Result
     });
     match language {
         Language::Rust => build_rust(&source),
-        Language::Js => build_js(dir, name, &source),
+        Language::Js => build_js(dir, name, &source, options),
     }
 }
 
@@ -125,23 +144,16 @@ fn build_rust(crate_dir: &Path) -> anyhow::Result<PathBuf> {
     wasm.context("cargo built no .wasm (is the crate a `cdylib`?)")
 }
 
-fn build_js(app_dir: &Path, name: &str, source: &Path) -> anyhow::Result<PathBuf> {
+fn build_js(
+    app_dir: &Path,
+    name: &str,
+    source: &Path,
+    options: BuildOptions,
+) -> anyhow::Result<PathBuf> {
     if !source.is_file() {
         bail!("{} does not exist", source.display());
     }
-    let out_dir = app_dir.join(".kiln/build");
-    std::fs::create_dir_all(&out_dir)?;
-    let output = out_dir.join(format!("{name}.wasm"));
     let sdk = js_sdk_dir();
-    let inputs = [
-        source.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        sdk.join("../../wit"),
-        sdk.clone(),
-    ];
-    if is_newer_than(&output, &inputs) {
-        return Ok(output);
-    }
-    let script = sdk.join("build.mjs");
     if !sdk
         .join("node_modules/@bytecodealliance/componentize-js")
         .is_dir()
@@ -151,32 +163,43 @@ fn build_js(app_dir: &Path, name: &str, source: &Path) -> anyhow::Result<PathBuf
             sdk.display()
         );
     }
-    let status = Command::new("node")
-        .arg(&script)
-        .arg(source)
-        .arg(&output)
+    if let Some(package) = uninstalled_package(app_dir, source) {
+        bail!(
+            "{} has no node_modules: run `npm install` in {}",
+            package.display(),
+            package.parent().unwrap_or(Path::new(".")).display()
+        );
+    }
+    let out_dir = app_dir.join(".kiln/build");
+    std::fs::create_dir_all(&out_dir)?;
+    let output = out_dir.join(format!("{name}.wasm"));
+    eprintln!("building `{name}` from {}", source.display());
+    let mut node = Command::new("node");
+    node.arg(sdk.join("build.mjs")).arg(source).arg(&output);
+    if !options.typecheck {
+        node.arg("--no-typecheck");
+    }
+    let status = node
         .status()
         .context("cannot run node (JavaScript functions need Node.js 20+)")?;
     if !status.success() {
-        bail!("componentize-js failed for {}", source.display());
+        bail!("building {} failed (the reason is above)", source.display());
     }
     Ok(output)
 }
 
-/// Whether `output` exists and is newer than every file directly in the
-/// `inputs` folders (the function's folder, the WIT, the JS SDK):
-/// componentize-js takes ~10 s, so an unchanged function is not rebuilt.
-fn is_newer_than(output: &Path, inputs: &[PathBuf]) -> bool {
-    let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else {
-        return false;
-    };
-    inputs.iter().all(|folder| {
-        std::fs::read_dir(folder).is_ok_and(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .filter_map(|e| e.metadata().ok()?.modified().ok())
-                .all(|modified| modified < built)
-        })
-    })
+/// The nearest `package.json` between the function and the app folder, when
+/// it has no `node_modules` beside it: its packages were never installed.
+fn uninstalled_package(app_dir: &Path, source: &Path) -> Option<PathBuf> {
+    let app_dir = std::fs::canonicalize(app_dir).ok()?;
+    let mut dir = std::fs::canonicalize(source).ok()?.parent()?.to_path_buf();
+    loop {
+        let package = dir.join("package.json");
+        if package.is_file() {
+            return (!dir.join("node_modules").is_dir()).then_some(package);
+        }
+        if dir == app_dir || !dir.pop() {
+            return None;
+        }
+    }
 }

@@ -10,7 +10,7 @@ use kiln::server::artifacts::digest_of;
 use serde_json::json;
 
 use super::admin::{ServerArgs, expect_success};
-use super::build::{BuiltApp, build_app};
+use super::build::{BuildOptions, BuiltApp, build_app};
 
 #[derive(Args)]
 pub struct DeployArgs {
@@ -22,11 +22,17 @@ pub struct DeployArgs {
     /// Deploy under this app name instead of the manifest's.
     #[arg(long)]
     app: Option<String>,
+    /// Skip type-checking TypeScript functions.
+    #[arg(long)]
+    no_typecheck: bool,
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let admin_key = args.server.admin_key()?;
-    let built = build_app(&args.dir)?;
+    let options = BuildOptions {
+        typecheck: !args.no_typecheck,
+    };
+    let built = build_app(&args.dir, options)?;
     let app = args.app.unwrap_or_else(|| built.name.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

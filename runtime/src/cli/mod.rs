@@ -31,6 +31,9 @@ enum Command {
         /// The app folder (with kiln.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Skip type-checking TypeScript functions.
+        #[arg(long)]
+        no_typecheck: bool,
     },
     /// Build an app and deploy it to a running server.
     Deploy(deploy::DeployArgs),
@@ -46,8 +49,11 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Build { dir } => {
-            let app = build::build_app(&dir)?;
+        Command::Build { dir, no_typecheck } => {
+            let options = build::BuildOptions {
+                typecheck: !no_typecheck,
+            };
+            let app = build::build_app(&dir, options)?;
             for f in &app.functions {
                 println!("{}: {}", f.name, f.path.display());
             }

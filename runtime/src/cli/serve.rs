@@ -12,7 +12,7 @@ use kiln::server::settings::{
 };
 use kiln::server::{AdminKeySource, RunningServer};
 
-use super::build::build_app;
+use super::build::{BuildOptions, build_app};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -133,7 +133,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let built = args
         .apps
         .iter()
-        .map(|dir| build_app(dir).with_context(|| format!("app {}", dir.display())))
+        .map(|dir| build_app(dir, BuildOptions::default()).with_context(|| format!("app {}", dir.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,0 +1,135 @@
+// Types of @kiln/sdk. The WIT interfaces behind it are in `wit/` at the
+// root of the Kiln repository.
+
+/** A JSON value as Kiln stores it; `Date` travels as `{"$date": "<RFC 3339>"}`. */
+export type Value = null | boolean | number | string | Date | Value[] | { [key: string]: Value | undefined };
+
+/** A stored document: a plain object whose `_id` is a string. */
+export type Document = { _id?: string; [key: string]: Value | undefined };
+
+/** A MongoDB-style filter, update, sort or projection (a documented subset of operators). */
+export type Filter = { [key: string]: unknown };
+export type Update = { [key: string]: unknown };
+export type Sort = { [field: string]: 1 | -1 };
+export type Projection = { [field: string]: 0 | 1 | boolean };
+
+export interface UpdateResult {
+  matched: number;
+  modified: number;
+  /** The `_id` of an upserted document. */
+  upsertedId?: string;
+}
+
+export interface Page<T> {
+  documents: T[];
+  /** Pass to `page()` for the next page; undefined on the last. */
+  cursor?: string;
+}
+
+export declare class Query<T extends object = Document> implements AsyncIterable<T> {
+  sort(spec: Sort): this;
+  project(spec: Projection): this;
+  limit(n: number): this;
+  skip(n: number): this;
+  /** Documents per page, 1 to 1000 (100 when iterating without one). */
+  batchSize(n: number): this;
+  /** One page; without `batchSize`, a find over 1000 documents is `limit-exceeded`. */
+  page(cursor?: string): Promise<Page<T>>;
+  /** Every page, following the cursor. */
+  pages(): AsyncIterableIterator<Page<T>>;
+  /** Every matching document, across pages. */
+  [Symbol.asyncIterator](): AsyncIterator<T>;
+  toArray(): Promise<T[]>;
+}
+
+export declare class Collection<T extends object = Document> {
+  readonly name: string;
+  insert(doc: T): Promise<string>;
+  insertMany(docs: T[]): Promise<string[]>;
+  get(id: string): Promise<T | null>;
+  find(filter?: Filter): Query<T>;
+  findOne(filter?: Filter, options?: { sort?: Sort }): Promise<T | null>;
+  update(filter: Filter, update: Update, options?: { upsert?: boolean }): Promise<UpdateResult>;
+  updateMany(filter: Filter, update: Update, options?: { upsert?: boolean }): Promise<UpdateResult>;
+  replace(filter: Filter, doc: T, options?: { upsert?: boolean }): Promise<UpdateResult>;
+  findOneAndUpdate(
+    filter: Filter,
+    update: Update,
+    options?: { returnNew?: boolean; upsert?: boolean },
+  ): Promise<T | null>;
+  /** Deletes the first match; resolves to 0 or 1. */
+  delete(filter: Filter): Promise<number>;
+  deleteMany(filter: Filter): Promise<number>;
+  count(filter?: Filter): Promise<number>;
+  createIndex(keys: Sort, options?: { unique?: boolean }): Promise<void>;
+  drop(): Promise<void>;
+}
+
+export declare const db: {
+  collection<T extends object = Document>(name: string): Collection<T>;
+};
+
+export declare const config: {
+  /** The variable's value from kiln.toml, or undefined. */
+  get(name: string): string | undefined;
+  all(): Record<string, string>;
+};
+
+export declare const scheduler: {
+  /** Runs `fn` of this app once at `when` (a Date, or a delay in ms) with `payload`; resolves to the job id. */
+  schedule(fn: string, when: Date | number, payload?: Value): Promise<string>;
+  cancel(jobId: string): Promise<void>;
+};
+
+export type ErrorCode =
+  | 'not-found'
+  | 'conflict'
+  | 'invalid-input'
+  | 'permission-denied'
+  | 'limit-exceeded'
+  | 'unavailable';
+
+export declare const ERROR_CODES: readonly ErrorCode[];
+
+/** Every failure of a platform call. */
+export declare class KilnError extends Error {
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions);
+  readonly name: 'KilnError';
+  readonly code: ErrorCode;
+}
+
+/** The function's variables from kiln.toml, as on Workers. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** The route a request matched. */
+export interface FetchContext {
+  app?: string;
+  /** The route's pattern, e.g. `/todos/:id`. */
+  route?: string;
+  /** The route's parameters, e.g. `{id: "42"}`. */
+  params: Record<string, string>;
+  /** The id in the `kiln-request-id` response header and the logs. */
+  requestId?: string;
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+/** One occurrence of a cron trigger or a one-off job. */
+export interface ScheduledEvent<P = Value> {
+  /** The trigger's name, or the job id. */
+  trigger: string;
+  /** When it was due, in ms since the epoch. */
+  scheduledTime: number;
+  /** When this run started, in ms since the epoch. */
+  startedTime: number;
+  payload: P;
+}
+
+export interface ScheduledContext {
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+/** What `export default` holds. A throw from `scheduled` fails the run. */
+export interface Handlers {
+  fetch?(request: Request, env: Env, ctx: FetchContext): Response | Promise<Response>;
+  scheduled?(event: ScheduledEvent, env: Env, ctx: ScheduledContext): void | Promise<void>;
+}

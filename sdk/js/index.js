@@ -1,0 +1,5 @@
+// @kiln/sdk: write Kiln functions in JavaScript or TypeScript.
+export { db, Collection, Query } from './src/database.js';
+export { config } from './src/config.js';
+export { scheduler } from './src/scheduler.js';
+export { KilnError, ERROR_CODES } from './src/errors.js';

@@ -1,0 +1,81 @@
+// Turns a module in the Workers syntax, `export default { fetch, scheduled }`,
+// into what the component exports: the wasi:http fetch event and Kiln's
+// `scheduled-handler`. `kiln build` generates the module that calls these.
+import { lazyEnv } from './config.js';
+import { describeError } from './stack.js';
+import { decode } from './wire.js';
+
+/** What a fetch handler learns about the route besides the request. */
+class FetchContext {
+  #event;
+
+  constructor(event) {
+    this.#event = event;
+    const headers = event.request.headers;
+    this.app = headers.get('kiln-app') ?? undefined;
+    this.route = headers.get('kiln-route') ?? undefined;
+    this.requestId = headers.get('kiln-request-id') ?? undefined;
+    this.params = Object.fromEntries(new URLSearchParams(headers.get('kiln-params') ?? ''));
+  }
+
+  /** Keeps the instance alive until `promise` settles, after the response. */
+  waitUntil(promise) {
+    this.#event.waitUntil?.(promise);
+  }
+}
+
+function errorResponse(ctx) {
+  const body = {
+    error: {
+      code: 'function_error',
+      message: `the function threw an uncaught exception; its log has the details (request ${ctx.requestId ?? 'unknown'})`,
+    },
+  };
+  return new Response(JSON.stringify(body), { status: 500, headers: { 'content-type': 'application/json' } });
+}
+
+async function respond(handlers, event, ctx) {
+  try {
+    const response = await handlers.fetch(event.request, lazyEnv(), ctx);
+    if (!(response instanceof Response)) {
+      throw new TypeError(`fetch must return a Response, not ${response === null ? 'null' : typeof response}`);
+    }
+    return response;
+  } catch (err) {
+    console.error(`uncaught exception in fetch: ${describeError(err)}`);
+    return errorResponse(ctx);
+  }
+}
+
+/** Answers fetch events with `handlers.fetch(request, env, ctx)`. */
+export function serveFetch(handlers) {
+  addEventListener('fetch', (event) => event.respondWith(respond(handlers, event, new FetchContext(event))));
+}
+
+/**
+ * The `scheduled-handler` export for `handlers.scheduled(event, env, ctx)`.
+ * A throw fails the run; its message and source stack are the run's error.
+ */
+export function scheduledExport(handlers) {
+  return {
+    async run(invocation) {
+      if (typeof handlers?.scheduled !== 'function') {
+        throw 'this function has no scheduled handler (export default { scheduled(event, env, ctx) {...} })';
+      }
+      const event = {
+        trigger: invocation.trigger,
+        scheduledTime: Number(invocation.scheduledMs),
+        startedTime: Number(invocation.startedMs),
+        payload: decode(invocation.payload),
+      };
+      const pending = [];
+      const ctx = { waitUntil: (promise) => pending.push(promise) };
+      try {
+        await handlers.scheduled(event, lazyEnv(), ctx);
+        await Promise.all(pending);
+      } catch (err) {
+        throw describeError(err);
+      }
+    },
+  };
+}
