@@ -8,7 +8,8 @@
 //      bundle imports, plus wasi:http's proxy world.
 // An unchanged bundle reuses the previous component: step 3 takes seconds.
 //
-// Usage: node build.mjs <entry.{js,ts}> <output.wasm> [--no-typecheck]
+// Usage: node build.mjs <entry.{js,ts}> <output.wasm> [--no-typecheck] [--root DIR]
+// (stacks name files relative to DIR, the app folder; default the entry's).
 import { componentize } from '@bytecodealliance/componentize-js';
 import * as esbuild from 'esbuild';
 import ts from 'typescript';
@@ -101,7 +102,7 @@ function wrapper(entry, shape) {
   return lines.join('\n');
 }
 
-async function bundle(entry, shape) {
+async function bundle(entry, shape, root) {
   const result = await esbuild.build({
     stdin: { contents: wrapper(entry, shape), resolveDir: dirname(entry), sourcefile: 'kiln-entry.js', loader: 'js' },
     bundle: true,
@@ -122,11 +123,11 @@ async function bundle(entry, shape) {
   });
   const code = result.outputFiles.find((f) => f.path.endsWith('.js')).text;
   const map = JSON.parse(result.outputFiles.find((f) => f.path.endsWith('.map')).text);
-  // Source paths as a user reads them: relative to the function's folder, the SDK's by package name.
+  // Source paths as a user reads them: relative to the app folder, the SDK's by package name.
   map.sources = map.sources.map((s) => {
     const path = resolve(process.cwd(), s);
     const inSdk = relative(here, path);
-    return inSdk.startsWith('..') ? relative(dirname(entry), path) : `@kiln/sdk/${inSdk}`;
+    return inSdk.startsWith('..') ? relative(root, path) : `@kiln/sdk/${inSdk}`;
   });
   delete map.sourcesContent;
   const imports = new Set();
@@ -150,16 +151,19 @@ function world(imports, scheduled) {
 
 async function main(args) {
   const typecheck = !args.includes('--no-typecheck');
+  const rootAt = args.indexOf('--root');
+  const rootArg = rootAt >= 0 ? args.splice(rootAt, 2)[1] : undefined;
   const [source, output] = args.filter((a) => !a.startsWith('--'));
   if (!source || !output) {
-    console.error('usage: node build.mjs <entry.{js,ts}> <output.wasm> [--no-typecheck]');
+    console.error('usage: node build.mjs <entry.{js,ts}> <output.wasm> [--no-typecheck] [--root DIR]');
     return 2;
   }
   const entry = resolve(source);
+  const root = resolve(rootArg ?? dirname(entry));
   const isTs = TS_EXTENSIONS.has(extname(entry));
   const shape = await step(isTs && typecheck ? 'type-checked' : 'analysed', () => analyse(entry, isTs && typecheck));
   const scheduled = shape.scheduled || shape.rawScheduled;
-  const { code, imports } = await step('bundled', () => bundle(entry, shape));
+  const { code, imports } = await step('bundled', () => bundle(entry, shape, root));
   const witWorld = world(imports, scheduled);
   const pkg = JSON.parse(await readFile(join(here, 'node_modules/@bytecodealliance/componentize-js/package.json'), 'utf8'));
   const hash = createHash('sha256').update(pkg.version).update(witWorld).update(code);

@@ -54,10 +54,14 @@ pub struct Examples {
     pub cleanup: PathBuf,
     pub tick_js: PathBuf,
     pub notes_js: PathBuf,
+    pub todos_ts: PathBuf,
+    /// `tests/apps/js/probe`: exercises the JS SDK.
+    pub js_probe: PathBuf,
 }
 
-/// Builds `functions-examples` with `kiln build` (and `misbehave` with
-/// cargo), under a file lock so parallel test binaries build once.
+/// Builds `functions-examples` and `tests/apps/js` with `kiln build` (and
+/// `misbehave` with cargo), under a file lock so parallel test binaries
+/// build once.
 pub fn examples() -> &'static Examples {
     static EXAMPLES: OnceLock<Examples> = OnceLock::new();
     EXAMPLES.get_or_init(|| {
@@ -66,13 +70,15 @@ pub fn examples() -> &'static Examples {
         std::fs::create_dir_all(&target).unwrap();
         let lock = std::fs::File::create(target.join("kiln-examples.lock")).unwrap();
         lock.lock().unwrap();
-        let status = Command::new(kiln_binary())
-            .arg("build")
-            .arg(root.join("functions-examples"))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kiln build functions-examples failed");
+        for app in ["functions-examples", "tests/apps/js"] {
+            let status = Command::new(kiln_binary())
+                .arg("build")
+                .arg(root.join(app))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "kiln build {app} failed");
+        }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
@@ -98,6 +104,8 @@ pub fn examples() -> &'static Examples {
             cleanup: wasm("cleanup.wasm"),
             tick_js: root.join("functions-examples/.kiln/build/tick-js.wasm"),
             notes_js: root.join("functions-examples/.kiln/build/notes.wasm"),
+            todos_ts: root.join("functions-examples/.kiln/build/todos-ts.wasm"),
+            js_probe: root.join("tests/apps/js/.kiln/build/probe.wasm"),
         }
     })
 }

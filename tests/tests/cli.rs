@@ -50,10 +50,11 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     assert_one_line_failure(&out, "routes[0].function");
 }
 
-#[tokio::test]
-async fn kiln_new_scaffolds_an_app_that_kiln_serve_builds_and_serves() {
+/// `kiln new greeter --lang LANG`, then `kiln serve --app greeter` builds
+/// and serves it.
+async fn scaffold_and_serve(lang: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let out = kiln(&["new", "greeter"], dir.path());
+    let out = kiln(&["new", "greeter", "--lang", lang], dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -83,7 +84,7 @@ async fn kiln_new_scaffolds_an_app_that_kiln_serve_builds_and_serves() {
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let line = stdout
             .lines()
-            .next()
+            .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("kiln listening on ")))
             .expect("kiln serve printed its address")
             .unwrap();
         line.strip_prefix("kiln listening on ").unwrap().to_string()
@@ -96,5 +97,50 @@ async fn kiln_new_scaffolds_an_app_that_kiln_serve_builds_and_serves() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(body["message"], "Hello, world!");
+    assert_eq!(body["message"], "Hello, world!", "{lang}");
+}
+
+#[tokio::test]
+async fn kiln_new_scaffolds_a_rust_app_that_kiln_serve_builds_and_serves() {
+    scaffold_and_serve("rust").await;
+}
+
+#[tokio::test]
+async fn kiln_new_scaffolds_a_javascript_app_that_kiln_serve_builds_and_serves() {
+    scaffold_and_serve("js").await;
+}
+
+#[tokio::test]
+async fn kiln_new_scaffolds_a_typescript_app_that_kiln_serve_builds_and_serves() {
+    scaffold_and_serve("ts").await;
+}
+
+#[test]
+fn kiln_build_reports_a_typescript_type_error_and_can_skip_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("ts-broken");
+    std::fs::create_dir_all(app.join("src")).unwrap();
+    for file in ["kiln.toml", "src/index.ts"] {
+        std::fs::copy(workspace().join("tests/apps/ts-broken").join(file), app.join(file)).unwrap();
+    }
+    let out = kiln(&["build", "ts-broken"], dir.path());
+    assert!(!out.status.success(), "a type error must fail the build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("src/index.ts(9,"), "{stderr}");
+    assert!(stderr.contains("error TS2345"), "{stderr}");
+    assert!(stderr.contains("--no-typecheck"), "{stderr}");
+    assert!(
+        stderr.trim_end().lines().last().unwrap().starts_with("kiln: "),
+        "{stderr}"
+    );
+    assert!(!app.join(".kiln/build/broken.wasm").exists());
+
+    let out = kiln(&["build", "ts-broken", "--no-typecheck"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // A line per step, with its time.
+    for step in ["analysed (", "bundled (", "componentized ("] {
+        assert!(stderr.contains(step), "`{step}` not in {stderr}");
+    }
+    assert!(app.join(".kiln/build/broken.wasm").is_file());
 }

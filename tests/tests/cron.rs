@@ -921,7 +921,12 @@ payload = { fail = true }
     );
     let failed = with_status(&history, "failed");
     assert_eq!(failed.len(), 1, "{history:?}");
-    assert_eq!(failed[0]["error"], "failing on purpose (broken)");
+    // A thrown Error: its message, then where it was thrown in the source.
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Error: failing on purpose (broken)\nscheduled@tick-js/index.js:"),
+        "{error}"
+    );
     let (status, body) = json_of(server.get("/js/ticks").send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert!(body["ticks"].as_u64().unwrap() >= 2, "{body}");

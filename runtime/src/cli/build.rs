@@ -175,7 +175,11 @@ fn build_js(
     let output = out_dir.join(format!("{name}.wasm"));
     eprintln!("building `{name}` from {}", source.display());
     let mut node = Command::new("node");
-    node.arg(sdk.join("build.mjs")).arg(source).arg(&output);
+    node.arg(sdk.join("build.mjs"))
+        .arg(source)
+        .arg(&output)
+        .arg("--root")
+        .arg(app_dir);
     if !options.typecheck {
         node.arg("--no-typecheck");
     }

@@ -37,7 +37,7 @@ enum Command {
     },
     /// Build an app and deploy it to a running server.
     Deploy(deploy::DeployArgs),
-    /// Create a new app with one Rust HTTP function.
+    /// Create a new app with one HTTP function (Rust, JavaScript or TypeScript).
     New(new::NewArgs),
     /// A running server's cron triggers.
     #[command(subcommand)]

@@ -24,6 +24,8 @@ export function sourceStack(err) {
   if (!map) return stack;
   return stack
     .split('\n')
+    // componentize-js's own glue around an export: not the user's code.
+    .filter((line) => !line.includes('/sources/initializer.js:'))
     .map((line) => {
       const m = FRAME.exec(line);
       if (!m) return line;

@@ -1,0 +1,93 @@
+// Exercises @kiln/sdk for tests/tests/javascript.rs; each route answers
+// what the SDK handed the function, so the test sees it as the user does.
+import { db, KilnError, scheduler } from '@kiln/sdk';
+
+const items = db.collection('items');
+
+const routes = {
+  // A Date stored, read back by get, find and findOneAndUpdate, and compared in a filter.
+  async dates() {
+    const at = new Date('2026-01-02T03:04:05.678Z');
+    const _id = await items.insert({ at, nested: { at }, list: [at], n: 7 });
+    const got = await items.get(_id);
+    const found = await items.find({ at: { $gte: new Date('2026-01-01T00:00:00Z') } }).toArray();
+    const updated = await items.findOneAndUpdate({ _id }, { $set: { later: new Date(at.getTime() + 1000) } });
+    return {
+      get: got.at instanceof Date && got.nested.at instanceof Date && got.list[0] instanceof Date,
+      iso: got.at.toISOString(),
+      found: found.length,
+      later: updated.later instanceof Date ? updated.later.toISOString() : String(updated.later),
+      n: got.n,
+      nType: typeof got.n,
+      count: await items.count({ at }),
+    };
+  },
+  // A unique index violated: the error the function catches.
+  async conflict() {
+    const users = db.collection('users');
+    await users.createIndex({ email: 1 }, { unique: true });
+    await users.insert({ email: 'a@example.com' });
+    try {
+      await users.insert({ email: 'a@example.com' });
+      return { caught: false };
+    } catch (err) {
+      return { caught: true, isKilnError: err instanceof KilnError, name: err.name, code: err.code, message: err.message };
+    }
+  },
+  // An operator outside the subset.
+  async invalid() {
+    try {
+      await items.find({ $where: 'true' }).toArray();
+      return { caught: false };
+    } catch (err) {
+      return { caught: true, isKilnError: err instanceof KilnError, code: err.code };
+    }
+  },
+  // 250 documents read through the cursor in pages of 100.
+  async cursor() {
+    const seq = db.collection('seq');
+    await seq.drop();
+    await seq.insertMany(Array.from({ length: 250 }, (_, i) => ({ i })));
+    let seen = 0;
+    let last = -1;
+    let ordered = true;
+    for await (const doc of seq.find({}).sort({ i: 1 })) {
+      ordered &&= doc.i === last + 1;
+      last = doc.i;
+      seen += 1;
+    }
+    const sizes = [];
+    for await (const page of seq.find({ i: { $gte: 10 } }).batchSize(100).pages()) sizes.push(page.documents.length);
+    const skipped = await seq.find({}).sort({ i: -1 }).skip(5).limit(3).project({ i: 1, _id: 0 }).toArray();
+    return { seen, ordered, sizes, skipped, count: await seq.count() };
+  },
+  // A one-off job that fails with an Error (the `scheduled` handler below).
+  async job(request) {
+    const { when } = await request.json();
+    return { id: await scheduler.schedule('probe', when === 'date' ? new Date(Date.now() + 50) : 50, { fail: true, at: new Date() }) };
+  },
+  async context(request, env, ctx) {
+    return { params: ctx.params, route: ctx.route, requestId: ctx.requestId, greeting: env.greeting, keys: Object.keys(env) };
+  },
+  async throws() {
+    throwSomething();
+  },
+};
+
+function throwSomething() {
+  throw new Error('thrown on purpose');
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    const route = routes[ctx.params.what];
+    if (!route) return Response.json({ error: 'no such probe' }, { status: 404 });
+    return Response.json(await route(request, env, ctx));
+  },
+
+  async scheduled(event) {
+    if (event.payload?.fail) {
+      throw new Error(`job failed on purpose; the payload's date came back as a ${event.payload.at?.constructor?.name}`);
+    }
+  },
+};
