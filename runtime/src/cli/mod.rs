@@ -10,6 +10,7 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use kiln::engine::compiler::{self, CompileSettings};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,14 @@ enum Command {
     Cron(cron::CronCommand),
     /// A running server's recent cron runs and one-off jobs.
     Runs(cron::RunsArgs),
+    /// Compiles a component from stdin for `kiln serve` (internal).
+    #[command(name = compiler::CHILD_COMMAND, hide = true)]
+    CompileComponent {
+        #[arg(long)]
+        max_instances: u32,
+        #[arg(long)]
+        max_memory_bytes: usize,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,5 +72,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::New(args) => new::run(args),
         Command::Cron(cron::CronCommand::List { app, server }) => cron::list(&app, &server),
         Command::Runs(args) => cron::runs(args),
+        Command::CompileComponent {
+            max_instances,
+            max_memory_bytes,
+        } => {
+            let settings = CompileSettings {
+                max_instances,
+                max_memory_bytes,
+            };
+            // The reason, if any, is on stderr for the server to read.
+            if !compiler::run_child(settings) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

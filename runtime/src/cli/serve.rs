@@ -13,6 +13,7 @@ use kiln::server::settings::{
 use kiln::server::{AdminKeySource, RunningServer};
 
 use super::build::{BuildOptions, build_app};
+use kiln::engine::compiler::Compiler;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -112,6 +113,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir),
         cache_dir: args.cache_dir.or(file.cache_dir),
+        // Large components compile in a child of this executable.
+        compiler: match std::env::current_exe() {
+            Ok(exe) => Compiler::Child(exe),
+            Err(_) => Compiler::InProcess,
+        },
         admin_key: args.admin_key.or(file.admin_key).filter(|k| !k.is_empty()),
         max_instances,
         mongodb_uri: args

@@ -8,6 +8,7 @@
 //! what calls a component.
 
 mod cache;
+pub mod compiler;
 pub mod lazy;
 pub mod logs;
 
@@ -19,6 +20,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
 
 pub use self::cache::CompileCache;
+use self::compiler::{CompileSettings, Compiler};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// this interval, so a guest stuck in a loop never holds a server thread.
@@ -36,6 +38,8 @@ pub enum EngineError {
     Link(wasmtime::Error),
     #[error("engine configuration: {0:#}")]
     Config(wasmtime::Error),
+    #[error("compiling: {0}")]
+    Compiler(String),
     #[error("compile cache at {path}: {source}")]
     Cache {
         path: PathBuf,
@@ -54,6 +58,17 @@ pub struct EngineSettings {
     pub cache_key: Vec<u8>,
     /// The most linear memory one instance may have (pooling slots are this size).
     pub max_memory_bytes: usize,
+    /// Where compiles run.
+    pub compiler: Compiler,
+}
+
+impl EngineSettings {
+    fn compile_settings(&self) -> CompileSettings {
+        CompileSettings {
+            max_instances: self.max_instances,
+            max_memory_bytes: self.max_memory_bytes,
+        }
+    }
 }
 
 /// What the engine needs of a store's data: the limits it enforces.
@@ -76,10 +91,16 @@ impl<T: StoreData> Engine<T> {
         link: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
     ) -> Result<Arc<Self>, EngineError> {
         let wasmtime =
-            wasmtime::Engine::new(&engine_config(settings)).map_err(EngineError::Config)?;
+            wasmtime::Engine::new(&engine_config(settings.compile_settings()))
+                .map_err(EngineError::Config)?;
         let mut linker = Linker::new(&wasmtime);
         link(&mut linker).map_err(EngineError::Config)?;
-        let cache = CompileCache::open(&settings.cache_dir, &wasmtime, &settings.cache_key)?;
+        let cache = CompileCache::open(
+            &settings.cache_dir,
+            &wasmtime,
+            &settings.cache_key,
+            (settings.compiler.clone(), settings.compile_settings()),
+        )?;
         let engine = Arc::new(Engine {
             wasmtime,
             linker,
@@ -129,7 +150,8 @@ pub fn is_pool_exhausted(err: &wasmtime::Error) -> bool {
     err.is::<wasmtime::PoolConcurrencyLimitError>()
 }
 
-fn engine_config(settings: &EngineSettings) -> Config {
+/// The engine's configuration; a compiling child builds the same one.
+fn engine_config(settings: CompileSettings) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);

@@ -130,6 +130,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             // Servers sharing a cache folder share the admin key too.
             cache_key: Sha256::digest(format!("kiln compile cache\n{admin_key}")).to_vec(),
             max_memory_bytes: Limits::MAX_MEMORY_MB as usize * 1024 * 1024,
+            compiler: settings.compiler.clone(),
         },
         Arc::new(Capabilities::new(&backends)),
         Arc::new(artifacts.clone()),

@@ -30,6 +30,9 @@ pub struct Settings {
     pub app_domain: Option<String>,
     /// How long a shutdown waits for in-flight requests and runs.
     pub shutdown_grace: std::time::Duration,
+    /// Where components compile: `kiln serve` compiles large ones in a
+    /// child of its own executable.
+    pub compiler: crate::engine::compiler::Compiler,
 }
 
 /// Bounds on what clients and apps may take of the server (README,
