@@ -2,16 +2,18 @@
 """Kiln's benchmark suite, run by bench/run (which builds everything first).
 
 Measures, on 127.0.0.1 only:
-- HTTP: the same plain wasi:http components on Kiln and on `wasmtime serve`,
-  and a native hyper server doing the same work, with wrk at 1, 32 and 1,000
-  connections; systems alternate within each round, medians of the rounds.
+- HTTP: the same plain wasi:http components (Rust and JS) on Kiln and on
+  `wasmtime serve`, and a native hyper server doing the same work, with wrk
+  at 1, 32 and 1,000 connections; the JS hello written with @kiln/sdk on
+  Kiln alone; systems alternate within each round, medians of the rounds.
 - Database per request (Kiln only): one embedded-store read, one write.
 - The database boundary: the same call natively and from a guest (bench-database).
 - Cold paths: deploy to first response (uncached compile), a cached second
-  deploy, and server start to first response with 100 deployed apps.
+  deploy, the server's RSS before and after compiling a JS function, and
+  server start to first response with 100 deployed apps.
 - Density: RSS with 1,000 deployed idle functions, and at 1,000 connections.
 
-Writes bench/results.md. Every wait is bounded; the whole run stays under 15 minutes.
+Writes bench/results.md. Every wait is bounded; the whole run stays under 30 minutes.
 """
 import hashlib, json, os, platform, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
 import urllib.error, urllib.request
@@ -32,6 +34,7 @@ HELLO = os.path.join(WASM, "plain_http.wasm")
 JSON_WORK = os.path.join(WASM, "json_work.wasm")
 DB_LOOP = os.path.join(WASM, "db_loop.wasm")
 HELLO_JS = os.path.join(ROOT, "target/kiln-bench/hello-js.wasm")
+HELLO_SDK = os.path.join(ROOT, "target/kiln-bench/hello-sdk.wasm")
 KEY = "bench"
 MIB = 1024 * 1024
 
@@ -174,26 +177,30 @@ def start_kiln_http(scratch):
     data = tempfile.mkdtemp(dir=scratch)
     kiln = Kiln(data)
     kiln.wait_ready()
-    kiln.deploy("b", {"hello": read(HELLO), "json": read(JSON_WORK), "db": read(DB_LOOP)},
-                {"/hello": "hello", "/json": "json", "/db": "db"})
+    kiln.deploy("b", {"hello": read(HELLO), "json": read(JSON_WORK), "db": read(DB_LOOP), "js": read(HELLO_JS),
+                      "sdk": read(HELLO_SDK)},
+                {"/hello": "hello", "/json": "json", "/db": "db", "/js": "js", "/sdk/:name": "sdk"})
     base = f"{kiln.base}/b"
     wait_ok(f"{base}/hello")
+    wait_ok(f"{base}/js")
     # The document the read workload gets.
     if get_status(f"{base}/db?op=insert&n=1&key=c1&id=o7") != 200:
         raise SystemExit("bench: seeding the database failed")
-    urls = {"hello": f"{base}/hello", "json": f"{base}/json",
+    urls = {"hello": f"{base}/hello", "json": f"{base}/json", "js hello": f"{base}/js",
+            "js hello (sdk)": f"{base}/sdk/world",
             "db read": f"{base}/db?op=get&n=1&key=o7", "db write": f"{base}/db?op=insert&n=1&key=c1"}
     return [kiln.proc], urls
 
 
 def start_wasmtime_http(_scratch):
     procs, urls = [], {}
-    for name, file in [("hello", HELLO), ("json", JSON_WORK)]:
+    for name, file in [("hello", HELLO), ("json", JSON_WORK), ("js hello", HELLO_JS)]:
         port = free_port()
         procs.append(subprocess.Popen([WASMTIME, "serve", "-S", "cli=y", "--addr", f"127.0.0.1:{port}", file],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        urls[name] = f"http://127.0.0.1:{port}/{name}"
+        urls[name] = f"http://127.0.0.1:{port}/{name.replace(' ', '-')}"
     for url in urls.values():
+        # Compiling the JS component takes `wasmtime serve` seconds.
         wait_ok(url, every=0.05)
     return procs, urls
 
@@ -216,9 +223,12 @@ def http_rounds(scratch):
             procs, urls = start(scratch)
             try:
                 plan = [("hello", 1, DURATION), ("hello", 32, DURATION), ("json", 1, DURATION), ("json", 32, DURATION),
-                        ("hello", 1000, SHORT)]
+                        ("hello", 1000, SHORT), ("js hello", 1, DURATION), ("js hello", 32, DURATION)]
+                if system != "kiln":
+                    plan = [p for p in plan if p[0] in urls]
                 if system == "kiln":
-                    plan += [("db read", 1, SHORT), ("db read", 32, SHORT), ("db write", 1, SHORT), ("db write", 32, SHORT)]
+                    plan += [("js hello (sdk)", 1, DURATION), ("js hello (sdk)", 32, DURATION),
+                             ("db read", 1, SHORT), ("db read", 32, SHORT), ("db write", 1, SHORT), ("db write", 32, SHORT)]
                 for workload, c, seconds in plan:
                     r = wrk(urls[workload], c, seconds, watch_pid=procs[0].pid if c == 1000 else None)
                     results.setdefault((workload, c, system), []).append(r)
@@ -237,20 +247,24 @@ def read(path):
 
 
 def kiln_deploy_to_first_response(scratch, body, second_deploy=False):
-    """ms from the upload's start to the first 200 (compile uncached); with
+    """ms from the upload's start to the first 200 (compile uncached), and the
+    server's RSS before the deploy and 1 s after that response; with
     second_deploy, also ms for deploying the same component again (cached)."""
     kiln = Kiln(tempfile.mkdtemp(dir=scratch))
     try:
         kiln.wait_ready()
+        rss_before = rss_bytes(kiln.proc.pid)
         t0 = time.perf_counter()
         kiln.deploy("cold", {"f": body}, {"/f": "f"})
         first = (wait_ok(f"{kiln.base}/cold/f") - t0) * 1000
+        time.sleep(1)
+        rss_after = rss_bytes(kiln.proc.pid)
         again = None
         if second_deploy:
             t0 = time.perf_counter()
             kiln.deploy("again", {"f": body}, {"/f": "f"})
             again = (wait_ok(f"{kiln.base}/again/f") - t0) * 1000
-        return first, again
+        return first, again, rss_before, rss_after
     finally:
         kiln.stop()
 
@@ -270,14 +284,17 @@ def cold_paths(scratch):
     results = {}
     hello, js = read(HELLO), read(HELLO_JS)
     for run in range(COLD_RUNS):
-        first, _ = kiln_deploy_to_first_response(scratch, variant(hello, 10_000 + run))
+        first, _, _, _ = kiln_deploy_to_first_response(scratch, variant(hello, 10_000 + run))
         results.setdefault("rust kiln", []).append(first)
         results.setdefault("rust wasmtime", []).append(wasmtime_start_to_first_response(HELLO))
-        first, again = kiln_deploy_to_first_response(scratch, variant(js, 20_000 + run), second_deploy=True)
+        first, again, rss_before, rss_after = kiln_deploy_to_first_response(
+            scratch, variant(js, 20_000 + run), second_deploy=True)
         results.setdefault("js kiln", []).append(first)
+        results.setdefault("js rss before", []).append(rss_before)
+        results.setdefault("js rss after", []).append(rss_after)
         results.setdefault("js kiln cached", []).append(again)
         results.setdefault("js wasmtime", []).append(wasmtime_start_to_first_response(HELLO_JS))
-        log(f"cold run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in results.items()))
+        log(f"cold run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()))
     return {k: statistics.median(v) for k, v in results.items()}
 
 
@@ -366,7 +383,7 @@ def database_boundary():
 
 def write(http, cold, start, dense, db):
     def med(key, i):
-        return statistics.median(v[i] for v in http[key])
+        return statistics.median(v[i] for v in http[key]) if key in http else None
 
     rows = []
 
@@ -377,7 +394,7 @@ def write(http, cold, start, dense, db):
         rows.append(f"| {measure} | {fmt(kiln)} | {fmt(wasmtime)} | {fmt(native)} | {ratio(kiln, wasmtime)} | "
                     f"{ratio(kiln, native)} | {target} | {verdict} |")
 
-    for workload in ["hello", "json"]:
+    for workload in ["hello", "json", "js hello", "js hello (sdk)"]:
         for c in [1, 32, 1000]:
             if (workload, c, "kiln") not in http:
                 continue
@@ -390,11 +407,13 @@ def write(http, cold, start, dense, db):
                 met = rps[0] >= 2 * rps[1] and p99[0] < p99[1] and rps[0] >= 0.2 * rps[2]
             if workload == "json" and c == 32:
                 target, met = "≥ 1.5x wasmtime serve", rps[0] >= 1.5 * rps[1]
+            if workload == "js hello" and c == 32:
+                target, met = "≥ 2x wasmtime serve", rps[0] >= 2 * rps[1]
             row(f"{workload}, {c} conn: req/s", *rps, target=target, met=met)
             row(f"{workload}, {c} conn: p50 latency", med(k, 1), med(w, 1), med(n, 1), " ms", 2)
             row(f"{workload}, {c} conn: p99 latency", *p99, " ms", 2)
             if c == 1000:
-                row(f"{workload}, {c} conn: peak RSS", med(k, 3) / MIB, med(w, 3) / MIB, med(n, 3) / MIB, " MiB")
+                row(f"{workload}, {c} conn: peak RSS", *(med(key, 3) / MIB for key in (k, w, n)), " MiB")
     for workload in ["db read", "db write"]:
         for c in [1, 32]:
             key = (workload, c, "kiln")
@@ -410,7 +429,10 @@ def write(http, cold, start, dense, db):
     row("Rust hello: deploy to first response, uncached (wasmtime: start to first response, no cache)",
         cold["rust kiln"], cold["rust wasmtime"], unit=" ms", target="< 150 ms", met=cold["rust kiln"] < 150)
     row("JS hello: deploy to first response, uncached (wasmtime: start to first response, no cache)",
-        cold["js kiln"], cold["js wasmtime"], unit=" ms")
+        cold["js kiln"], cold["js wasmtime"], unit=" ms", target="< 2,000 ms", met=cold["js kiln"] < 2000)
+    row("RSS of an empty server, before the JS deploy", cold["js rss before"] / MIB, unit=" MiB")
+    row("RSS 1 s after the JS deploy's first response (the process that compiled it)", cold["js rss after"] / MIB,
+        unit=" MiB")
     row("JS hello: second deploy to first response (compile cached)", cold["js kiln cached"], unit=" ms",
         target="< 150 ms", met=cold["js kiln cached"] < 150)
     row(f"server start to first response, {APPS} deployed apps, compiled artifacts cached", start, unit=" ms",
@@ -438,7 +460,9 @@ defaults, the pooling allocator and a fresh instance per request), a native hype
 HTTP rows are medians of {ROUNDS} rounds in which the systems alternate; {DURATION} s per run at 1 and 32
 connections, {SHORT} s at 1,000 connections and for the database rows. Cold-path rows are medians of {COLD_RUNS} runs.
 Workloads: `hello` is `functions-examples/plain-http` (a plain wasi:http component: the same file on Kiln and on
-`wasmtime serve`; the native server answers the same text); `json` is `bench/json-work` (serialises a 50-element
+`wasmtime serve`; the native server answers the same text); `js hello` is `bench/hello-js` (a fetch handler built
+by `sdk/js/build.mjs`, no Kiln imports: the same file on both); `js hello (sdk)` is `functions-examples/hello-js`
+(`export default {{ fetch }}` with `env` and `ctx.params` through @kiln/sdk; Kiln only); `json` is `bench/json-work` (serialises a 50-element
 JSON list per request); the database rows are `bench/db-loop` on the embedded store (one get by `_id`, or one
 insert with `synchronous = FULL`, per request); the guest-vs-native rows time a loop of the same call inside a guest
 and natively on a runtime worker ({db["documents"]:,} documents, an index on a field of {db["customers"]:,} values).

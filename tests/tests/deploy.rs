@@ -107,6 +107,25 @@ async fn invalid_deploys_get_400_naming_the_problem_and_change_nothing() {
             .contains("function `hello`")
     );
 
+    // A large one is compiled by a child process: refused the same way,
+    // with wasmtime's reason, not as a failed compiler.
+    let large_not_wasm = temp_file(&vec![b'x'; 2 * 1024 * 1024]);
+    let (status, body) = server
+        .deploy(
+            "shop",
+            &hello_manifest("Bad"),
+            &[("hello", large_not_wasm.path())],
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_component"),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("function `hello`"), "{message}");
+    assert!(!message.contains("compiler process"), "{message}");
+
     let foreign_import = wat::parse_str(
         r#"(component (import "example:unknown/thing@1.0.0" (instance (export "f" (func)))))"#,
     )
