@@ -84,7 +84,10 @@ async fn scaffold_and_serve(lang: &str) {
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let line = stdout
             .lines()
-            .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("kiln listening on ")))
+            .find(|l| {
+                l.as_ref()
+                    .is_ok_and(|l| l.starts_with("kiln listening on "))
+            })
             .expect("kiln serve printed its address")
             .unwrap();
         line.strip_prefix("kiln listening on ").unwrap().to_string()
@@ -121,7 +124,11 @@ fn kiln_build_reports_a_typescript_type_error_and_can_skip_the_check() {
     let app = dir.path().join("ts-broken");
     std::fs::create_dir_all(app.join("src")).unwrap();
     for file in ["kiln.toml", "src/index.ts"] {
-        std::fs::copy(workspace().join("tests/apps/ts-broken").join(file), app.join(file)).unwrap();
+        std::fs::copy(
+            workspace().join("tests/apps/ts-broken").join(file),
+            app.join(file),
+        )
+        .unwrap();
     }
     let out = kiln(&["build", "ts-broken"], dir.path());
     assert!(!out.status.success(), "a type error must fail the build");
@@ -130,7 +137,12 @@ fn kiln_build_reports_a_typescript_type_error_and_can_skip_the_check() {
     assert!(stderr.contains("error TS2345"), "{stderr}");
     assert!(stderr.contains("--no-typecheck"), "{stderr}");
     assert!(
-        stderr.trim_end().lines().last().unwrap().starts_with("kiln: "),
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("kiln: "),
         "{stderr}"
     );
     assert!(!app.join(".kiln/build/broken.wasm").exists());

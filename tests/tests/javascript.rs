@@ -30,7 +30,14 @@ async fn probe_server() -> Server {
 }
 
 async fn probe(server: &Server, what: &str) -> Value {
-    let (status, body) = json_of(server.get(&format!("/js/probe/{what}")).send().await.unwrap()).await;
+    let (status, body) = json_of(
+        server
+            .get(&format!("/js/probe/{what}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{what}: {body}");
     body
 }
@@ -75,7 +82,10 @@ async fn a_failed_call_is_a_kiln_error_with_a_code() {
     assert!(message.starts_with("users.insert: "), "{message}");
     assert!(message.contains("email"), "{message}");
     let body = probe(&server, "invalid").await;
-    assert_eq!(body, json!({"caught": true, "isKilnError": true, "code": "invalid-input"}));
+    assert_eq!(
+        body,
+        json!({"caught": true, "isKilnError": true, "code": "invalid-input"})
+    );
 }
 
 #[tokio::test]
@@ -98,7 +108,10 @@ async fn a_find_is_iterated_past_one_page_through_the_cursor() {
 async fn the_handler_gets_the_route_the_request_id_and_the_variables() {
     let server = probe_server().await;
     let response = server.get("/js/probe/context").send().await.unwrap();
-    let request_id = response.headers()["kiln-request-id"].to_str().unwrap().to_string();
+    let request_id = response.headers()["kiln-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let (status, body) = json_of(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -117,11 +130,27 @@ async fn the_handler_gets_the_route_the_request_id_and_the_variables() {
 async fn an_uncaught_exception_is_a_500_logged_at_the_users_source_line() {
     let server = probe_server().await;
     let response = server.get("/js/probe/throws").send().await.unwrap();
-    let request_id = response.headers()["kiln-request-id"].to_str().unwrap().to_string();
+    let request_id = response.headers()["kiln-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let (status, body) = json_of(response).await;
-    assert_eq!((status, error_code(&body)), (500, "function_error"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains(&request_id), "{body}");
-    let thrown = format!("throwSomething@probe/index.js:{}:", probe_line("throw new Error('thrown on purpose')"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (500, "function_error"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&request_id),
+        "{body}"
+    );
+    let thrown = format!(
+        "throwSomething@probe/index.js:{}:",
+        probe_line("throw new Error('thrown on purpose')")
+    );
     let called = format!("throws@probe/index.js:{}:", probe_line("throwSomething();"));
     let started = Instant::now();
     let log = loop {
@@ -140,7 +169,10 @@ async fn an_uncaught_exception_is_a_500_logged_at_the_users_source_line() {
     assert!(line.contains(&called), "`{called}` not in {line}");
     assert!(line.contains(&request_id), "{line}");
     // Nothing in it points at the bundle the source was compiled into.
-    assert!(!line.contains("initializer.js") && !line.contains("probe.js:"), "{line}");
+    assert!(
+        !line.contains("initializer.js") && !line.contains("probe.js:"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -178,15 +210,23 @@ async fn a_scheduled_handler_throwing_an_error_fails_the_run_with_its_stack() {
             if let Some(run) = failed {
                 break run;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "no failed run: {body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no failed run: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let error = run["error"].as_str().unwrap();
         assert!(
-            error.starts_with("Error: job failed on purpose; the payload's date came back as a Date\n"),
+            error.starts_with(
+                "Error: job failed on purpose; the payload's date came back as a Date\n"
+            ),
             "{error}"
         );
-        let at = format!("scheduled@probe/index.js:{}:", probe_line("throw new Error(`job failed"));
+        let at = format!(
+            "scheduled@probe/index.js:{}:",
+            probe_line("throw new Error(`job failed")
+        );
         assert!(error.contains(&at), "`{at}` not in {error}");
     }
 }
@@ -216,12 +256,27 @@ async fn the_typescript_example_validates_with_zod_and_keeps_todos() {
 
     // zod's verdicts, as the example words them.
     let (status, body) = json_of(post(json!({"title": "   "})).await.unwrap()).await;
-    assert_eq!((status, error_code(&body)), (400, "invalid_input"), "{body}");
-    assert_eq!(body["error"]["message"], "title: a title is 1 to 200 characters");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "title: a title is 1 to 200 characters"
+    );
     let (status, body) = json_of(post(json!({"title": "x", "owner": "me"})).await.unwrap()).await;
-    assert_eq!((status, error_code(&body)), (400, "invalid_input"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
     let (status, body) = json_of(post(json!({"title": 5})).await.unwrap()).await;
-    assert_eq!((status, error_code(&body)), (400, "invalid_input"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
 
     let (status, first) = json_of(post(json!({"title": "  write tests "})).await.unwrap()).await;
     assert_eq!(status, 201, "{first}");
@@ -230,7 +285,8 @@ async fn the_typescript_example_validates_with_zod_and_keeps_todos() {
     let created = first["created"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.len() == 24, "{first}");
     let id = first["_id"].as_str().unwrap();
-    let (status, second) = json_of(post(json!({"title": "ship", "done": true})).await.unwrap()).await;
+    let (status, second) =
+        json_of(post(json!({"title": "ship", "done": true})).await.unwrap()).await;
     assert_eq!(status, 201, "{second}");
 
     let (_, all) = json_of(server.get("/ts/todos").send().await.unwrap()).await;
@@ -252,7 +308,10 @@ async fn the_typescript_example_validates_with_zod_and_keeps_todos() {
     .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["done"], true);
-    assert_eq!(patched["created"], first["created"], "the Date survived the update");
+    assert_eq!(
+        patched["created"], first["created"],
+        "the Date survived the update"
+    );
     let (status, body) = json_of(
         server
             .client
@@ -263,13 +322,23 @@ async fn the_typescript_example_validates_with_zod_and_keeps_todos() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, error_code(&body)), (400, "invalid_input"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
 
     let (status, got) = json_of(server.get(&format!("/ts/todos/{id}")).send().await.unwrap()).await;
     assert_eq!((status, got), (200, patched));
-    let status = server.delete(&format!("/ts/todos/{id}")).send().await.unwrap().status();
+    let status = server
+        .delete(&format!("/ts/todos/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 204);
-    let (status, body) = json_of(server.get(&format!("/ts/todos/{id}")).send().await.unwrap()).await;
+    let (status, body) =
+        json_of(server.get(&format!("/ts/todos/{id}")).send().await.unwrap()).await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
 }
 
@@ -299,7 +368,12 @@ async fn the_notes_example_reads_every_page_and_keeps_dates() {
     let (status, notes) = json_of(server.get("/js/notes").send().await.unwrap()).await;
     assert_eq!(status, 200);
     // Oldest first; notes of the same millisecond by `_id`.
-    let key = |n: &Value| (n["at"].as_str().unwrap().to_string(), n["_id"].as_str().unwrap().to_string());
+    let key = |n: &Value| {
+        (
+            n["at"].as_str().unwrap().to_string(),
+            n["_id"].as_str().unwrap().to_string(),
+        )
+    };
     posted.sort_by_key(key);
     assert_eq!(notes, json!(posted));
 }

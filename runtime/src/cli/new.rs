@@ -82,9 +82,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 }
 
 fn manifest(name: &str, source: &str) -> String {
-    MANIFEST
-        .replace("{name}", name)
-        .replace("{source}", source)
+    MANIFEST.replace("{name}", name).replace("{source}", source)
 }
 
 fn rust_files(name: &str, sdk: &str) -> Vec<(String, String)> {
@@ -111,10 +109,7 @@ fn js_files(name: &str, sdk: &str, entry: &str, code: &str) -> Vec<(String, Stri
     });
     vec![
         ("kiln.toml".into(), manifest(name, entry)),
-        (
-            "package.json".into(),
-            format!("{:#}\n", package),
-        ),
+        ("package.json".into(), format!("{:#}\n", package)),
         (entry.into(), code.into()),
         (".gitignore".into(), "node_modules/\n.kiln/\n".into()),
     ]

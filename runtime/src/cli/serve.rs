@@ -139,7 +139,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let built = args
         .apps
         .iter()
-        .map(|dir| build_app(dir, BuildOptions::default()).with_context(|| format!("app {}", dir.display())))
+        .map(|dir| {
+            build_app(dir, BuildOptions::default())
+                .with_context(|| format!("app {}", dir.display()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     tracing_subscriber::fmt()
         .with_env_filter(

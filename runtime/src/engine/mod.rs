@@ -90,9 +90,8 @@ impl<T: StoreData> Engine<T> {
         settings: &EngineSettings,
         link: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
     ) -> Result<Arc<Self>, EngineError> {
-        let wasmtime =
-            wasmtime::Engine::new(&engine_config(settings.compile_settings()))
-                .map_err(EngineError::Config)?;
+        let wasmtime = wasmtime::Engine::new(&engine_config(settings.compile_settings()))
+            .map_err(EngineError::Config)?;
         let mut linker = Linker::new(&wasmtime);
         link(&mut linker).map_err(EngineError::Config)?;
         let cache = CompileCache::open(
