@@ -75,9 +75,12 @@ fn compile_in_child(
     let failed = |what: &str, err: std::io::Error| {
         EngineError::Compiler(format!("{what} {}: {err}", exe.display()))
     };
+    // The child parses a tenant's bytes: it gets none of the server's
+    // environment (admin key, database URI).
     let mut child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .args(settings.args())
+        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
