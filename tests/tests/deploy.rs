@@ -122,9 +122,9 @@ async fn invalid_deploys_get_400_naming_the_problem_and_change_nothing() {
         (400, "invalid_component"),
         "{body}"
     );
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("function `hello`"), "{message}");
-    assert!(!message.contains("compiler process"), "{message}");
+    let reason = body["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("function `hello`"), "{reason}");
+    assert!(!reason.contains("compiler process"), "{reason}");
 
     let foreign_import = wat::parse_str(
         r#"(component (import "example:unknown/thing@1.0.0" (instance (export "f" (func)))))"#,
