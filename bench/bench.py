@@ -173,6 +173,18 @@ def wrk(url, connections, seconds, watch_pid=None):
 
 # ---------------------------------------------------------------- HTTP
 
+def wait_for_artifacts(data, count, timeout=180):
+    """Waits until Kiln's compile cache holds `count` optimized artifacts."""
+    deadline = time.time() + timeout
+    while True:
+        found = sum(name.endswith(".kcwasm") for _, _, names in os.walk(os.path.join(data, "cache")) for name in names)
+        if found >= count:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"bench: {found} of {count} compiled artifacts after {timeout} s")
+        time.sleep(0.1)
+
+
 def start_kiln_http(scratch):
     data = tempfile.mkdtemp(dir=scratch)
     kiln = Kiln(data)
@@ -183,6 +195,8 @@ def start_kiln_http(scratch):
     base = f"{kiln.base}/b"
     wait_ok(f"{base}/hello")
     wait_ok(f"{base}/js")
+    # Measure the optimized code, not the quick code that serves a JS component first.
+    wait_for_artifacts(data, 5)
     # The document the read workload gets.
     if get_status(f"{base}/db?op=insert&n=1&key=c1&id=o7") != 200:
         raise SystemExit("bench: seeding the database failed")
@@ -250,7 +264,8 @@ def kiln_deploy_to_first_response(scratch, body, second_deploy=False):
     """ms from the upload's start to the first 200 (compile uncached), and the
     server's RSS before the deploy and 1 s after that response; with
     second_deploy, also ms for deploying the same component again (cached)."""
-    kiln = Kiln(tempfile.mkdtemp(dir=scratch))
+    data = tempfile.mkdtemp(dir=scratch)
+    kiln = Kiln(data)
     try:
         kiln.wait_ready()
         rss_before = rss_bytes(kiln.proc.pid)
@@ -258,13 +273,17 @@ def kiln_deploy_to_first_response(scratch, body, second_deploy=False):
         kiln.deploy("cold", {"f": body}, {"/f": "f"})
         first = (wait_ok(f"{kiln.base}/cold/f") - t0) * 1000
         time.sleep(1)
-        rss_after = rss_bytes(kiln.proc.pid)
-        again = None
+        rss_first = rss_bytes(kiln.proc.pid)
+        again = rss_optimized = None
         if second_deploy:
+            # Once the optimized code is compiled (and cached), a second deploy of the same component.
+            wait_for_artifacts(data, 1)
+            time.sleep(1)
+            rss_optimized = rss_bytes(kiln.proc.pid)
             t0 = time.perf_counter()
             kiln.deploy("again", {"f": body}, {"/f": "f"})
             again = (wait_ok(f"{kiln.base}/again/f") - t0) * 1000
-        return first, again, rss_before, rss_after
+        return first, again, rss_before, (rss_first, rss_optimized)
     finally:
         kiln.stop()
 
@@ -291,7 +310,8 @@ def cold_paths(scratch):
             scratch, variant(js, 20_000 + run), second_deploy=True)
         results.setdefault("js kiln", []).append(first)
         results.setdefault("js rss before", []).append(rss_before)
-        results.setdefault("js rss after", []).append(rss_after)
+        results.setdefault("js rss first", []).append(rss_after[0])
+        results.setdefault("js rss optimized", []).append(rss_after[1])
         results.setdefault("js kiln cached", []).append(again)
         results.setdefault("js wasmtime", []).append(wasmtime_start_to_first_response(HELLO_JS))
         log(f"cold run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()))
@@ -431,9 +451,10 @@ def write(http, cold, start, dense, db):
     row("JS hello: deploy to first response, uncached (wasmtime: start to first response, no cache)",
         cold["js kiln"], cold["js wasmtime"], unit=" ms", target="< 2,000 ms", met=cold["js kiln"] < 2000)
     row("RSS of an empty server, before the JS deploy", cold["js rss before"] / MIB, unit=" MiB")
-    row("RSS 1 s after the JS deploy's first response (the process that compiled it)", cold["js rss after"] / MIB,
-        unit=" MiB")
-    row("JS hello: second deploy to first response (compile cached)", cold["js kiln cached"], unit=" ms",
+    row("RSS 1 s after the JS deploy's first response (quick code serving; Cranelift compiling in a child)",
+        cold["js rss first"] / MIB, unit=" MiB")
+    row("RSS 1 s after the optimized JS code replaced the quick code", cold["js rss optimized"] / MIB, unit=" MiB")
+    row("JS hello: second deploy to first response (optimized code cached)", cold["js kiln cached"], unit=" ms",
         target="< 150 ms", met=cold["js kiln cached"] < 150)
     row(f"server start to first response, {APPS} deployed apps, compiled artifacts cached", start, unit=" ms",
         target="< 100 ms", met=start < 100)

@@ -377,3 +377,47 @@ async fn the_notes_example_reads_every_page_and_keeps_dates() {
     posted.sort_by_key(key);
     assert_eq!(notes, json!(posted));
 }
+
+/// A large component answers from quick (Winch) code right after its
+/// deploy; the optimized code replaces it in the background without a
+/// failed request, and is what the compile cache holds for a restart.
+#[tokio::test]
+async fn a_js_function_serves_at_once_and_its_optimized_code_swaps_in_without_a_failed_request() {
+    // Its own compile cache: the shared one may already hold the probe.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), false);
+    let deployed = Instant::now();
+    server
+        .deploy_ok("js", PROBE_MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let mut answered = 0;
+    let swapped = loop {
+        let (status, body) = json_of(server.get("/js/probe/context").send().await.unwrap()).await;
+        assert_eq!(status, 200, "request {answered}: {body}");
+        answered += 1;
+        if server
+            .log()
+            .contains("optimized code replaced the quick code")
+        {
+            break true;
+        }
+        if deployed.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(swapped, "no upgrade within 120 s:\n{}", server.log());
+    assert!(answered > 1, "the quick code answered before the swap");
+    // The compile cache holds the optimized code: a restart loads it and
+    // compiles nothing.
+    let status = server.terminate();
+    assert!(status.success());
+    let server = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), false);
+    let (status, body) = json_of(server.get("/js/probe/context").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !server.log().contains("optimized code replaced"),
+        "{}",
+        server.log()
+    );
+}

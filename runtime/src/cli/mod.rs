@@ -52,6 +52,8 @@ enum Command {
         max_instances: u32,
         #[arg(long)]
         max_memory_bytes: usize,
+        #[arg(long, value_parser = |s: &str| compiler::Tier::from_arg(s).ok_or("optimized or quick"))]
+        tier: compiler::Tier,
     },
 }
 
@@ -75,10 +77,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CompileComponent {
             max_instances,
             max_memory_bytes,
+            tier,
         } => {
             let settings = CompileSettings {
                 max_instances,
                 max_memory_bytes,
+                tier,
             };
             // The reason, if any, is on stderr for the server to read.
             if !compiler::run_child(settings) {

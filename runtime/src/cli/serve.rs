@@ -154,7 +154,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let server = kiln::server::start(settings.clone()).await?;
         for app in built {
             let mut components = std::collections::BTreeMap::new();
@@ -183,7 +183,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("kiln: shutting down; waiting for in-flight requests");
         server.shutdown().await;
         Ok(())
-    })
+    });
+    // A background compile may still be running: do not wait for it (its
+    // child process dies with this one).
+    runtime.shutdown_background();
+    served
 }
 
 fn announce(server: &RunningServer, settings: &Settings) {

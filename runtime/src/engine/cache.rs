@@ -120,13 +120,36 @@ impl CompileCache {
         if let Some(component) = self.load(engine, digest) {
             return Ok(component);
         }
+        let component = self.compile_with(engine, bytes, |compiled| {
+            if let Some(path) = self.path(digest)
+                && let Err(err) = self.write(&path, compiled)
+            {
+                tracing::warn!(path = %path.display(), "cannot cache a compiled component: {err}");
+            }
+        })?;
+        self.remember(digest, &component);
+        Ok(component)
+    }
+
+    /// Compiles `bytes` without caching the result. Blocking.
+    pub fn compile(
+        &self,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+    ) -> Result<Component, EngineError> {
+        self.compile_with(engine, bytes, |_| {})
+    }
+
+    /// Compiles `bytes`, hands the artifact to `keep`, then loads it.
+    fn compile_with(
+        &self,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+        keep: impl FnOnce(&[u8]),
+    ) -> Result<Component, EngineError> {
         let (compiler, settings) = &self.compiler;
         let compiled = compiler.precompile(engine, *settings, bytes)?;
-        if let Some(path) = self.path(digest)
-            && let Err(err) = self.write(&path, &compiled)
-        {
-            tracing::warn!(path = %path.display(), "cannot cache a compiled component: {err}");
-        }
+        keep(&compiled);
         // SAFETY: these bytes were compiled just now, by this engine or by
         // a child of this executable configured the same way (deserialize
         // checks the configuration matches).
@@ -134,9 +157,7 @@ impl CompileCache {
             .map_err(EngineError::InvalidComponent);
         drop(compiled);
         release_freed_memory();
-        let component = component?;
-        self.remember(digest, &component);
-        Ok(component)
+        component
     }
 
     /// The file of `digest`; none for anything but `sha256:<64 hex>`, so a
@@ -223,6 +244,7 @@ mod tests {
         let settings = CompileSettings {
             max_instances: 1,
             max_memory_bytes: 1 << 20,
+            tier: crate::engine::compiler::Tier::Optimized,
         };
         (Compiler::InProcess, settings)
     }

@@ -1,10 +1,11 @@
-//! Compiling a component to native code, in this process or in a child.
+//! Compiling a component to native code, in this process or in a child,
+//! with Cranelift or Winch (the two [`Tier`]s).
 //!
-//! Cranelift's working memory for a large component (a 13 MB JS component
-//! takes hundreds of MiB) stays in the allocator's arenas after it is
-//! freed, so a server that compiled one would sit far above its idle size.
-//! A large component is compiled by a child process (`kiln` itself) whose
-//! memory goes back to the OS when it exits; the server only loads the
+//! A compiler's working memory for a large component (a 13 MB JS component
+//! takes hundreds of MiB in Cranelift) stays in the allocator's arenas after
+//! it is freed, so a server that compiled one would sit far above its idle
+//! size. A large component is compiled by a child process (`kiln` itself)
+//! whose memory goes back to the OS when it exits; the server only loads the
 //! artifact. Small components compile in process: the child's start would
 //! cost more than their compile.
 
@@ -29,20 +30,49 @@ pub enum Compiler {
     Child(PathBuf),
 }
 
+/// Which compiler makes the native code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift: optimized code, and the compile cache's.
+    Optimized,
+    /// Winch, a baseline compiler: a 13 MB JS component in about a fifth of
+    /// Cranelift's time, for slower code; served until Cranelift's is ready.
+    Quick,
+}
+
+impl Tier {
+    /// The name a child is given on its command line.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Tier::Optimized => "optimized",
+            Tier::Quick => "quick",
+        }
+    }
+
+    pub fn from_arg(arg: &str) -> Option<Tier> {
+        [Tier::Optimized, Tier::Quick]
+            .into_iter()
+            .find(|t| t.as_arg() == arg)
+    }
+}
+
 /// What a child needs to configure an engine identical to the server's.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileSettings {
     pub max_instances: u32,
     pub max_memory_bytes: usize,
+    pub tier: Tier,
 }
 
 impl CompileSettings {
-    fn args(&self) -> [String; 4] {
+    fn args(&self) -> [String; 6] {
         [
             "--max-instances".into(),
             self.max_instances.to_string(),
             "--max-memory-bytes".into(),
             self.max_memory_bytes.to_string(),
+            "--tier".into(),
+            self.tier.as_arg().into(),
         ]
     }
 }
@@ -77,15 +107,25 @@ fn compile_in_child(
     };
     // The child parses a tenant's bytes: it gets none of the server's
     // environment (admin key, database URI).
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg(CHILD_COMMAND)
         .args(settings.args())
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed("cannot start", e))?;
+        .stderr(Stdio::piped());
+    // The child dies with the server (a compile can outlive a shutdown).
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| failed("cannot start", e))?;
     // The child reads all of stdin before it writes, so writing first cannot deadlock.
     let mut stdin = child.stdin.take().expect("piped");
     let written = stdin.write_all(bytes);

@@ -20,7 +20,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
 
 pub use self::cache::CompileCache;
-use self::compiler::{CompileSettings, Compiler};
+use self::compiler::{CompileSettings, Compiler, Tier};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// this interval, so a guest stuck in a loop never holds a server thread.
@@ -60,6 +60,8 @@ pub struct EngineSettings {
     pub max_memory_bytes: usize,
     /// Where compiles run.
     pub compiler: Compiler,
+    /// Which compiler this engine uses.
+    pub tier: Tier,
 }
 
 impl EngineSettings {
@@ -67,6 +69,7 @@ impl EngineSettings {
         CompileSettings {
             max_instances: self.max_instances,
             max_memory_bytes: self.max_memory_bytes,
+            tier: self.tier,
         }
     }
 }
@@ -115,6 +118,11 @@ impl<T: StoreData> Engine<T> {
         self.cache.load_or_compile(&self.wasmtime, digest, bytes)
     }
 
+    /// The compiled component for these bytes, not cached. Blocking.
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component, EngineError> {
+        self.cache.compile(&self.wasmtime, bytes)
+    }
+
     /// The compiled component for `digest` if the on-disk cache holds it.
     /// Blocking (reads the file).
     pub fn load_cached(&self, digest: &str) -> Option<Component> {
@@ -152,6 +160,9 @@ pub fn is_pool_exhausted(err: &wasmtime::Error) -> bool {
 /// The engine's configuration; a compiling child builds the same one.
 fn engine_config(settings: CompileSettings) -> Config {
     let mut config = Config::new();
+    if settings.tier == Tier::Quick {
+        config.strategy(wasmtime::Strategy::Winch);
+    }
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::logs::emit;
 use super::quota::AppQuota;
 use super::state::InvocationState;
-use super::{EntryPoint, Invoked, Invoker, LoadError, Loaded, Outcome};
+use super::{EntryPoint, Invoked, Invoker, LoadError, Outcome, Tiered};
 use crate::capabilities::{Configured, Invocation};
 use crate::engine::is_pool_exhausted;
 use crate::engine::lazy::Lazy;
@@ -34,7 +34,7 @@ pub struct Function {
     pub app: Arc<str>,
     pub name: Arc<str>,
     pub limits: super::Limits,
-    component: Lazy<Loaded, LoadError>,
+    component: Lazy<Arc<Tiered>, LoadError>,
     capabilities: Configured,
     invoker: Arc<Invoker>,
     /// Permits for `limits.max_concurrency` instances at once.
@@ -87,7 +87,7 @@ impl Function {
         let deadline = Instant::now() + self.limits.timeout;
         let unavailable = |message| Invoked::before_the_guest(Outcome::Unavailable(message));
         let loaded = match self.component.get().await {
-            Ok(loaded) => loaded,
+            Ok(tiered) => tiered.current(),
             Err(err) => {
                 tracing::error!(%request_id, app = %self.app, function = %self.name, "cannot load the function: {err}");
                 return unavailable(format!("the function could not be loaded: {err}"));
@@ -116,7 +116,7 @@ impl Function {
                 .capabilities()
                 .prepare(&self.capabilities, &invocation, wasi)
         });
-        let mut store = self.invoker.engine.new_store(state);
+        let mut store = loaded.engine.new_store(state);
         let result = tokio::time::timeout_at(deadline, entry.call(&resolved, &mut store)).await;
         drop(admission);
         let (stdout, stdout_dropped) = store.data().stdout.take();

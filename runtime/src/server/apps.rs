@@ -284,7 +284,7 @@ impl Apps {
         manifest: &Manifest,
     ) -> Result<(), DeployError> {
         for name in manifest.functions.keys() {
-            let loaded = self
+            let tiered = self
                 .invoker
                 .load(&record.components[name])
                 .await
@@ -297,6 +297,7 @@ impl Apps {
                         error,
                     },
                 })?;
+            let loaded = tiered.current();
             let (http, scheduled) = (
                 loaded.exports::<HttpEntry>(),
                 loaded.exports::<ScheduledEntry>(),

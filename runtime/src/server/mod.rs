@@ -27,6 +27,7 @@ use self::connections::{Connections, Refused};
 use self::manifest::RESERVED_APP_NAME;
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
 use crate::capabilities::{Backends, Capabilities};
+use crate::engine::compiler::Tier;
 use crate::engine::{EngineError, EngineSettings};
 use crate::invocation::{Invoker, Limits};
 use crate::store::mongo::MongoStore;
@@ -131,6 +132,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             cache_key: Sha256::digest(format!("kiln compile cache\n{admin_key}")).to_vec(),
             max_memory_bytes: Limits::MAX_MEMORY_MB as usize * 1024 * 1024,
             compiler: settings.compiler.clone(),
+            tier: Tier::Optimized,
         },
         Arc::new(Capabilities::new(&backends)),
         Arc::new(artifacts.clone()),
