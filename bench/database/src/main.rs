@@ -162,6 +162,8 @@ impl Guest {
             limits: kiln::server::settings::ServerLimits::for_instances(10),
             app_domain: None,
             shutdown_grace: std::time::Duration::from_secs(30),
+            // db-loop is small: it compiles in process either way.
+            compiler: kiln::engine::compiler::Compiler::InProcess,
         };
         let server = kiln::server::start(settings).await.unwrap();
         let bytes = bytes::Bytes::from(std::fs::read(component).unwrap());
