@@ -5,17 +5,38 @@ import { lazyEnv } from './config.js';
 import { describeError } from './stack.js';
 import { decode } from './wire.js';
 
-/** What a fetch handler learns about the route besides the request. */
+/**
+ * What a fetch handler learns about the route besides the request. Read
+ * from the trigger's headers on first use: a header read crosses into the
+ * host, and most handlers need one field or none.
+ */
 class FetchContext {
   #event;
+  #params;
 
   constructor(event) {
     this.#event = event;
-    const headers = event.request.headers;
-    this.app = headers.get('kiln-app') ?? undefined;
-    this.route = headers.get('kiln-route') ?? undefined;
-    this.requestId = headers.get('kiln-request-id') ?? undefined;
-    this.params = Object.fromEntries(new URLSearchParams(headers.get('kiln-params') ?? ''));
+  }
+
+  #header(name) {
+    return this.#event.request.headers.get(name) ?? undefined;
+  }
+
+  get app() {
+    return this.#header('kiln-app');
+  }
+
+  get route() {
+    return this.#header('kiln-route');
+  }
+
+  get requestId() {
+    return this.#header('kiln-request-id');
+  }
+
+  get params() {
+    this.#params ??= Object.fromEntries(new URLSearchParams(this.#header('kiln-params') ?? ''));
+    return this.#params;
   }
 
   /** Keeps the instance alive until `promise` settles, after the response. */
