@@ -13,6 +13,23 @@ use sha2::{Digest, Sha256};
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 
+/// The routes of a todo API (`todo-api` in Rust, `todos-ts` in TypeScript),
+/// deployed with whichever component implements them.
+pub const TODO_MANIFEST: &str = r#"
+[functions.todos]
+component = "todos.wasm"
+
+[[routes]]
+path = "/todos"
+methods = ["GET", "POST"]
+function = "todos"
+
+[[routes]]
+path = "/todos/:id"
+methods = ["GET", "PATCH", "DELETE"]
+function = "todos"
+"#;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

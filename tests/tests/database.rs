@@ -4,23 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use kiln_tests::{ADMIN_KEY, Server, error_code, examples, json_of};
+use kiln_tests::{ADMIN_KEY, Server, TODO_MANIFEST, error_code, examples, json_of};
 use serde_json::json;
-
-const TODO_MANIFEST: &str = r#"
-[functions.todos]
-source = "todo-api"
-
-[[routes]]
-path = "/todos"
-methods = ["GET", "POST"]
-function = "todos"
-
-[[routes]]
-path = "/todos/:id"
-methods = ["GET", "PATCH", "DELETE"]
-function = "todos"
-"#;
 
 async fn todo_server() -> Server {
     let server = Server::start();

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Server, error_code, examples, json_of, workspace};
+use kiln_tests::{Server, TODO_MANIFEST, error_code, examples, json_of, workspace};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -231,26 +231,11 @@ async fn a_scheduled_handler_throwing_an_error_fails_the_run_with_its_stack() {
     }
 }
 
-const TODOS_TS_MANIFEST: &str = r#"
-[functions.todos]
-component = "todos.wasm"
-
-[[routes]]
-path = "/todos"
-methods = ["GET", "POST"]
-function = "todos"
-
-[[routes]]
-path = "/todos/:id"
-methods = ["GET", "PATCH", "DELETE"]
-function = "todos"
-"#;
-
 #[tokio::test]
 async fn the_typescript_example_validates_with_zod_and_keeps_todos() {
     let server = Server::start();
     server
-        .deploy_ok("ts", TODOS_TS_MANIFEST, &[("todos", &examples().todos_ts)])
+        .deploy_ok("ts", TODO_MANIFEST, &[("todos", &examples().todos_ts)])
         .await;
     let post = |body: Value| server.post("/ts/todos").json(&body).send();
 
