@@ -20,6 +20,7 @@ macro_rules! from_store_error {
 }
 
 from_store_error!(
+    super::bindings::kiln::platform::auth::Error,
     super::bindings::kiln::platform::database::Error,
     super::bindings::kiln::platform::scheduler::Error,
 );

@@ -10,6 +10,7 @@
 //! below; a component importing an interface no capability implements fails
 //! to link at deploy, naming the import.
 
+pub mod auth;
 mod bindings;
 pub mod config;
 pub mod database;
@@ -30,6 +31,7 @@ use crate::store::Documents;
 #[derive(Clone)]
 pub struct Backends {
     pub documents: Documents,
+    pub accounts: Arc<auth::Accounts>,
 }
 
 /// One host capability.
@@ -153,6 +155,8 @@ pub struct Invocation<'a> {
     /// Headers the trigger added to the guest's input (`kiln-*`); outbound
     /// requests that carry them unchanged have them removed.
     pub trigger_headers: &'a [(HeaderName, HeaderValue)],
+    /// The caller the trigger verified; none when anonymous.
+    pub identity: Option<&'a auth::Identity>,
 }
 
 /// Declares the list of capabilities: the per-server, per-function and
@@ -224,6 +228,7 @@ macro_rules! capabilities {
 capabilities! {
     config: config::Config,
     database: database::Database,
+    auth: auth::Auth,
     scheduler: scheduler::Scheduler,
     outbound: outbound::Outbound,
 }

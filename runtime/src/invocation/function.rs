@@ -10,6 +10,7 @@ use super::logs::emit;
 use super::quota::AppQuota;
 use super::state::InvocationState;
 use super::{EntryPoint, Invoked, Invoker, LoadError, Outcome, Tiered};
+use crate::capabilities::auth::Identity;
 use crate::capabilities::{Configured, Invocation};
 use crate::engine::is_pool_exhausted;
 use crate::engine::lazy::Lazy;
@@ -77,11 +78,13 @@ impl Function {
     /// store and calls the export, all within the function's timeout; then
     /// writes the guest's output to the server log within the app's allowance.
     /// `trigger_headers` are the headers the trigger added to the input
-    /// (outbound requests drop them).
+    /// (outbound requests drop them); `identity` is the caller the trigger
+    /// verified.
     pub async fn invoke<E: EntryPoint>(
         &self,
         request_id: &Arc<str>,
         trigger_headers: Vec<(HeaderName, HeaderValue)>,
+        identity: Option<Identity>,
         entry: E,
     ) -> Invoked<E::Output> {
         let deadline = Instant::now() + self.limits.timeout;
@@ -110,6 +113,7 @@ impl Function {
             function: &self.name,
             request_id,
             trigger_headers: &trigger_headers,
+            identity: identity.as_ref(),
         };
         let state = InvocationState::new(&self.limits, |wasi| {
             self.invoker

@@ -272,18 +272,7 @@ fn summary(record: &DeploymentRecord) -> Value {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = Limited::new(req.into_body(), MAX_JSON_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidBody,
-                "the body is too large or was cut off",
-            )
-        })?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body: {e}")))
+    super::json_body::read_json(req, MAX_JSON_BYTES).await
 }
 
 impl From<DeployError> for ApiError {

@@ -15,11 +15,14 @@ use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
 use super::settings::ServerLimits;
 use crate::capabilities::FunctionManifest;
+use crate::capabilities::auth::{self, Accounts, AppAuth};
 use crate::invocation::{App, AppQuota, Function, Invoker, LoadError};
 use crate::store::platform::deployments::{self, DeploymentRecord};
 use crate::store::{Documents, StoreError};
 use crate::triggers::cron::{CronTrigger, LiveCrons, SCHEDULED_EXPORT, ScheduledEntry};
-use crate::triggers::http::{HTTP_EXPORT, HttpEntry, HttpRoutes, Route, RouteError, Router};
+use crate::triggers::http::{
+    HTTP_EXPORT, HttpEntry, HttpRoutes, Route, RouteError, RouteTarget, Router,
+};
 
 /// Why a deploy or rollback failed. Everything but `Storage`, `Platform` and `Internal`
 /// is the caller's mistake (400/404), and none of them changes anything.
@@ -61,6 +64,7 @@ pub struct LiveApp {
 /// Every app of the server and its live version.
 pub struct Apps {
     invoker: Arc<Invoker>,
+    accounts: Arc<Accounts>,
     artifacts: Artifacts,
     documents: Documents,
     live: RwLock<HashMap<String, Arc<LiveApp>>>,
@@ -76,12 +80,14 @@ pub struct Apps {
 impl Apps {
     pub fn new(
         invoker: Arc<Invoker>,
+        accounts: Arc<Accounts>,
         artifacts: Artifacts,
         documents: Documents,
         limits: ServerLimits,
     ) -> Self {
         Apps {
             invoker,
+            accounts,
             artifacts,
             documents,
             live: RwLock::new(HashMap::new()),
@@ -109,6 +115,10 @@ impl Apps {
 
     pub fn artifacts(&self) -> &Artifacts {
         &self.artifacts
+    }
+
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
     }
 
     pub fn documents(&self) -> &Documents {
@@ -375,23 +385,34 @@ impl Apps {
                 .position(|n| n == function)
                 .ok_or_else(|| ManifestError(format!("{field}: no function `{function}`")))
         };
-        let routes = manifest
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Ok(Route {
-                    path: r.path.clone(),
-                    methods: r
-                        .methods
-                        .iter()
-                        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    function: index_of(&r.function, format!("routes[{i}].function"))?,
-                })
-            })
-            .collect::<Result<Vec<_>, DeployError>>()?;
+        let mut routes = Vec::with_capacity(manifest.routes.len());
+        let mut targets = Vec::with_capacity(manifest.routes.len());
+        for (i, r) in manifest.routes.iter().enumerate() {
+            routes.push(Route {
+                path: r.path.clone(),
+                methods: r
+                    .methods
+                    .iter()
+                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                    .collect(),
+                target: i,
+            });
+            targets.push(RouteTarget {
+                function: index_of(&r.function, format!("routes[{i}].function"))?,
+                policy: r
+                    .policy()
+                    .map_err(|e| ManifestError(format!("routes[{i}].auth: {e}")))?,
+            });
+        }
         let router = Router::new(&routes)?;
+        let auth = AppAuth {
+            app: app_name.clone(),
+            accounts: self.accounts.clone(),
+            settings: Arc::new(
+                auth::app_settings(&manifest.capabilities)
+                    .map_err(|e| ManifestError(e.to_string()))?,
+            ),
+        };
         let crons = manifest
             .crons
             .iter()
@@ -413,6 +434,8 @@ impl Apps {
             }),
             http: HttpRoutes {
                 router,
+                targets,
+                auth,
                 body_limits,
             },
             crons,

@@ -16,6 +16,10 @@
 //! path = "/hello/:name"
 //! methods = ["GET"]                  # empty or absent: any method
 //! function = "hello"
+//! auth = "user"                      # or "public" (default), "mfa", "role:NAME"
+//!
+//! [auth]                             # see capabilities::auth::settings
+//! access_token_ttl = "15m"
 //!
 //! [[crons]]
 //! name = "cleanup"
@@ -35,6 +39,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capabilities::Capabilities;
+use crate::capabilities::auth::Policy;
 use crate::invocation::Limits;
 use crate::triggers::cron::CronSpec;
 use crate::triggers::http::BodyLimits;
@@ -123,6 +128,14 @@ pub struct RouteSpec {
     pub function: String,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Who may call it: `public` (the default), `user`, `mfa`, `role:NAME`.
+    pub auth: Option<String>,
+}
+
+impl RouteSpec {
+    pub fn policy(&self) -> Result<Policy, String> {
+        self.auth.as_deref().map_or(Ok(Policy::Public), Policy::parse)
+    }
 }
 
 impl Manifest {
@@ -176,6 +189,9 @@ impl Manifest {
                     format!("routes[{i}].function"),
                     &format!("no function named `{}`", route.function),
                 );
+            }
+            if let Err(msg) = route.policy() {
+                return err(format!("routes[{i}].auth"), &msg);
             }
             for method in &route.methods {
                 if http::Method::from_bytes(method.as_bytes()).is_err()
@@ -297,6 +313,12 @@ mod tests {
             error_of(&bad_route).contains("routes[0].function"),
             "{}",
             error_of(&bad_route)
+        );
+        let bad_policy = GOOD.replace(r#"methods = ["GET"]"#, "methods = [\"GET\"]\nauth = \"users\"");
+        assert!(
+            error_of(&bad_policy).contains("routes[0].auth"),
+            "{}",
+            error_of(&bad_policy)
         );
         let bad_method = GOOD.replace(r#"["GET"]"#, r#"["get"]"#);
         assert!(error_of(&bad_method).contains("routes[0].methods"));

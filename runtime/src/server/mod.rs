@@ -5,7 +5,9 @@ pub mod admin;
 pub mod apps;
 pub mod artifacts;
 mod connections;
+mod json_body;
 pub mod manifest;
+mod platform;
 pub mod settings;
 
 use std::convert::Infallible;
@@ -26,6 +28,7 @@ use self::artifacts::Artifacts;
 use self::connections::{Connections, Refused};
 use self::manifest::RESERVED_APP_NAME;
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
+use crate::capabilities::auth::Accounts;
 use crate::capabilities::{Backends, Capabilities};
 use crate::engine::compiler::Tier;
 use crate::engine::{EngineError, EngineSettings};
@@ -34,7 +37,7 @@ use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DocumentStore, Documents, StoreLimits};
 use crate::triggers::cron::CronRunner;
-use crate::triggers::http::{ApiError, ErrorCode, ResponseBody};
+use crate::triggers::http::{ApiError, ErrorCode, ResponseBody, is_platform_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -118,8 +121,11 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
     let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
     let documents = open_documents(&settings).await?;
+    let accounts = Arc::new(Accounts::new(documents.clone()));
+    accounts.create_indexes().await?;
     let backends = Backends {
         documents: documents.clone(),
+        accounts: accounts.clone(),
     };
     let invoker = Invoker::new(
         &EngineSettings {
@@ -139,6 +145,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     )?;
     let apps = Arc::new(Apps::new(
         invoker,
+        accounts,
         artifacts,
         documents.clone(),
         settings.limits,
@@ -281,7 +288,7 @@ async fn accept_loop(
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(dispatch(&shared, req).await) }
+            async move { Ok::<_, Infallible>(dispatch(&shared, req, peer).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -354,11 +361,18 @@ fn raise_file_limit() {
 /// sends everything to that app (the admin API never shadows its routes);
 /// otherwise `/admin/...` is the admin API (no app may be named `admin`)
 /// and the first path segment names the app.
-async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn dispatch(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let request_id: Arc<str> = hex::encode(rand::random::<[u8; 8]>()).into();
     let answer = match resolve(&shared.apps, shared.app_domain.as_deref(), &req) {
         Destination::Admin => {
             admin::handle(&shared.apps, &shared.cron, &shared.admin_key, req).await
+        }
+        Destination::App(live, path) if is_platform_path(&path) => {
+            platform::handle(&live, &path, req, peer).await
         }
         Destination::App(live, path) => {
             crate::triggers::http::handle(&live.app, &live.http, &path, req, &request_id).await

@@ -12,11 +12,17 @@
 //! | `cron_state` | a trigger's latest claimed occurrence | [`cron`] |
 //! | `cron_locks` | who runs a trigger now | [`cron`] |
 //! | `runs` | a run, attempt, skip or missed occurrence | [`runs`] |
+//! | `users` | a user of an app | [`users`] |
+//! | `sessions` | a signed-in session | [`sessions`] |
+//! | `signing_keys` | an app's token signing key | [`signing_keys`] |
 
 pub mod cron;
 pub mod deployments;
 pub mod jobs;
 pub mod runs;
+pub mod sessions;
+pub mod signing_keys;
+pub mod users;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -79,7 +79,7 @@ impl Attempt {
     /// Runs `entry` through the invocation core.
     pub async fn run(function: &Function, run_id: &str, entry: ScheduledEntry) -> Attempt {
         let request_id: Arc<str> = run_id.into();
-        let invoked = function.invoke(&request_id, Vec::new(), entry).await;
+        let invoked = function.invoke(&request_id, Vec::new(), None, entry).await;
         let logs = bounded_logs(&invoked.stdout, &invoked.stderr);
         let (status, error) = match invoked.outcome {
             Outcome::Returned(Ok(())) => (RunStatus::Succeeded, None),

@@ -10,10 +10,14 @@ use hyper::body::Incoming;
 
 use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
 use super::error::{ApiError, ErrorCode};
-use super::{BodyLimits, HttpEntry, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch};
+use super::auth::{check, identify};
+use super::{
+    BodyLimits, HttpEntry, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch, RouteTarget,
+};
 use crate::invocation::{App, Outcome, Overloaded};
 
-/// Handles one request for `app`; `path` is the app-relative path.
+/// Handles one request for `app`; `path` is the app-relative path, outside
+/// the platform's namespace (the server routes that).
 pub async fn handle(
     app: &App,
     routes: &HttpRoutes,
@@ -21,17 +25,18 @@ pub async fn handle(
     mut req: Request<Incoming>,
     request_id: &Arc<str>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    if is_platform_path(path) {
-        return Err(ApiError::new(
-            ErrorCode::PlatformRouteNotFound,
-            format!("no platform endpoint of app `{}` at {path}", app.name),
-        ));
-    }
     let Routed {
-        index,
+        target,
         pattern,
         params,
     } = route(app, routes, req.method(), path)?;
+    let RouteTarget {
+        function: index,
+        policy,
+    } = &routes.targets[target];
+    let identity = identify(&routes.auth, req.headers()).await?;
+    check(&app.name, policy, identity.as_ref())?;
+    let index = *index;
     let function = app.functions[index].clone();
     let name = function.name.clone();
     let limits = routes.body_limits[index];
@@ -69,6 +74,7 @@ pub async fn handle(
                 .invoke(
                     &request_id,
                     trigger_headers,
+                    identity,
                     HttpEntry { request, response },
                 )
                 .await
@@ -106,15 +112,15 @@ pub async fn handle(
 }
 
 /// Whether an app-relative path is in the platform's namespace.
-pub(super) fn is_platform_path(path: &str) -> bool {
+pub fn is_platform_path(path: &str) -> bool {
     path.strip_prefix(PLATFORM_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A request's route.
 struct Routed {
-    /// The function's index in the app.
-    index: usize,
+    /// The route's index in the manifest.
+    target: usize,
     pattern: String,
     params: Vec<(String, String)>,
 }
@@ -127,11 +133,11 @@ fn route(
 ) -> Result<Routed, ApiError> {
     match routes.router.route(method, path) {
         RouteMatch::Found {
-            function,
+            target,
             pattern,
             params,
         } => Ok(Routed {
-            index: function,
+            target,
             pattern,
             params,
         }),
@@ -150,7 +156,7 @@ fn route(
                 format!("{method} is not allowed on {path}; allowed: {allow_list}"),
             );
             Err(match HeaderValue::from_str(&allow_list) {
-                Ok(value) => error.with_allow(value),
+                Ok(value) => error.with_header(http::header::ALLOW, value),
                 Err(_) => error,
             })
         }

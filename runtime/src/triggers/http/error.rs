@@ -3,7 +3,7 @@
 //! status and stable code of each defined once, in [`ErrorCode`].
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
@@ -52,6 +52,20 @@ error_codes! {
     FunctionUnavailable = (503, "function_unavailable"),
     TooManyConnections = (503, "too_many_connections"),
     Timeout = (504, "timeout"),
+    // Auth: the route check and the platform's auth endpoints.
+    SignInRequired = (401, "sign_in_required"),
+    InvalidToken = (401, "invalid_token"),
+    InvalidCredentials = (401, "invalid_credentials"),
+    InvalidRefreshToken = (401, "invalid_refresh_token"),
+    MissingRole = (403, "missing_role"),
+    SecondFactorRequired = (403, "second_factor_required"),
+    UserDisabled = (403, "user_disabled"),
+    NotAllowed = (403, "not_allowed"),
+    InvalidInput = (400, "invalid_input"),
+    WeakPassword = (400, "weak_password"),
+    UserNotFound = (404, "user_not_found"),
+    EmailTaken = (409, "email_taken"),
+    TooManyAttempts = (429, "too_many_attempts"),
     // The admin API.
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),
@@ -84,8 +98,8 @@ error_codes! {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// `Allow`, for `method_not_allowed`.
-    allow: Option<HeaderValue>,
+    /// A header the error needs (`Allow`, `WWW-Authenticate`, `Retry-After`).
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -93,12 +107,12 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
-            allow: None,
+            header: None,
         }
     }
 
-    pub fn with_allow(mut self, allow: HeaderValue) -> Self {
-        self.allow = Some(allow);
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some((name, value));
         self
     }
 
@@ -109,8 +123,8 @@ impl ApiError {
 
     pub fn into_response(self) -> Response<ResponseBody> {
         let mut response = json_response(self.code.status(), self.body());
-        if let Some(allow) = self.allow {
-            response.headers_mut().insert(http::header::ALLOW, allow);
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -1,17 +1,20 @@
 //! The HTTP trigger: routes a request to a function of an app and calls its
 //! `wasi:http/incoming-handler` through the invocation core.
 
+mod auth;
 mod body;
 mod dispatch;
 mod entry;
 pub mod error;
 pub mod router;
 
+pub use self::auth::{bearer_token, identify};
 pub use self::body::ResponseBody;
-pub use self::dispatch::handle;
+pub use self::dispatch::{handle, is_platform_path};
 pub use self::entry::{HTTP_EXPORT, HttpEntry};
 pub use self::error::{ApiError, ErrorCode, json_value_response};
 pub use self::router::{Route, RouteError, RouteMatch, Router};
+use crate::capabilities::auth::{AppAuth, Policy};
 
 /// App-relative paths under this prefix are the platform's (auth, files,
 /// data, realtime): no route may use them, and a request for one never
@@ -39,9 +42,22 @@ impl Default for BodyLimits {
     }
 }
 
+/// Where a route leads.
+#[derive(Debug, Clone)]
+pub struct RouteTarget {
+    /// The function's index in the app.
+    pub function: usize,
+    /// Who may call it, checked before an instance is created.
+    pub policy: Policy,
+}
+
 /// The HTTP side of one version of an app.
 pub struct HttpRoutes {
     pub router: Router,
+    /// Per route of the manifest, in its order (the router's targets).
+    pub targets: Vec<RouteTarget>,
+    /// How the app's callers are verified.
+    pub auth: AppAuth,
     /// Per function of the app, in the app's order.
     pub body_limits: Vec<BodyLimits>,
 }

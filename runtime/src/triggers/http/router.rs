@@ -12,8 +12,8 @@ pub struct Route {
     pub path: String,
     /// Allowed methods; empty means any.
     pub methods: Vec<Method>,
-    /// Index of the function in the app.
-    pub function: usize,
+    /// What the route leads to: an index the caller gives meaning to.
+    pub target: usize,
 }
 
 /// Why routes could not be built.
@@ -39,7 +39,7 @@ pub struct Router {
 #[derive(Debug, PartialEq)]
 pub enum RouteMatch {
     Found {
-        function: usize,
+        target: usize,
         pattern: String,
         params: Vec<(String, String)>,
     },
@@ -94,7 +94,7 @@ impl Router {
                     other: pattern.clone(),
                 });
             }
-            table.push((method, route.function));
+            table.push((method, route.target));
         }
         Ok(())
     }
@@ -110,8 +110,8 @@ impl Router {
             .find(|(m, _)| m.as_ref() == Some(method))
             .or_else(|| table.iter().find(|(m, _)| m.is_none()));
         match hit {
-            Some((_, function)) => RouteMatch::Found {
-                function: *function,
+            Some((_, target)) => RouteMatch::Found {
+                target: *target,
                 pattern: pattern.clone(),
                 params: m
                     .params
@@ -204,11 +204,11 @@ fn from_matchit(path: &str) -> String {
 mod tests {
     use super::*;
 
-    fn route(path: &str, methods: &[Method], function: usize) -> Route {
+    fn route(path: &str, methods: &[Method], target: usize) -> Route {
         Route {
             path: path.into(),
             methods: methods.to_vec(),
-            function,
+            target,
         }
     }
 
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(
             router.route(&Method::GET, "/todos/42"),
             RouteMatch::Found {
-                function: 0,
+                target: 0,
                 pattern: "/todos/:id".into(),
                 params: vec![("id".into(), "42".into())]
             }
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(
             router.route(&Method::PUT, "/files/a/b.txt"),
             RouteMatch::Found {
-                function: 1,
+                target: 1,
                 pattern: "/files/*rest".into(),
                 params: vec![("rest".into(), "a/b.txt".into())]
             }
@@ -253,7 +253,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             router.route(&Method::DELETE, "/todos/1"),
-            RouteMatch::Found { function: 1, .. }
+            RouteMatch::Found { target: 1, .. }
         ));
     }
 

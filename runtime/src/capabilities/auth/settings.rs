@@ -1,0 +1,101 @@
+//! An app's `[auth]` section.
+//!
+//! ```toml
+//! [auth]
+//! access_token_ttl = "15m"       # 1m to 24h
+//! refresh_token_ttl = "30d"      # how long an unused session lasts
+//! min_password_length = 8        # 8 to 128
+//! anonymous = false              # allow POST /_kiln/auth/anonymous
+//! argon2 = { memory_kib = 19456, iterations = 2, parallelism = 1 }
+//! throttle = { account_failures = 5, address_failures = 20 }
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::passwords::HashCost;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    pub min_password_length: usize,
+    pub anonymous: bool,
+    pub argon2: HashCost,
+    pub throttle: ThrottleSettings,
+}
+
+/// Failures before sign-in attempts are delayed (the delay then doubles
+/// with each further failure, up to [`super::throttle::MAX_DELAY`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// Per email address.
+    pub account_failures: u32,
+    /// Per client IP address.
+    pub address_failures: u32,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            account_failures: 5,
+            address_failures: 20,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            min_password_length: 8,
+            anonymous: false,
+            argon2: HashCost::default(),
+            throttle: ThrottleSettings::default(),
+        }
+    }
+}
+
+/// Longest password accepted (argon2 takes any length; this bounds the work).
+pub const MAX_PASSWORD_LENGTH: usize = 1024;
+
+/// The longest access-token lifetime an app may set.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl AuthSettings {
+    /// Why the section is refused: the field and the reason.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let field = |f: &str, m: String| Err((format!("auth.{f}"), m));
+        if self.access_token_ttl < Duration::from_secs(60) || self.access_token_ttl > MAX_ACCESS_TTL {
+            return field("access_token_ttl", "is 1m to 24h".into());
+        }
+        if self.refresh_token_ttl < self.access_token_ttl
+            || self.refresh_token_ttl > Duration::from_secs(400 * 24 * 3600)
+        {
+            return field(
+                "refresh_token_ttl",
+                "is at least access_token_ttl and at most 400d".into(),
+            );
+        }
+        if !(8..=128).contains(&self.min_password_length) {
+            return field("min_password_length", "is 8 to 128".into());
+        }
+        if let Err(m) = self.argon2.check() {
+            return field("argon2", m);
+        }
+        if self.throttle.account_failures == 0 || self.throttle.address_failures == 0 {
+            return field(
+                "throttle",
+                "failures before throttling are at least 1 (throttling cannot be switched off)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

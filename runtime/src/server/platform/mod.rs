@@ -1,0 +1,28 @@
+//! An app's platform endpoints: app-relative paths under `/_kiln/`, which
+//! no route of the app can use (manifests are refused) and which never
+//! reach a function.
+
+mod auth;
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::apps::LiveApp;
+use crate::triggers::http::{ApiError, ErrorCode, PLATFORM_PREFIX, ResponseBody};
+
+type Answer = Result<Response<ResponseBody>, ApiError>;
+
+/// Handles `path` (app-relative, in the platform's namespace) for `live`.
+pub async fn handle(live: &LiveApp, path: &str, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+    let rest = path.strip_prefix(PLATFORM_PREFIX).unwrap_or(path);
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["auth", rest @ ..] => auth::handle(&live.http.auth, rest, req, peer).await,
+        _ => Err(ApiError::new(
+            ErrorCode::PlatformRouteNotFound,
+            format!("no platform endpoint of app `{}` at {path}", live.app.name),
+        )),
+    }
+}
