@@ -41,15 +41,27 @@ impl ServerArgs {
 
     /// GETs an admin API path and returns its JSON.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None)
+    }
+
+    /// Calls an admin API path, with a JSON body if given, and returns its JSON.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let key = self.admin_key()?;
         let url = format!("{}{path}", self.base());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let response = reqwest::Client::new()
-                .get(&url)
-                .bearer_auth(key)
+            let mut request = reqwest::Client::new().request(method, &url).bearer_auth(key);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {}", self.base()))?;
@@ -68,4 +80,20 @@ pub async fn expect_success(response: reqwest::Response) -> anyhow::Result<Value
         bail!("server answered {status}: {message}");
     }
     Ok(body)
+}
+
+/// A JSON string, or `?`.
+pub fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+/// Milliseconds since the epoch as an RFC 3339 time, or `?`.
+pub fn millis(value: &Value) -> String {
+    value
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "?".into(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
 }

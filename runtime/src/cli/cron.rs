@@ -1,9 +1,8 @@
 //! `kiln cron list` and `kiln runs`: a server's cron triggers and run history.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::admin::ServerArgs;
+use super::admin::{ServerArgs, millis, text};
 
 #[derive(Subcommand)]
 pub enum CronCommand {
@@ -92,16 +91,3 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("?")
-}
-
-fn millis(value: &Value) -> String {
-    value
-        .as_i64()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || "?".into(),
-            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        )
-}

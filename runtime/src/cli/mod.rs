@@ -6,6 +6,7 @@ mod cron;
 mod deploy;
 mod new;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,10 @@ enum Command {
     Cron(cron::CronCommand),
     /// A running server's recent cron runs and one-off jobs.
     Runs(cron::RunsArgs),
+    /// An app's users and their sessions.
+    Users(users::UsersArgs),
+    /// An app's token signing keys.
+    Keys(users::KeysArgs),
     /// Compiles a component from stdin for `kiln serve` (internal).
     #[command(name = compiler::CHILD_COMMAND, hide = true)]
     CompileComponent {
@@ -74,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::New(args) => new::run(args),
         Command::Cron(cron::CronCommand::List { app, server }) => cron::list(&app, &server),
         Command::Runs(args) => cron::runs(args),
+        Command::Users(args) => users::run(args),
+        Command::Keys(args) => users::keys(args),
         Command::CompileComponent {
             max_instances,
             max_memory_bytes,

@@ -11,6 +11,16 @@
 //! | `GET /admin/v1/apps/{app}/crons` | the live cron triggers and their next occurrences |
 //! | `POST /admin/v1/apps/{app}/crons/{trigger}/run` | runs a trigger now (202) |
 //! | `GET /admin/v1/apps/{app}/runs?trigger=&status=&limit=` | the run history, newest first |
+//! | `GET /admin/v1/apps/{app}/users?search=&after=&limit=` | users by id; `search`: an email prefix |
+//! | `GET /admin/v1/apps/{app}/users/{id}` | one user |
+//! | `DELETE /admin/v1/apps/{app}/users/{id}` | deletes the user and their sessions |
+//! | `POST /admin/v1/apps/{app}/users/{id}/disable` | disables the user; every session ends |
+//! | `POST /admin/v1/apps/{app}/users/{id}/enable` | enables the user again |
+//! | `PUT /admin/v1/apps/{app}/users/{id}/roles` | replaces the roles: `{"roles": [...]}` |
+//! | `GET /admin/v1/apps/{app}/users/{id}/sessions` | the user's sessions |
+//! | `DELETE /admin/v1/apps/{app}/users/{id}/sessions` | revokes them all |
+//! | `DELETE /admin/v1/apps/{app}/users/{id}/sessions/{session}` | revokes one |
+//! | `POST /admin/v1/apps/{app}/auth/keys/rotate` | a new signing key; the old ones verify until their tokens expire |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,11 +33,14 @@ use serde_json::{Value, json};
 
 use super::apps::{Apps, DeployError};
 use super::artifacts::{ArtifactError, digest_of, is_valid_digest};
+use crate::capabilities::auth::AuthError;
+use crate::capabilities::auth::accounts::{session_json, user_json};
 use crate::engine::EngineError;
 use crate::invocation::LoadError;
 use crate::store::StoreError;
 use crate::store::platform::deployments::DeploymentRecord;
 use crate::store::platform::runs::{self, RunFilter};
+use crate::store::platform::users::UserRecord;
 use crate::triggers::cron::CronRunner;
 use crate::triggers::http::{ApiError, ErrorCode, ResponseBody, json_value_response};
 
@@ -113,6 +126,22 @@ pub async fn handle(
         (&Method::GET, ["admin", "v1", "apps", app, "runs"]) => {
             list_runs(cron, app, req.uri().query().unwrap_or("")).await
         }
+        (_, ["admin", "v1", "apps", app, "users", rest @ ..]) => {
+            let app = app.to_string();
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            users(apps, &app, &rest, req).await
+        }
+        (&Method::POST, ["admin", "v1", "apps", app, "auth", "keys", "rotate"]) => {
+            live(apps, app)?;
+            let kid = apps
+                .accounts()
+                .keys
+                .rotate(app)
+                .await
+                .map_err(AuthError::from)?;
+            tracing::info!(app, kid, "signing key rotated");
+            ok(StatusCode::OK, json!({ "app": app, "kid": kid }))
+        }
         _ => Err(ApiError::new(
             ErrorCode::AdminRouteNotFound,
             format!("no admin call {method} {path}"),
@@ -188,6 +217,94 @@ async fn list_runs(cron: &CronRunner, app: &str, query: &str) -> Answer {
         Err(err) => Err(ApiError::new(
             ErrorCode::PlatformDataUnavailable,
             format!("cannot read the run history: {err}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesRequest {
+    roles: Vec<String>,
+}
+
+/// An app that is deployed, or 404 (so a typo does not act on nobody).
+fn live(apps: &Apps, app: &str) -> Result<(), ApiError> {
+    match apps.get(app) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(ErrorCode::AppNotFound, format!("no app `{app}`"))),
+    }
+}
+
+/// `/admin/v1/apps/{app}/users/...`.
+async fn users(apps: &Apps, app: &str, rest: &[String], req: Request<Incoming>) -> Answer {
+    live(apps, app)?;
+    let accounts = apps.accounts();
+    let method = req.method().clone();
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let one = |user: UserRecord| ok(StatusCode::OK, json!({ "user": user_json(&user) }));
+    match (&method, rest.as_slice()) {
+        (&Method::GET, []) => {
+            let (mut search, mut after, mut limit) = (None, None, 50);
+            for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match &*key {
+                    "search" => search = Some(value.into_owned()),
+                    "after" => after = Some(value.into_owned()),
+                    "limit" => {
+                        limit = value.parse().map_err(|_| {
+                            ApiError::new(ErrorCode::InvalidQuery, "limit is a number (1 to 100)")
+                        })?
+                    }
+                    other => {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("unknown parameter `{other}` (search, after, limit)"),
+                        ));
+                    }
+                }
+            }
+            let users = accounts
+                .list_users(app, after.as_deref(), search.as_deref(), limit)
+                .await?;
+            let next = (users.len() as u64 == limit.clamp(1, 100))
+                .then(|| users.last().map(|u| u.id.clone()))
+                .flatten();
+            let users: Vec<Value> = users.iter().map(user_json).collect();
+            ok(StatusCode::OK, json!({ "app": app, "users": users, "next": next }))
+        }
+        (&Method::GET, [id]) => match accounts.user(app, id).await? {
+            Some(user) => one(user),
+            None => Err(AuthError::NotFound(format!("no user `{id}`")).into()),
+        },
+        (&Method::DELETE, [id]) => {
+            accounts.delete_user(app, id).await?;
+            ok(StatusCode::OK, json!({ "deleted": id }))
+        }
+        (&Method::POST, [id, "disable"]) => one(accounts.set_disabled(app, id, true).await?),
+        (&Method::POST, [id, "enable"]) => one(accounts.set_disabled(app, id, false).await?),
+        (&Method::PUT, [id, "roles"]) => {
+            let body: RolesRequest = read_json(req).await?;
+            one(accounts.set_roles(app, id, body.roles).await?)
+        }
+        (&Method::GET, [id, "sessions"]) => {
+            let sessions: Vec<Value> = accounts
+                .sessions(app, id)
+                .await?
+                .iter()
+                .map(|s| session_json(s, None))
+                .collect();
+            ok(StatusCode::OK, json!({ "user": id, "sessions": sessions }))
+        }
+        (&Method::DELETE, [id, "sessions"]) => {
+            let revoked = accounts.revoke_sessions(app, id).await?;
+            ok(StatusCode::OK, json!({ "user": id, "revoked": revoked }))
+        }
+        (&Method::DELETE, [id, "sessions", session]) => {
+            accounts.revoke_session(app, id, session).await?;
+            ok(StatusCode::OK, json!({ "user": id, "revoked": 1 }))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::AdminRouteNotFound,
+            format!("no admin call {method} {}", req.uri().path()),
         )),
     }
 }
