@@ -14,6 +14,7 @@
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` (or `kiln build`).
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
