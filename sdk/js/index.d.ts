@@ -69,6 +69,49 @@ export declare const db: {
   collection<T extends object = Document>(name: string): Collection<T>;
 };
 
+/** A user of the app. */
+export interface User {
+  id: string;
+  /** Lower-cased; null for an anonymous user. */
+  email: string | null;
+  emailVerified: boolean;
+  roles: string[];
+  /** Profile data. */
+  data: Record<string, Value>;
+  disabled: boolean;
+  anonymous: boolean;
+  mfaEnabled: boolean;
+  createdAt: Date;
+}
+
+/** Who made this request, as the host verified it. */
+export interface Caller {
+  user: User;
+  sessionId: string;
+  /** Whether the session passed the second factor. */
+  mfa: boolean;
+}
+
+export declare const auth: {
+  /** The verified caller, or null without a token (and in cron and job runs). */
+  currentUser(): Promise<Caller | null>;
+  getUser(id: string): Promise<User | null>;
+  /** Looks a user up by email (compared case-folded). */
+  findUserByEmail(email: string): Promise<User | null>;
+  /** Users in creation order: at most `limit` (up to 100) after the id `after`. */
+  listUsers(options?: { after?: string; limit?: number }): Promise<User[]>;
+  createUser(user: { email: string; password: string; data?: Record<string, Value> }): Promise<User>;
+  /** Replaces the user's profile data. */
+  updateData(id: string, data: Record<string, Value>): Promise<User>;
+  /** Replaces the user's roles; effective on their next request. */
+  setRoles(id: string, roles: string[]): Promise<User>;
+  /** Disables (signing them out everywhere) or re-enables the user. */
+  setDisabled(id: string, disabled: boolean): Promise<User>;
+  deleteUser(id: string): Promise<void>;
+  /** Revokes every session of the user; resolves to how many. */
+  revokeSessions(id: string): Promise<number>;
+};
+
 export declare const config: {
   /** The variable's value from kiln.toml, or undefined. */
   get(name: string): string | undefined;

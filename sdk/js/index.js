@@ -1,5 +1,6 @@
 // @kiln/sdk: write Kiln functions in JavaScript or TypeScript.
 export { db, Collection, Query } from './src/database.js';
+export { auth } from './src/auth.js';
 export { config } from './src/config.js';
 export { scheduler } from './src/scheduler.js';
 export { KilnError, ERROR_CODES } from './src/errors.js';

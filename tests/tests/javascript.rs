@@ -406,3 +406,47 @@ async fn a_js_function_serves_at_once_and_its_optimized_code_swaps_in_without_a_
         server.log()
     );
 }
+
+#[tokio::test]
+async fn a_js_function_reads_the_verified_caller_and_manages_users() {
+    let server = Server::start();
+    let manifest = format!(
+        "{PROBE_MANIFEST}\n[auth]\nargon2 = {{ memory_kib = 64, iterations = 1, parallelism = 1 }}\n"
+    );
+    server
+        .deploy_ok("js", &manifest, &[("probe", &examples().js_probe)])
+        .await;
+    let (status, tokens) = json_of(
+        server
+            .post("/js/_kiln/auth/signup")
+            .json(&json!({"email": "ada@example.com", "password": "correct horse battery", "data": {"n": 1}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    assert_eq!(probe(&server, "whoami").await, json!({"caller": null}));
+    let (status, body) = json_of(
+        server
+            .get("/js/probe/whoami")
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let caller = &body["caller"];
+    assert_eq!(caller["user"]["email"], "ada@example.com");
+    assert_eq!(caller["user"]["data"], json!({"n": 1}));
+    assert_eq!(caller["sessionId"], tokens["session_id"]);
+    assert_eq!(caller["mfa"], false);
+    assert_eq!(caller["createdAtIsDate"], true);
+    assert_eq!(body["sameUser"], true);
+    assert_eq!(body["conflict"], json!({"isKilnError": true, "code": "conflict"}));
+    assert_eq!(
+        body["created"],
+        json!({"data": {"by": "js"}, "roles": ["editor"], "anonymous": false})
+    );
+}

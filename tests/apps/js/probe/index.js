@@ -1,6 +1,6 @@
 // Exercises @kiln/sdk for tests/tests/javascript.rs; each route answers
 // what the SDK handed the function, so the test sees it as the user does.
-import { db, KilnError, scheduler } from '@kiln/sdk';
+import { auth, db, KilnError, scheduler } from '@kiln/sdk';
 
 const items = db.collection('items');
 
@@ -68,6 +68,26 @@ const routes = {
   },
   async context(request, env, ctx) {
     return { params: ctx.params, route: ctx.route, requestId: ctx.requestId, greeting: env.greeting, keys: Object.keys(env) };
+  },
+  // The verified caller, and users managed from the function.
+  async whoami() {
+    const caller = await auth.currentUser();
+    if (!caller) return { caller: null };
+    const again = await auth.findUserByEmail(caller.user.email.toUpperCase());
+    let conflict;
+    try {
+      await auth.createUser({ email: caller.user.email, password: 'long enough password' });
+    } catch (err) {
+      conflict = { isKilnError: err instanceof KilnError, code: err.code };
+    }
+    const created = await auth.createUser({ email: `made-${Date.now()}@example.com`, password: 'long enough password', data: { by: 'js' } });
+    const promoted = await auth.setRoles(created.id, ['editor']);
+    return {
+      caller: { ...caller, createdAtIsDate: caller.user.createdAt instanceof Date },
+      sameUser: again?.id === caller.user.id,
+      conflict,
+      created: { data: created.data, roles: promoted.roles, anonymous: created.anonymous },
+    };
   },
   async throws() {
     throwSomething();
