@@ -38,6 +38,24 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// A command with the variables cargo sets for a test binary removed
+/// (`CARGO_PKG_NAME=kiln-tests` and the like). Build scripts such as ring's
+/// rerun when those change, so a nested `cargo build` that inherited them
+/// would rebuild what the outer `cargo test` just built, every run.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = (name.starts_with("CARGO_")
+            && !matches!(&*name, "CARGO_HOME" | "CARGO_TARGET_DIR"))
+            || name == "OUT_DIR";
+        if set_by_cargo {
+            command.env_remove(&*name);
+        }
+    }
+    command
+}
+
 /// The `kiln` binary, built (once per test binary) from the current source:
 /// `cargo test -p kiln-tests` alone would not rebuild another package's binary.
 pub fn kiln_binary() -> PathBuf {
@@ -45,7 +63,7 @@ pub fn kiln_binary() -> PathBuf {
     KILN.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
-        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        let mut build = clean_command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build
             .args(["build", "-p", "kiln-runtime", "--bin", "kiln"])
             .current_dir(workspace());
@@ -89,7 +107,7 @@ pub fn examples() -> &'static Examples {
         let lock = std::fs::File::create(target.join("kiln-examples.lock")).unwrap();
         lock.lock().unwrap();
         for app in ["functions-examples", "tests/apps/js"] {
-            let status = Command::new(kiln_binary())
+            let status = clean_command(kiln_binary())
                 .arg("build")
                 .arg(root.join(app))
                 .stdout(Stdio::null())
@@ -97,7 +115,7 @@ pub fn examples() -> &'static Examples {
                 .unwrap();
             assert!(status.success(), "kiln build {app} failed");
         }
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let status = clean_command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
                 "--release",

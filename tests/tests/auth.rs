@@ -380,37 +380,75 @@ async fn a_disabled_user_is_refused_on_the_next_request_on_every_node() {
     first
         .deploy_ok("shop", MANIFEST, &[("accounts", &examples().accounts)])
         .await;
+    // The second node reads the same deployments and the same store.
     let second = Server::start_in(data.path(), Some(ADMIN_KEY), true);
-    let tokens = sign_up(&first, "shop", "ada@example.com").await;
-    let admin = sign_up(&first, "shop", "root@example.com").await;
-    let admin_id = admin["user"]["id"].as_str().unwrap();
+    disabling_reaches_every_node(&first, &second, "shop").await;
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_refused_on_the_next_request_on_nodes_sharing_mongodb() {
+    let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
+        eprintln!("KILN_TEST_MONGODB_URI is not set: skipping the MongoDB run");
+        return;
+    };
+    // The app name is unique because the MongoDB server outlives the run.
+    let app = format!("auth{}", std::process::id());
+    let first = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
     first
-        .admin(Method::PUT, &format!("/admin/v1/apps/shop/users/{admin_id}/roles"))
+        .deploy_ok(&app, MANIFEST, &[("accounts", &examples().accounts)])
+        .await;
+    let second = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    // Components are on each node's disk until the S3 backend: give it one.
+    second
+        .upload(std::fs::read(&examples().accounts).unwrap())
+        .await;
+    disabling_reaches_every_node(&first, &second, &app).await;
+    // Refresh-token reuse is caught through the shared store too.
+    let tokens = sign_up(&first, &app, "reuse@example.com").await;
+    let path = format!("/{app}/_kiln/auth/refresh");
+    let body = json!({"refresh_token": refresh(&tokens)});
+    let (status, rotated) = call(&second, Method::POST, &path, None, Some(body.clone())).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(call(&first, Method::POST, &path, None, Some(body)).await.0, 401);
+    assert_eq!(me(&second, &app, access(&rotated)).await.0, 401);
+}
+
+/// Signs a user in through `first`, disables them from a function on
+/// `second`, and checks both nodes refuse the still-unexpired token.
+async fn disabling_reaches_every_node(first: &Server, second: &Server, app: &str) {
+    let tokens = sign_up(first, app, "ada@example.com").await;
+    let admin = sign_up(first, app, "root@example.com").await;
+    let admin_id = admin["user"]["id"].as_str().unwrap();
+    let response = first
+        .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{admin_id}/roles"))
         .json(&json!({"roles": ["admin"]}))
         .send()
         .await
         .unwrap();
-    // Both nodes accept the token (the second reads the same keys and sessions).
-    assert_eq!(me(&first, "shop", access(&tokens)).await.0, 200);
-    assert_eq!(me(&second, "shop", access(&tokens)).await.0, 200);
-    // A function on the second node disables the user.
+    assert_eq!(response.status(), 200);
+    // Wait for the second node to load the deployment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while me(second, app, access(&tokens)).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the second node never served the app");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(me(first, app, access(&tokens)).await.0, 200);
     let id = tokens["user"]["id"].as_str().unwrap();
-    let (status, body) = call(&second, Method::POST, &format!("/shop/admin/users/{id}/disable"), Some(access(&admin)), None).await;
+    let (status, body) = call(second, Method::POST, &format!("/{app}/admin/users/{id}/disable"), Some(access(&admin)), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["disabled"], true);
-    for node in [&first, &second] {
-        let (status, body) = me(node, "shop", access(&tokens)).await;
+    for node in [first, second] {
+        let (status, body) = me(node, app, access(&tokens)).await;
         assert_eq!((status, error_code(&body)), (401, "invalid_token"));
     }
-    let (status, body) = call(&first, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"}))).await;
+    let signin = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let path = format!("/{app}/_kiln/auth/signin");
+    let (status, body) = call(first, Method::POST, &path, None, Some(signin.clone())).await;
     assert_eq!((status, error_code(&body)), (403, "user_disabled"));
     // Enabled again through the admin API, the user signs in again.
-    let response = first.admin(Method::POST, &format!("/admin/v1/apps/shop/users/{id}/enable")).send().await.unwrap();
+    let response = first.admin(Method::POST, &format!("/admin/v1/apps/{app}/users/{id}/enable")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let (status, _) = call(&second, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"}))).await;
-    assert_eq!(status, 200);
+    assert_eq!(call(second, Method::POST, &path, None, Some(signin)).await.0, 200);
 }
 
 /// The app's current signing key, read from the server's store the way the
