@@ -37,6 +37,11 @@ function = "accounts"
 auth = "role:staff"
 
 [[routes]]
+path = "/secure"
+function = "accounts"
+auth = "mfa"
+
+[[routes]]
 path = "/admin/users"
 methods = ["POST"]
 function = "accounts"
@@ -568,4 +573,84 @@ async fn manifests_with_a_bad_policy_or_auth_section_are_refused() {
         assert_eq!(status, 400, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().contains(field), "{field}: {body}");
     }
+}
+
+/// The TOTP code for `secret` (base32) at `at` seconds, as an authenticator app computes it.
+fn totp_code(secret: &str, at: u64) -> String {
+    totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap()
+        .generate(at)
+        .to_string()
+}
+
+#[tokio::test]
+async fn totp_is_required_at_sign_in_once_enrolled_and_codes_work_once() {
+    let server = server_with(&["shop"]).await;
+    let tokens = sign_up(&server, "shop", "ada@example.com").await;
+    let before = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"}))).await.1;
+    let (status, body) = call(&server, Method::GET, "/shop/secure", Some(access(&tokens)), None).await;
+    assert_eq!((status, error_code(&body)), (403, "second_factor_required"));
+
+    let (status, enrolment) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp", Some(access(&tokens)), None).await;
+    assert_eq!(status, 200, "{enrolment}");
+    let secret = enrolment["secret"].as_str().unwrap().to_string();
+    assert!(enrolment["otpauth_url"].as_str().unwrap().starts_with("otpauth://totp/shop:ada%40example.com?"), "{enrolment}");
+    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp/confirm", Some(access(&tokens)),
+        Some(json!({"code": "000000"}))).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_input"));
+    let (status, confirmed) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp/confirm", Some(access(&tokens)),
+        Some(json!({"code": totp_code(&secret, now())}))).await;
+    assert_eq!(status, 200, "{confirmed}");
+    let recovery: Vec<String> = confirmed["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(recovery.len(), 10);
+    // The enrolling session passed; a session from before did not.
+    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&tokens)), None).await.0, 200);
+    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&before)), None).await.0, 403);
+
+    // Signing in now yields a challenge, not tokens.
+    let sign_in = || call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})));
+    let (status, step) = sign_in().await;
+    assert_eq!(status, 200);
+    assert_eq!(step["mfa_required"], true);
+    assert!(step.get("access_token").is_none(), "{step}");
+    let challenge = step["challenge"].as_str().unwrap().to_string();
+    let verify = |body: Value| call(&server, Method::POST, "/shop/_kiln/auth/mfa/verify", None, Some(body));
+    let (status, body) = verify(json!({"challenge": challenge, "code": "123456"})).await;
+    assert_eq!((status, error_code(&body)), (403, "not_allowed"));
+    // The next step's code (the confirm used this one), within the skew.
+    let code = totp_code(&secret, now() + 30);
+    let (status, full) = verify(json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&full)), None).await.0, 200);
+    let (_, me_body) = me(&server, "shop", access(&full)).await;
+    assert_eq!(me_body["mfa"], true);
+    // A challenge works once; a code works once.
+    let (status, _) = verify(json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 403);
+    let (_, step) = sign_in().await;
+    let challenge = step["challenge"].as_str().unwrap().to_string();
+    let (status, _) = verify(json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 403, "a replayed code");
+    // A recovery code works once, in any case.
+    let (status, _) = verify(json!({"challenge": challenge, "recovery_code": recovery[0].to_uppercase()})).await;
+    assert_eq!(status, 200);
+    let (_, step) = sign_in().await;
+    let challenge = step["challenge"].as_str().unwrap().to_string();
+    let (status, _) = verify(json!({"challenge": challenge, "recovery_code": recovery[0]})).await;
+    assert_eq!(status, 403, "a used recovery code");
+    // Refreshing keeps the session's second factor.
+    let (_, refreshed) = call(&server, Method::POST, "/shop/_kiln/auth/refresh", None, Some(json!({"refresh_token": refresh(&full)}))).await;
+    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&refreshed)), None).await.0, 200);
+    // Removing it needs a code; then sign-in gives tokens again.
+    let (status, _) = call(&server, Method::DELETE, "/shop/_kiln/auth/mfa/totp", Some(access(&refreshed)),
+        Some(json!({"code": recovery[1]}))).await;
+    assert_eq!(status, 200);
+    let (status, tokens) = sign_in().await;
+    assert_eq!(status, 200);
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    assert_eq!(tokens["user"]["mfa_enabled"], false);
 }

@@ -4,6 +4,7 @@
 //! - `GET /me` (`auth = "user"`): the caller, their session and roles;
 //! - `GET /whoami` (public): the caller, or `null` without a token;
 //! - `GET /staff` (`auth = "role:staff"`): only users with the role;
+//! - `GET /secure` (`auth = "mfa"`): only sessions that passed the second factor;
 //! - `POST /admin/users` `{"email", "password"}` (`auth = "role:admin"`): creates a user;
 //! - `PUT /admin/users/:id/roles` `{"roles": [...]}`: replaces their roles;
 //! - `POST /admin/users/:id/disable`: disables them (their sessions end).
@@ -45,7 +46,7 @@ fn failure(err: Error) -> Response {
 
 fn handle(req: Request) -> Response {
     let result = match (req.method(), req.path()) {
-        ("GET", "/me") | ("GET", "/staff") => me(),
+        ("GET", "/me") | ("GET", "/staff") | ("GET", "/secure") => me(),
         ("GET", "/whoami") => auth::current_user()
             .map(|caller| Response::json(&caller.as_ref().map(caller_json))),
         ("POST", "/admin/users") => create(&req),

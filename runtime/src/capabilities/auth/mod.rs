@@ -8,6 +8,7 @@
 pub mod accounts;
 mod hashing;
 pub mod keys;
+pub mod mfa;
 pub mod passwords;
 pub mod policy;
 pub mod settings;
@@ -20,7 +21,7 @@ use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
-pub use self::accounts::{Accounts, AuthError, Client, Tokens};
+pub use self::accounts::{Accounts, AuthError, Client, SignIn, Tokens};
 pub use self::policy::{Policy, Refusal};
 pub use self::settings::AuthSettings;
 use super::bindings::kiln::platform::auth::{self as wit, Error, Host, User};
@@ -137,6 +138,7 @@ impl From<AuthError> for Error {
 
 fn to_wit(user: UserRecord) -> User {
     User {
+        mfa_enabled: user.mfa_enabled(),
         id: user.id,
         email: user.email,
         email_verified: user.email_verified,
@@ -144,7 +146,6 @@ fn to_wit(user: UserRecord) -> User {
         data: user.data.to_string(),
         disabled: user.disabled,
         anonymous: user.anonymous,
-        mfa_enabled: false,
         created_ms: user.created_ms,
     }
 }

@@ -15,6 +15,10 @@
 //! | `GET /sessions` | | the user's sessions |
 //! | `DELETE /sessions/{id}` | | revokes one of them |
 //! | `GET /jwks` | | the app's public keys (JWKS) |
+//! | `POST /mfa/verify` | `{challenge, code \| recovery_code}` | completes a sign-in that needs the second factor |
+//! | `POST /mfa/totp` | | starts TOTP enrolment: `{secret, otpauth_url}` |
+//! | `POST /mfa/totp/confirm` | `{code}` | confirms it: `{recovery_codes}` (shown once) |
+//! | `DELETE /mfa/totp` | `{code}` | removes it (from a session that passed it) |
 
 use std::net::SocketAddr;
 
@@ -76,6 +80,22 @@ struct Confirm {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SecondFactor {
+    challenge: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
@@ -125,6 +145,20 @@ pub async fn handle(
                 .await?;
             ok(StatusCode::CREATED, tokens.to_json())
         }
+        (&Method::POST, ["mfa", "verify"]) => {
+            let body: SecondFactor = read_json(req, MAX_BODY_BYTES).await?;
+            let tokens = accounts
+                .verify_second_factor(
+                    app,
+                    settings,
+                    &body.challenge,
+                    body.code.as_deref(),
+                    body.recovery_code.as_deref(),
+                    &client,
+                )
+                .await?;
+            ok(StatusCode::OK, tokens.to_json())
+        }
         (&Method::POST, ["refresh"]) => {
             let body: Refresh = read_json(req, MAX_BODY_BYTES).await?;
             let tokens = accounts.refresh(app, settings, &body.refresh_token).await?;
@@ -149,6 +183,8 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
             | (&Method::GET | &Method::PATCH | &Method::DELETE, ["user"])
             | (&Method::GET, ["sessions"])
             | (&Method::DELETE, ["sessions", _])
+            | (&Method::POST, ["mfa", "totp"] | ["mfa", "totp", "confirm"])
+            | (&Method::DELETE, ["mfa", "totp"])
     );
     if !known {
         return Err(not_found(&method, segments));
@@ -198,6 +234,20 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
                 .map(|s| session_json(s, Some(&identity.session)))
                 .collect();
             ok(StatusCode::OK, json!({ "sessions": sessions }))
+        }
+        (&Method::POST, ["mfa", "totp"]) => {
+            let (secret, url) = accounts.enroll_totp(app, &identity).await?;
+            ok(StatusCode::OK, json!({ "secret": secret, "otpauth_url": url }))
+        }
+        (&Method::POST, ["mfa", "totp", "confirm"]) => {
+            let body: Code = read_json(req, MAX_BODY_BYTES).await?;
+            let codes = accounts.confirm_totp(app, &identity, &body.code).await?;
+            ok(StatusCode::OK, json!({ "recovery_codes": codes }))
+        }
+        (&Method::DELETE, ["mfa", "totp"]) => {
+            let body: Code = read_json(req, MAX_BODY_BYTES).await?;
+            accounts.remove_totp(app, &identity, &body.code).await?;
+            ok(StatusCode::OK, json!({}))
         }
         (&Method::DELETE, ["sessions", id]) => {
             accounts.revoke_session(app, &identity.user, id).await?;

@@ -167,6 +167,14 @@ pub async fn set_for_user(
         .map(|_| ())
 }
 
+/// Sets fields of one session.
+pub async fn set(documents: &Documents, app: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+    documents
+        .update(SESSIONS, &json!({"_id": id, "app": app}), &json!({"$set": fields}), false, false)
+        .await
+        .map(|_| ())
+}
+
 /// Deletes one session: `false` when there was none.
 pub async fn delete(documents: &Documents, app: &str, id: &str) -> Result<bool, StoreError> {
     Ok(documents

@@ -36,8 +36,42 @@ pub struct UserRecord {
     pub disabled: bool,
     #[serde(default)]
     pub anonymous: bool,
+    /// The TOTP second factor, once enrolment starts.
+    #[serde(default)]
+    pub totp: Option<TotpRecord>,
+    /// The pending second-factor step of a sign-in.
+    #[serde(default)]
+    pub mfa_challenge: Option<ChallengeRecord>,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+impl UserRecord {
+    /// Whether signing in needs the second factor.
+    pub fn mfa_enabled(&self) -> bool {
+        self.totp.as_ref().is_some_and(|t| t.confirmed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TotpRecord {
+    /// Base32.
+    pub secret: String,
+    /// False until the user proves their authenticator has it.
+    pub confirmed: bool,
+    /// The last step accepted, so a code works once.
+    #[serde(default)]
+    pub last_step: u64,
+    /// SHA-256 hashes of the unused recovery codes.
+    #[serde(default)]
+    pub recovery: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeRecord {
+    /// SHA-256 of the challenge's secret.
+    pub hash: String,
+    pub expires_ms: u64,
 }
 
 fn empty_object() -> Value {
@@ -161,6 +195,26 @@ pub async fn set(
         .transpose()
 }
 
+/// Like [`set`], only if the user also matches `condition` (a filter on
+/// the record), so two racing calls cannot both pass a check.
+pub async fn set_if(
+    documents: &Documents,
+    app: &str,
+    id: &str,
+    condition: Value,
+    mut fields: Value,
+) -> Result<Option<UserRecord>, StoreError> {
+    fields["updated_ms"] = json!(now_ms());
+    let mut filter = condition;
+    filter["_id"] = json!(id);
+    filter["app"] = json!(app);
+    documents
+        .find_one_and_update(USERS, &filter, &json!({"$set": fields}), true, false)
+        .await?
+        .map(|doc| from_document("user", doc))
+        .transpose()
+}
+
 /// Deletes one user: `false` when there was none.
 pub async fn delete(documents: &Documents, app: &str, id: &str) -> Result<bool, StoreError> {
     Ok(documents
@@ -182,6 +236,8 @@ pub fn new_record(app: &str, id: String, email: Option<String>, data: Value) -> 
         roles: Vec::new(),
         data,
         disabled: false,
+        totp: None,
+        mfa_challenge: None,
         created_ms: now,
         updated_ms: now,
     }
