@@ -18,6 +18,7 @@ const MANIFEST: &str = r#"
 anonymous = true
 argon2 = { memory_kib = 64, iterations = 1, parallelism = 1 }
 throttle = { account_failures = 3, address_failures = 50 }
+mail = { function = "accounts", link = "https://shop.example/auth?kind={kind}&token={token}" }
 
 [functions.accounts]
 component = "accounts.wasm"
@@ -456,11 +457,15 @@ async fn disabling_reaches_every_node(first: &Server, second: &Server, app: &str
     assert_eq!(call(second, Method::POST, &path, None, Some(signin)).await.0, 200);
 }
 
-/// The app's current signing key, read from the server's store the way the
-/// server reads it.
-async fn signing_key(data_dir: &Path, app: &str) -> (String, EncodingKey) {
+/// The server's embedded store, opened beside it the way the server opens it.
+fn store(data_dir: &Path) -> kiln::store::Documents {
     let store = kiln::store::sqlite::SqliteStore::open(&data_dir.join("db"), std::time::Duration::from_secs(5)).unwrap();
-    let documents = kiln::store::Documents::new(std::sync::Arc::new(store), Default::default());
+    kiln::store::Documents::new(std::sync::Arc::new(store), Default::default())
+}
+
+/// The app's current signing key, read from the server's store.
+async fn signing_key(data_dir: &Path, app: &str) -> (String, EncodingKey) {
+    let documents = store(data_dir);
     let keys = kiln::store::platform::signing_keys::of_app(&documents, app).await.unwrap();
     let key = keys.iter().rev().find(|k| k.retired_ms.is_none()).expect("a current key");
     let der = STANDARD.decode(&key.private_key).unwrap();
@@ -653,4 +658,94 @@ async fn totp_is_required_at_sign_in_once_enrolled_and_codes_work_once() {
     assert_eq!(status, 200);
     assert!(tokens["access_token"].is_string(), "{tokens}");
     assert_eq!(tokens["user"]["mfa_enabled"], false);
+}
+
+/// The messages of `kind` to `to` that the app's mail function filed, once
+/// there are `count` of them.
+async fn mail_to(server: &Server, app: &str, kind: &str, to: &str, count: usize) -> Vec<Value> {
+    let documents = store(&server.data_dir);
+    let outbox = kiln::store::app_namespace(app, "outbox").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = documents
+            .find(outbox, &json!({"kind": kind, "to": to}), Default::default())
+            .await
+            .unwrap_or_else(|_| kiln::store::FindPage { documents: vec![], cursor: None });
+        if page.documents.len() >= count {
+            return page.documents;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} mail to {to} arrived: {}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn email_verification_and_password_reset_go_through_the_mail_function_once() {
+    let server = server_with(&["shop"]).await;
+    let tokens = sign_up(&server, "shop", "ada@example.com").await;
+    assert_eq!(tokens["user"]["email_verified"], false);
+    let mail = mail_to(&server, "shop", "verify_email", "ada@example.com", 1).await;
+    let token = mail[0]["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        mail[0]["link"],
+        format!("https://shop.example/auth?kind=verify_email&token={token}")
+    );
+    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/verify", None, Some(json!({"token": token}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["email_verified"], true);
+    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/verify", None, Some(json!({"token": token}))).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
+
+    // A reset answers the same for a known and an unknown email.
+    let reset = |email: &'static str| call(&server, Method::POST, "/shop/_kiln/auth/reset/send", None, Some(json!({"email": email})));
+    let unknown = reset("nobody@example.com").await;
+    let known = reset("ada@example.com").await;
+    assert_eq!(known, unknown);
+    assert_eq!(known.0, 202);
+    let mail = mail_to(&server, "shop", "reset_password", "ada@example.com", 1).await;
+    let token = mail[0]["token"].as_str().unwrap().to_string();
+    let set_password = |token: String, password: &'static str| call(&server, Method::POST, "/shop/_kiln/auth/reset", None,
+        Some(json!({"token": token, "password": password})));
+    let (status, body) = set_password(token.clone(), "short").await;
+    assert_eq!((status, error_code(&body)), (400, "weak_password"));
+    let (status, body) = set_password(format!("{token}x"), "a brand new password").await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
+    let (status, _) = set_password(token.clone(), "a brand new password").await;
+    assert_eq!(status, 200);
+    // Every session ended; the new password signs in; the token is used up.
+    assert_eq!(me(&server, "shop", access(&tokens)).await.0, 401);
+    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
+        Some(json!({"email": "ada@example.com", "password": "a brand new password"}))).await;
+    assert_eq!(status, 200);
+    let (status, body) = set_password(token, "another new password").await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
+    let documents = store(&server.data_dir);
+    let users = kiln::store::Namespace { database: kiln::store::PLATFORM_DATABASE, collection: "users" };
+    let found = documents.find(users, &json!({"app": "shop", "email": "nobody@example.com"}), Default::default()).await.unwrap();
+    assert!(found.documents.is_empty(), "a reset request creates no user");
+
+    // An expired token is refused.
+    reset("ada@example.com").await;
+    let mail = mail_to(&server, "shop", "reset_password", "ada@example.com", 2).await;
+    let latest = mail.last().unwrap()["token"].as_str().unwrap().to_string();
+    documents
+        .update(users, &json!({"app": "shop", "email": "ada@example.com"}),
+            &json!({"$set": {"password_reset.expires_ms": 1}}), false, false)
+        .await
+        .unwrap();
+    let (status, body) = set_password(latest, "yet another password").await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
+}
+
+#[tokio::test]
+async fn a_mail_function_without_a_scheduled_handler_is_refused_at_deploy() {
+    let server = Server::start();
+    let manifest = MANIFEST
+        .replace("mail = { function = \"accounts\"", "mail = { function = \"hello\"")
+        + "\n[functions.hello]\ncomponent = \"hello.wasm\"\n";
+    let (status, body) = server
+        .deploy("shop", &manifest, &[("accounts", &examples().accounts), ("hello", &examples().hello)])
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "missing_export"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("auth.mail"), "{body}");
 }

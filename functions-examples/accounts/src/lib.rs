@@ -8,6 +8,11 @@
 //! - `POST /admin/users` `{"email", "password"}` (`auth = "role:admin"`): creates a user;
 //! - `PUT /admin/users/:id/roles` `{"roles": [...]}`: replaces their roles;
 //! - `POST /admin/users/:id/disable`: disables them (their sessions end).
+//!
+//! It is also the app's mailer (`[auth] mail = { function = "accounts" }`):
+//! verification and reset mail arrive as one-off jobs with the payload
+//! `{kind, to, token, link}`. A real app would call its mail provider here;
+//! this one files each message in the `outbox` collection.
 
 use kiln_sdk::auth::{self, Caller, Error, User};
 use kiln_sdk::http::{Request, Response};
@@ -95,4 +100,16 @@ fn disable(req: &Request) -> Result<Response, Error> {
     Ok(Response::json(&user_json(&auth::set_disabled(id, true)?)))
 }
 
+fn mail(run: kiln_sdk::scheduled::Run<Value>) -> Result<(), String> {
+    let outbox = kiln_sdk::db::Collection::<Value>::new("outbox");
+    let message = json!({
+        "kind": run.payload["kind"],
+        "to": run.payload["to"],
+        "token": run.payload["token"],
+        "link": run.payload["link"],
+    });
+    outbox.insert(&message).map(|_| ()).map_err(|e| e.to_string())
+}
+
 kiln_sdk::http_function!(handle);
+kiln_sdk::scheduled_function!(mail);

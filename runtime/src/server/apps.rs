@@ -293,6 +293,12 @@ impl Apps {
         record: &DeploymentRecord,
         manifest: &Manifest,
     ) -> Result<(), DeployError> {
+        let names: Vec<Arc<str>> = manifest.functions.keys().map(|n| n.as_str().into()).collect();
+        // Checked already by `assemble`; this only reads which function mails.
+        let mail_function = auth::app_settings(&manifest.capabilities, &names)
+            .ok()
+            .and_then(|s| s.mail)
+            .map(|m| m.function);
         for name in manifest.functions.keys() {
             let tiered = self
                 .invoker
@@ -314,6 +320,7 @@ impl Apps {
             );
             let routed = manifest.routes.iter().any(|r| r.function == *name);
             let cron = manifest.crons.iter().any(|c| c.function == *name);
+            let mailer = mail_function.as_deref() == Some(name.as_str());
             let missing = |export, why| DeployError::MissingExport {
                 function: name.clone(),
                 export,
@@ -324,6 +331,9 @@ impl Apps {
             }
             if cron && !scheduled {
                 return Err(missing(SCHEDULED_EXPORT, "a cron trigger calls it"));
+            }
+            if mailer && !scheduled {
+                return Err(missing(SCHEDULED_EXPORT, "auth.mail sends mail through it"));
             }
             if !http && !scheduled {
                 return Err(missing(
@@ -409,7 +419,7 @@ impl Apps {
             app: app_name.clone(),
             accounts: self.accounts.clone(),
             settings: Arc::new(
-                auth::app_settings(&manifest.capabilities)
+                auth::app_settings(&manifest.capabilities, &names)
                     .map_err(|e| ManifestError(e.to_string()))?,
             ),
         };

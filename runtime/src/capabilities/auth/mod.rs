@@ -41,8 +41,11 @@ pub struct Identity {
     pub mfa: bool,
 }
 
-/// The app's `[auth]` section, checked.
-pub fn app_settings(app_section: &toml::Table) -> Result<AuthSettings, ConfigureError> {
+/// The app's `[auth]` section, checked against the app's functions.
+pub fn app_settings(
+    app_section: &toml::Table,
+    functions: &[Arc<str>],
+) -> Result<AuthSettings, ConfigureError> {
     let settings: AuthSettings = match app_section.get("auth") {
         None => AuthSettings::default(),
         Some(value) => value.clone().try_into().map_err(|e: toml::de::Error| ConfigureError {
@@ -51,7 +54,7 @@ pub fn app_settings(app_section: &toml::Table) -> Result<AuthSettings, Configure
         })?,
     };
     settings
-        .check()
+        .check(functions)
         .map_err(|(field, message)| ConfigureError { field, message })?;
     Ok(settings)
 }
@@ -90,7 +93,7 @@ impl Capability for Auth {
         &self,
         function: &FunctionManifest<'_>,
     ) -> Result<Self::Configured, ConfigureError> {
-        app_settings(function.app_section).map(Arc::new)
+        app_settings(function.app_section, function.app_functions).map(Arc::new)
     }
 
     fn prepare(
@@ -121,7 +124,9 @@ impl From<AuthError> for Error {
     fn from(err: AuthError) -> Self {
         let message = err.to_string();
         match err {
-            AuthError::InvalidInput(_) | AuthError::WeakPassword(_) => Error::InvalidInput(message),
+            AuthError::InvalidInput(_)
+            | AuthError::WeakPassword(_)
+            | AuthError::InvalidOneTimeToken => Error::InvalidInput(message),
             AuthError::EmailTaken => Error::Conflict(message),
             AuthError::NotFound(_) => Error::NotFound(message),
             AuthError::Throttled(_) => Error::LimitExceeded(message),

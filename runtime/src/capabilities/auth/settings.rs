@@ -8,6 +8,7 @@
 //! anonymous = false              # allow POST /_kiln/auth/anonymous
 //! argon2 = { memory_kib = 19456, iterations = 2, parallelism = 1 }
 //! throttle = { account_failures = 5, address_failures = 20 }
+//! mail = { function = "mailer", link = "https://example.com/auth?kind={kind}&token={token}" }
 //! ```
 
 use std::time::Duration;
@@ -27,6 +28,19 @@ pub struct AuthSettings {
     pub anonymous: bool,
     pub argon2: HashCost,
     pub throttle: ThrottleSettings,
+    /// Who delivers verification and reset mail; none: those flows are off.
+    pub mail: Option<MailSettings>,
+}
+
+/// Mail goes out as a one-off job of an app function, with the payload
+/// `{kind, to, token, link}`; the function sends it its own way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub function: String,
+    /// The link put in the payload, with `{kind}` and `{token}` filled in.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 /// Failures before sign-in attempts are delayed (the delay then doubles
@@ -58,6 +72,7 @@ impl Default for AuthSettings {
             anonymous: false,
             argon2: HashCost::default(),
             throttle: ThrottleSettings::default(),
+            mail: None,
         }
     }
 }
@@ -69,8 +84,9 @@ pub const MAX_PASSWORD_LENGTH: usize = 1024;
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl AuthSettings {
-    /// Why the section is refused: the field and the reason.
-    pub fn check(&self) -> Result<(), (String, String)> {
+    /// Why the section is refused: the field and the reason. `functions`
+    /// are the app's.
+    pub fn check(&self, functions: &[std::sync::Arc<str>]) -> Result<(), (String, String)> {
         let field = |f: &str, m: String| Err((format!("auth.{f}"), m));
         if self.access_token_ttl < Duration::from_secs(60) || self.access_token_ttl > MAX_ACCESS_TTL {
             return field("access_token_ttl", "is 1m to 24h".into());
@@ -95,6 +111,16 @@ impl AuthSettings {
                 "failures before throttling are at least 1 (throttling cannot be switched off)"
                     .into(),
             );
+        }
+        if let Some(mail) = &self.mail {
+            if !functions.iter().any(|f| **f == *mail.function) {
+                return field("mail.function", format!("no function named `{}`", mail.function));
+            }
+            if let Some(link) = &mail.link
+                && (!link.contains("{token}") || link.len() > 2048)
+            {
+                return field("mail.link", "holds `{token}` and is at most 2048 bytes".into());
+            }
         }
         Ok(())
     }

@@ -15,6 +15,10 @@
 //! | `GET /sessions` | | the user's sessions |
 //! | `DELETE /sessions/{id}` | | revokes one of them |
 //! | `GET /jwks` | | the app's public keys (JWKS) |
+//! | `POST /verify/send` | | mails the signed-in user a verification link (needs `auth.mail`) |
+//! | `POST /verify` | `{token}` | marks the email verified (the token works once, for 24 h) |
+//! | `POST /reset/send` | `{email}` | mails a reset link if the email is a user's (202 either way) |
+//! | `POST /reset` | `{token, password}` | sets the password (once, within 1 h); every session ends |
 //! | `POST /mfa/verify` | `{challenge, code \| recovery_code}` | completes a sign-in that needs the second factor |
 //! | `POST /mfa/totp` | | starts TOTP enrolment: `{secret, otpauth_url}` |
 //! | `POST /mfa/totp/confirm` | `{code}` | confirms it: `{recovery_codes}` (shown once) |
@@ -90,6 +94,20 @@ struct SecondFactor {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct OneTime {
+    token: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Email {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Code {
     code: String,
 }
@@ -159,6 +177,24 @@ pub async fn handle(
                 .await?;
             ok(StatusCode::OK, tokens.to_json())
         }
+        (&Method::POST, ["verify"]) => {
+            let body: OneTime = read_json(req, MAX_BODY_BYTES).await?;
+            let user = accounts.verify_email(app, &body.token).await?;
+            ok(StatusCode::OK, json!({ "user": user_json(&user) }))
+        }
+        (&Method::POST, ["reset", "send"]) => {
+            let body: Email = read_json(req, MAX_BODY_BYTES).await?;
+            accounts.request_reset(app, settings, &body.email, &client).await?;
+            ok(StatusCode::ACCEPTED, json!({}))
+        }
+        (&Method::POST, ["reset"]) => {
+            let body: OneTime = read_json(req, MAX_BODY_BYTES).await?;
+            let Some(password) = body.password else {
+                return Err(ApiError::new(ErrorCode::InvalidBody, "reset needs `password`"));
+            };
+            accounts.reset_password(app, settings, &body.token, &password).await?;
+            ok(StatusCode::OK, json!({}))
+        }
         (&Method::POST, ["refresh"]) => {
             let body: Refresh = read_json(req, MAX_BODY_BYTES).await?;
             let tokens = accounts.refresh(app, settings, &body.refresh_token).await?;
@@ -183,7 +219,7 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
             | (&Method::GET | &Method::PATCH | &Method::DELETE, ["user"])
             | (&Method::GET, ["sessions"])
             | (&Method::DELETE, ["sessions", _])
-            | (&Method::POST, ["mfa", "totp"] | ["mfa", "totp", "confirm"])
+            | (&Method::POST, ["mfa", "totp"] | ["mfa", "totp", "confirm"] | ["verify", "send"])
             | (&Method::DELETE, ["mfa", "totp"])
     );
     if !known {
@@ -234,6 +270,10 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
                 .map(|s| session_json(s, Some(&identity.session)))
                 .collect();
             ok(StatusCode::OK, json!({ "sessions": sessions }))
+        }
+        (&Method::POST, ["verify", "send"]) => {
+            accounts.send_verification(app, settings, &identity.user).await?;
+            ok(StatusCode::ACCEPTED, json!({}))
         }
         (&Method::POST, ["mfa", "totp"]) => {
             let (secret, url) = accounts.enroll_totp(app, &identity).await?;

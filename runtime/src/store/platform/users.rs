@@ -42,6 +42,12 @@ pub struct UserRecord {
     /// The pending second-factor step of a sign-in.
     #[serde(default)]
     pub mfa_challenge: Option<ChallengeRecord>,
+    /// The outstanding email verification token.
+    #[serde(default)]
+    pub email_verification: Option<ChallengeRecord>,
+    /// The outstanding password reset token.
+    #[serde(default)]
+    pub password_reset: Option<ChallengeRecord>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -238,6 +244,8 @@ pub fn new_record(app: &str, id: String, email: Option<String>, data: Value) -> 
         disabled: false,
         totp: None,
         mfa_challenge: None,
+        email_verification: None,
+        password_reset: None,
         created_ms: now,
         updated_ms: now,
     }

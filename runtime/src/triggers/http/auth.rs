@@ -98,6 +98,7 @@ impl From<AuthError> for ApiError {
             AuthError::NotFound(_) => ErrorCode::UserNotFound,
             AuthError::NotAllowed(_) => ErrorCode::NotAllowed,
             AuthError::Busy => ErrorCode::Busy,
+            AuthError::InvalidOneTimeToken => ErrorCode::InvalidOneTimeToken,
             AuthError::Store(StoreError::InvalidInput(_)) => ErrorCode::InvalidInput,
             AuthError::Store(store) => {
                 tracing::warn!("auth: platform data: {store}");

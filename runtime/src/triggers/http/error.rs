@@ -63,6 +63,7 @@ error_codes! {
     NotAllowed = (403, "not_allowed"),
     InvalidInput = (400, "invalid_input"),
     WeakPassword = (400, "weak_password"),
+    InvalidOneTimeToken = (400, "invalid_one_time_token"),
     UserNotFound = (404, "user_not_found"),
     EmailTaken = (409, "email_taken"),
     TooManyAttempts = (429, "too_many_attempts"),
