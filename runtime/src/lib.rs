@@ -12,3 +12,10 @@ pub mod invocation;
 pub mod server;
 pub mod store;
 pub mod triggers;
+
+/// Makes ring the process's TLS crypto provider. Every HTTP client of the
+/// process (the CLI's, identity providers') needs one installed before it
+/// is built; calling this again does nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

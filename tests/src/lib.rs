@@ -2,6 +2,8 @@
 //! the real `kiln` binary on port 0 with its own data directory, and talk
 //! HTTP to it.
 
+pub mod oidc_provider;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -228,6 +230,8 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        // The workspace's reqwest has rustls without a built-in provider.
+        kiln::install_crypto_provider();
         Server {
             url,
             data_dir: data_dir.to_path_buf(),

@@ -92,6 +92,7 @@ async fn scaffold_and_serve(lang: &str) {
             .unwrap();
         line.strip_prefix("kiln listening on ").unwrap().to_string()
     };
+    kiln::install_crypto_provider();
     let body: serde_json::Value = reqwest::get(format!("{url}/greeter/hello/world"))
         .await
         .unwrap()

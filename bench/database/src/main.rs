@@ -22,6 +22,7 @@ const CALLS_PER_ROUND: u32 = 2_000;
 
 #[tokio::main]
 async fn main() {
+    kiln::install_crypto_provider();
     let Some(component) = std::env::args().nth(1) else {
         eprintln!("usage: bench-database <db-loop.wasm>");
         std::process::exit(2);
@@ -161,6 +162,7 @@ impl Guest {
             mongodb_uri: None,
             limits: kiln::server::settings::ServerLimits::for_instances(10),
             app_domain: None,
+            auth_internal_hosts: Vec::new(),
             shutdown_grace: std::time::Duration::from_secs(30),
             // db-loop is small: it compiles in process either way.
             compiler: kiln::engine::compiler::Compiler::InProcess,

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Route `Host: APP.<domain>` to app APP (default: apps by path only).
     #[arg(long, env = "KILN_APP_DOMAIN")]
     app_domain: Option<String>,
+    /// A host apps' identity providers may be at although it is internal
+    /// (loopback, private); also allows plain http to it. Repeatable.
+    #[arg(long = "auth-internal-host", env = "KILN_AUTH_INTERNAL_HOSTS", value_delimiter = ',')]
+    auth_internal_hosts: Vec<String>,
     /// Build and deploy this app folder at start (repeatable).
     #[arg(long = "app")]
     apps: Vec<PathBuf>,
@@ -134,6 +138,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .shutdown_grace
             .or(file.shutdown_grace)
             .unwrap_or(std::time::Duration::from_secs(30)),
+        auth_internal_hosts: if args.auth_internal_hosts.is_empty() {
+            file.auth_internal_hosts
+        } else {
+            args.auth_internal_hosts
+        },
     };
     // Apps are built before the server starts: a build error stops here.
     let built = args

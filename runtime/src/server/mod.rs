@@ -121,7 +121,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
     let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
     let documents = open_documents(&settings).await?;
-    let accounts = Arc::new(Accounts::new(documents.clone()));
+    let accounts = Arc::new(Accounts::new(
+        documents.clone(),
+        settings.auth_internal_hosts.clone(),
+    ));
     accounts.create_indexes().await?;
     let backends = Backends {
         documents: documents.clone(),

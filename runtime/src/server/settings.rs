@@ -30,6 +30,9 @@ pub struct Settings {
     pub app_domain: Option<String>,
     /// How long a shutdown waits for in-flight requests and runs.
     pub shutdown_grace: std::time::Duration,
+    /// Hosts an app's identity provider may be at although they resolve to
+    /// internal addresses (and may be reached over plain http).
+    pub auth_internal_hosts: Vec<String>,
     /// Where components compile: `kiln serve` compiles large ones in a
     /// child of its own executable.
     pub compiler: crate::engine::compiler::Compiler,
@@ -85,6 +88,8 @@ pub struct FileSettings {
     pub app_domain: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<std::time::Duration>,
+    #[serde(default)]
+    pub auth_internal_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

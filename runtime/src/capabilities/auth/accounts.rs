@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Identity;
+use super::fetch::Fetcher;
 use super::hashing::Hashing;
+use super::oidc::{self, Oidc, OidcError, ProviderClaims, ProviderSettings};
 use super::mfa;
 use super::keys::KeyRings;
 use super::passwords::{self, HashCost};
@@ -21,6 +23,7 @@ use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
 use super::throttle::{Throttle, Wait};
 use super::tokens::{self, TokenError};
 use crate::store::platform::sessions::{self, SessionRecord};
+use crate::store::platform::identities::{self, IdentityRecord, StateRecord};
 use crate::store::platform::jobs::{self, Job, JobStatus};
 use crate::store::platform::users::{self, ChallengeRecord, UserRecord};
 use crate::store::platform::now_ms;
@@ -62,6 +65,16 @@ pub enum AuthError {
     Busy,
     #[error("the token is invalid, expired or already used")]
     InvalidOneTimeToken,
+    #[error("the app has no identity provider `{0}`")]
+    UnknownProvider(String),
+    #[error("{0}")]
+    InvalidIdToken(String),
+    #[error("the identity provider is unavailable: {0}")]
+    ProviderUnavailable(String),
+    #[error("a user with this email exists, and the provider does not say the email is verified: sign in with the password and link the provider from that account")]
+    ProviderEmailUnverified,
+    #[error("this identity is linked to another user")]
+    IdentityInUse,
     #[error("{0}")]
     Store(StoreError),
 }
@@ -176,6 +189,7 @@ pub fn session_json(session: &SessionRecord, current: Option<&str>) -> Value {
 /// The accounts of every app on this server.
 pub struct Accounts {
     documents: Documents,
+    oidc: Oidc,
     pub keys: KeyRings,
     hashing: Hashing,
     throttle: Throttle,
@@ -185,8 +199,9 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(documents: Documents) -> Self {
+    pub fn new(documents: Documents, provider_internal_hosts: Vec<String>) -> Self {
         Accounts {
+            oidc: Oidc::new(Fetcher::new(provider_internal_hosts)),
             keys: KeyRings::new(documents.clone()),
             documents,
             hashing: Hashing::default(),
@@ -202,6 +217,7 @@ impl Accounts {
     /// Creates the indexes the platform records need (idempotent).
     pub async fn create_indexes(&self) -> Result<(), StoreError> {
         users::create_indexes(&self.documents).await?;
+        identities::create_indexes(&self.documents).await?;
         sessions::create_indexes(&self.documents).await
     }
 
@@ -464,13 +480,25 @@ impl Accounts {
             return Err(AuthError::InvalidCredentials);
         };
         self.throttle.succeeded(&account);
-        if user.disabled {
-            return Err(AuthError::Disabled);
-        }
         let user = match passwords::needs_rehash(&stored, &settings.argon2) {
             true => self.rehash(app, settings, user, password).await?,
             false => user,
         };
+        self.first_factor_passed(app, settings, user, client).await
+    }
+
+    /// After a password or a provider vouched for the user: tokens, or the
+    /// second-factor challenge when the user has one.
+    async fn first_factor_passed(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        user: UserRecord,
+        client: &Client,
+    ) -> Result<SignIn, AuthError> {
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
         if user.mfa_enabled() {
             let (secret, hash) = refresh_secret();
             let expires_ms = now_ms() + CHALLENGE_TTL.as_millis() as u64;
@@ -483,6 +511,176 @@ impl Accounts {
         self.start_session(app, settings, user, false, client)
             .await
             .map(SignIn::Tokens)
+    }
+
+    // ---- OpenID Connect ---------------------------------------------------
+
+    fn provider<'s>(&self, settings: &'s AuthSettings, name: &str) -> Result<&'s ProviderSettings, AuthError> {
+        settings
+            .providers
+            .get(name)
+            .ok_or_else(|| AuthError::UnknownProvider(name.escape_debug().to_string()))
+    }
+
+    /// Native sign-in: an id_token the provider's SDK gave the app, and the
+    /// nonce the app passed to that SDK. With `caller`, the identity is
+    /// linked to the signed-in user instead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sign_in_with_id_token(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        provider_name: &str,
+        id_token: &str,
+        nonce: &str,
+        caller: Option<&Identity>,
+        client: &Client,
+    ) -> Result<SignIn, AuthError> {
+        let provider = self.provider(settings, provider_name)?;
+        let claims = self.oidc.verify(provider, id_token, nonce).await.map_err(|e| self.provider_error(app, provider_name, e))?;
+        self.provider_vouched(app, settings, provider_name, claims, caller, client).await
+    }
+
+    fn provider_error(&self, app: &str, provider: &str, err: OidcError) -> AuthError {
+        tracing::info!(app, provider, "provider sign-in refused: {err}");
+        match err {
+            OidcError::Unreachable(e) => AuthError::ProviderUnavailable(e.to_string()),
+            OidcError::Refused(m) => AuthError::InvalidIdToken(format!("the id_token is refused: {m}")),
+        }
+    }
+
+    /// Starts a code-flow sign-in: the provider URL to send the browser to.
+    pub async fn start_code_flow(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        provider_name: &str,
+        redirect_to: Option<&str>,
+    ) -> Result<String, AuthError> {
+        let provider = self.provider(settings, provider_name)?;
+        if provider.redirect_uri.is_none() {
+            return Err(AuthError::NotAllowed(format!(
+                "provider `{provider_name}` has no redirect_uri, so it only takes id_tokens"
+            )));
+        }
+        if let Some(to) = redirect_to
+            && !provider.redirect_urls.iter().any(|u| u == to)
+        {
+            return Err(AuthError::InvalidInput(format!(
+                "redirect_to `{}` is not one of the provider's redirect_urls",
+                to.escape_debug()
+            )));
+        }
+        let (state, nonce, verifier) = (oidc::random_token(), oidc::random_token(), oidc::random_token());
+        let url = self
+            .oidc
+            .authorization_url(provider, &state, &nonce, &verifier)
+            .await
+            .map_err(|e| self.provider_error(app, provider_name, e))?;
+        identities::insert_state(&self.documents, &StateRecord {
+            id: identities::state_id(&state),
+            app: app.to_string(),
+            provider: provider_name.to_string(),
+            nonce,
+            code_verifier: verifier,
+            redirect_to: redirect_to.map(str::to_string),
+            expires_ms: now_ms() + 10 * 60 * 1000,
+        })
+        .await?;
+        Ok(url)
+    }
+
+    /// The provider's callback: the state (used once, within 10 minutes)
+    /// and the code, traded for a verified id_token.
+    pub async fn finish_code_flow(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        provider_name: &str,
+        state: &str,
+        code: &str,
+        client: &Client,
+    ) -> Result<(SignIn, Option<String>), AuthError> {
+        let provider = self.provider(settings, provider_name)?;
+        let Some(flow) = identities::take_state(&self.documents, app, state)
+            .await?
+            .filter(|f| f.provider == provider_name && f.expires_ms > now_ms())
+        else {
+            tracing::info!(app, provider = provider_name, "a code-flow callback with an unknown, used or expired state");
+            return Err(AuthError::InvalidIdToken("the sign-in state is unknown, used or expired; start again".into()));
+        };
+        let claims = self
+            .oidc
+            .exchange(provider, code, &flow.code_verifier, &flow.nonce)
+            .await
+            .map_err(|e| self.provider_error(app, provider_name, e))?;
+        let signed_in = self.provider_vouched(app, settings, provider_name, claims, None, client).await?;
+        Ok((signed_in, flow.redirect_to))
+    }
+
+    /// A provider vouched for `claims`: sign in its linked user; link it to
+    /// the caller; link it to the user with its email only when the
+    /// provider says the email is verified; or create a user.
+    async fn provider_vouched(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        provider: &str,
+        claims: ProviderClaims,
+        caller: Option<&Identity>,
+        client: &Client,
+    ) -> Result<SignIn, AuthError> {
+        let email = claims.email.as_deref().and_then(|e| normalize_email(e).ok());
+        let link = |user: &str| IdentityRecord {
+            id: identities::identity_id(app, provider, &claims.subject),
+            app: app.to_string(),
+            provider: provider.to_string(),
+            subject: claims.subject.clone(),
+            user: user.to_string(),
+            email: email.clone(),
+            created_ms: now_ms(),
+        };
+        let linked = identities::get(&self.documents, app, provider, &claims.subject).await?;
+        if let Some(caller) = caller {
+            match linked {
+                Some(identity) if identity.user != caller.user => return Err(AuthError::IdentityInUse),
+                Some(_) => {}
+                None => identities::insert(&self.documents, &link(&caller.user)).await?,
+            }
+            tracing::info!(app, provider, user = %caller.user, "identity linked");
+            let user = self.existing(app, &caller.user).await?;
+            return self.first_factor_passed(app, settings, user, client).await;
+        }
+        if let Some(identity) = linked {
+            let user = self.existing(app, &identity.user).await.map_err(|_| AuthError::InvalidIdToken("the linked user no longer exists".into()))?;
+            return self.first_factor_passed(app, settings, user, client).await;
+        }
+        if let Some(email) = &email
+            && let Some(user) = users::by_email(&self.documents, app, email).await?
+        {
+            if !claims.email_verified {
+                tracing::warn!(app, provider, user = %user.id, "provider sign-in refused: its email matches a user but is not verified by the provider");
+                return Err(AuthError::ProviderEmailUnverified);
+            }
+            identities::insert(&self.documents, &link(&user.id)).await?;
+            tracing::info!(app, provider, user = %user.id, "identity linked by its verified email");
+            return self.first_factor_passed(app, settings, user, client).await;
+        }
+        // A new user; an unverified email is not claimed for it.
+        let verified_email = email.clone().filter(|_| claims.email_verified);
+        let mut user = users::new_record(app, new_id(), verified_email.clone(), json!({}));
+        user.anonymous = false;
+        user.email_verified = verified_email.is_some();
+        match users::insert(&self.documents, &user).await {
+            Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
+            other => other?,
+        }
+        if let Err(err) = identities::insert(&self.documents, &link(&user.id)).await {
+            users::delete(&self.documents, app, &user.id).await?;
+            return Err(err.into());
+        }
+        tracing::info!(app, provider, user = %user.id, "user created from a provider sign-in");
+        self.first_factor_passed(app, settings, user, client).await
     }
 
     /// Completes a sign-in that needs the second factor: the challenge from
@@ -903,6 +1101,7 @@ impl Accounts {
             return Err(AuthError::NotFound(format!("no user `{}`", id.escape_debug())));
         }
         sessions::delete_all(&self.documents, app, id).await?;
+        identities::delete_of_user(&self.documents, app, id).await?;
         tracing::info!(app, user = id, "user deleted");
         Ok(())
     }

@@ -6,9 +6,11 @@
 //! table ([`settings`]) and each route's `auth` policy ([`policy`]).
 
 pub mod accounts;
+mod fetch;
 mod hashing;
 pub mod keys;
 pub mod mfa;
+pub mod oidc;
 pub mod passwords;
 pub mod policy;
 pub mod settings;
@@ -46,15 +48,20 @@ pub fn app_settings(
     app_section: &toml::Table,
     functions: &[Arc<str>],
 ) -> Result<AuthSettings, ConfigureError> {
-    let settings: AuthSettings = match app_section.get("auth") {
+    let mut settings: AuthSettings = match app_section.get("auth") {
         None => AuthSettings::default(),
         Some(value) => value.clone().try_into().map_err(|e: toml::de::Error| ConfigureError {
             field: "auth".into(),
             message: e.message().to_string(),
         })?,
     };
+    // Provider secrets are app variables; their names are checked by config.
+    let variables: std::collections::BTreeMap<String, String> = app_section
+        .get("variables")
+        .and_then(|v| v.clone().try_into().ok())
+        .unwrap_or_default();
     settings
-        .check(functions)
+        .check(functions, &variables)
         .map_err(|(field, message)| ConfigureError { field, message })?;
     Ok(settings)
 }
@@ -127,7 +134,11 @@ impl From<AuthError> for Error {
             AuthError::InvalidInput(_)
             | AuthError::WeakPassword(_)
             | AuthError::InvalidOneTimeToken => Error::InvalidInput(message),
-            AuthError::EmailTaken => Error::Conflict(message),
+            AuthError::EmailTaken
+            | AuthError::ProviderEmailUnverified
+            | AuthError::IdentityInUse => Error::Conflict(message),
+            AuthError::UnknownProvider(_) => Error::NotFound(message),
+            AuthError::ProviderUnavailable(_) => Error::Unavailable(message),
             AuthError::NotFound(_) => Error::NotFound(message),
             AuthError::Throttled(_) => Error::LimitExceeded(message),
             AuthError::Busy => Error::Unavailable(message),
@@ -135,6 +146,7 @@ impl From<AuthError> for Error {
             AuthError::InvalidCredentials
             | AuthError::InvalidToken
             | AuthError::InvalidRefreshToken
+            | AuthError::InvalidIdToken(_)
             | AuthError::Disabled
             | AuthError::NotAllowed(_) => Error::PermissionDenied(message),
         }

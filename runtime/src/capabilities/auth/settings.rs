@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
+use super::oidc::ProviderSettings;
 use super::passwords::HashCost;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +33,8 @@ pub struct AuthSettings {
     pub throttle: ThrottleSettings,
     /// Who delivers verification and reset mail; none: those flows are off.
     pub mail: Option<MailSettings>,
+    /// OpenID Connect providers by name (`[auth.providers.google]`).
+    pub providers: BTreeMap<String, ProviderSettings>,
 }
 
 /// Mail goes out as a one-off job of an app function, with the payload
@@ -73,6 +78,7 @@ impl Default for AuthSettings {
             argon2: HashCost::default(),
             throttle: ThrottleSettings::default(),
             mail: None,
+            providers: BTreeMap::new(),
         }
     }
 }
@@ -86,7 +92,11 @@ pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 impl AuthSettings {
     /// Why the section is refused: the field and the reason. `functions`
     /// are the app's.
-    pub fn check(&self, functions: &[std::sync::Arc<str>]) -> Result<(), (String, String)> {
+    pub fn check(
+        &mut self,
+        functions: &[std::sync::Arc<str>],
+        variables: &BTreeMap<String, String>,
+    ) -> Result<(), (String, String)> {
         let field = |f: &str, m: String| Err((format!("auth.{f}"), m));
         if self.access_token_ttl < Duration::from_secs(60) || self.access_token_ttl > MAX_ACCESS_TTL {
             return field("access_token_ttl", "is 1m to 24h".into());
@@ -111,6 +121,17 @@ impl AuthSettings {
                 "failures before throttling are at least 1 (throttling cannot be switched off)"
                     .into(),
             );
+        }
+        for (name, provider) in &mut self.providers {
+            let valid = !name.is_empty()
+                && name.len() <= 32
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return field(&format!("providers.{name}"), "a provider name is 1 to 32 of a-z, 0-9, `-`".into());
+            }
+            provider
+                .check(variables)
+                .map_err(|m| (format!("auth.providers.{name}"), m))?;
         }
         if let Some(mail) = &self.mail {
             if !functions.iter().any(|f| **f == *mail.function) {

@@ -19,6 +19,9 @@
 //! | `POST /verify` | `{token}` | marks the email verified (the token works once, for 24 h) |
 //! | `POST /reset/send` | `{email}` | mails a reset link if the email is a user's (202 either way) |
 //! | `POST /reset` | `{token, password}` | sets the password (once, within 1 h); every session ends |
+//! | `POST /oidc/{provider}/token` | `{id_token, nonce}` | native sign-in with a provider's id_token (with a bearer token: links it) |
+//! | `GET /oidc/{provider}/start?redirect_to=` | | the code flow: 302 to the provider |
+//! | `GET /oidc/{provider}/callback?code=&state=` | | the provider's redirect: tokens (JSON, or in the fragment of `redirect_to`) |
 //! | `POST /mfa/verify` | `{challenge, code \| recovery_code}` | completes a sign-in that needs the second factor |
 //! | `POST /mfa/totp` | | starts TOTP enrolment: `{secret, otpauth_url}` |
 //! | `POST /mfa/totp/confirm` | `{code}` | confirms it: `{recovery_codes}` (shown once) |
@@ -104,6 +107,13 @@ struct OneTime {
 #[serde(deny_unknown_fields)]
 struct Email {
     email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdToken {
+    id_token: String,
+    nonce: String,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +204,62 @@ pub async fn handle(
             };
             accounts.reset_password(app, settings, &body.token, &password).await?;
             ok(StatusCode::OK, json!({}))
+        }
+        (&Method::POST, ["oidc", provider, "token"]) => {
+            let caller = identify(auth, req.headers()).await?;
+            let body: IdToken = read_json(req, MAX_BODY_BYTES).await?;
+            let signed_in = accounts
+                .sign_in_with_id_token(app, settings, provider, &body.id_token, &body.nonce, caller.as_ref(), &client)
+                .await?;
+            ok(StatusCode::OK, signed_in.to_json())
+        }
+        (&Method::GET, ["oidc", provider, "start"]) => {
+            let mut redirect_to = None;
+            for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match &*key {
+                    "redirect_to" => redirect_to = Some(value.into_owned()),
+                    other => {
+                        return Err(ApiError::new(ErrorCode::InvalidQuery, format!("unknown parameter `{other}` (redirect_to)")));
+                    }
+                }
+            }
+            let url = accounts.start_code_flow(app, settings, provider, redirect_to.as_deref()).await?;
+            found(&url)
+        }
+        (&Method::GET, ["oidc", provider, "callback"]) => {
+            let (mut code, mut state, mut error) = (None, None, None);
+            for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match &*key {
+                    "code" => code = Some(value.into_owned()),
+                    "state" => state = Some(value.into_owned()),
+                    "error" => error = Some(value.into_owned()),
+                    _ => {}
+                }
+            }
+            if let Some(error) = error {
+                return Err(ApiError::new(ErrorCode::InvalidIdToken, format!("the provider refused the sign-in: {}", error.chars().take(200).collect::<String>())));
+            }
+            let (Some(code), Some(state)) = (code, state) else {
+                return Err(ApiError::new(ErrorCode::InvalidQuery, "the callback needs `code` and `state`"));
+            };
+            let (signed_in, redirect_to) = accounts
+                .finish_code_flow(app, settings, provider, &state, &code, &client)
+                .await?;
+            match redirect_to {
+                None => ok(StatusCode::OK, signed_in.to_json()),
+                Some(to) => {
+                    // In the fragment, which browsers never send to a server.
+                    let fragment: String = form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(signed_in.to_json().as_object().into_iter().flatten().filter_map(|(k, v)| match v {
+                            Value::String(s) => Some((k.clone(), s.clone())),
+                            Value::Number(n) => Some((k.clone(), n.to_string())),
+                            Value::Bool(b) => Some((k.clone(), b.to_string())),
+                            _ => None,
+                        }))
+                        .finish();
+                    found(&format!("{to}#{fragment}"))
+                }
+            }
         }
         (&Method::POST, ["refresh"]) => {
             let body: Refresh = read_json(req, MAX_BODY_BYTES).await?;
@@ -336,6 +402,16 @@ async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
         true => Ok(T::default()),
         false => read_json(req, MAX_BODY_BYTES).await,
     }
+}
+
+/// A 302 to `url`, not cached.
+fn found(url: &str) -> Answer {
+    let location = http::HeaderValue::from_str(url)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidInput, "the redirect URL is not a header value"))?;
+    let mut response = json_value_response(StatusCode::FOUND, json!({ "location": url }));
+    response.headers_mut().insert(http::header::LOCATION, location);
+    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 fn ok(status: StatusCode, body: Value) -> Answer {

@@ -15,9 +15,12 @@
 //! | `users` | a user of an app | [`users`] |
 //! | `sessions` | a signed-in session | [`sessions`] |
 //! | `signing_keys` | an app's token signing key | [`signing_keys`] |
+//! | `identities` | a provider identity linked to a user | [`identities`] |
+//! | `oidc_states` | a code-flow sign-in awaiting its callback | [`identities`] |
 
 pub mod cron;
 pub mod deployments;
+pub mod identities;
 pub mod jobs;
 pub mod runs;
 pub mod sessions;

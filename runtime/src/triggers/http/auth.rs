@@ -99,6 +99,11 @@ impl From<AuthError> for ApiError {
             AuthError::NotAllowed(_) => ErrorCode::NotAllowed,
             AuthError::Busy => ErrorCode::Busy,
             AuthError::InvalidOneTimeToken => ErrorCode::InvalidOneTimeToken,
+            AuthError::UnknownProvider(_) => ErrorCode::ProviderNotFound,
+            AuthError::InvalidIdToken(_) => ErrorCode::InvalidIdToken,
+            AuthError::ProviderUnavailable(_) => ErrorCode::ProviderUnavailable,
+            AuthError::ProviderEmailUnverified => ErrorCode::ProviderEmailUnverified,
+            AuthError::IdentityInUse => ErrorCode::IdentityInUse,
             AuthError::Store(StoreError::InvalidInput(_)) => ErrorCode::InvalidInput,
             AuthError::Store(store) => {
                 tracing::warn!("auth: platform data: {store}");

@@ -67,6 +67,11 @@ error_codes! {
     UserNotFound = (404, "user_not_found"),
     EmailTaken = (409, "email_taken"),
     TooManyAttempts = (429, "too_many_attempts"),
+    InvalidIdToken = (401, "invalid_id_token"),
+    ProviderNotFound = (404, "provider_not_found"),
+    ProviderEmailUnverified = (409, "provider_email_unverified"),
+    IdentityInUse = (409, "identity_in_use"),
+    ProviderUnavailable = (502, "provider_unavailable"),
     // The admin API.
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),
