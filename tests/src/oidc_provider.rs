@@ -28,7 +28,8 @@ struct Key {
 fn new_key() -> Key {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let point = pair.public_key().as_ref(); // 0x04 || x || y
     let kid = hex::encode(rand_bytes());
     Key {
@@ -86,10 +87,14 @@ impl Provider {
         let (served, base) = (state.clone(), issuer.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (state, base) = (served.clone(), base.clone());
                 tokio::spawn(async move {
-                    let Some((method, path, body)) = read_request(&mut stream).await else { return };
+                    let Some((method, path, body)) = read_request(&mut stream).await else {
+                        return;
+                    };
                     let (status, answer) = respond(&state, &base, &method, &path, &body);
                     let text = answer.to_string();
                     let head = format!(
@@ -107,7 +112,13 @@ impl Provider {
     /// An id_token for `account` with these claims changed or added.
     pub fn id_token(&self, account: &Account, nonce: &str, changes: Value) -> String {
         let state = self.state.lock().unwrap();
-        sign(state.keys.last().unwrap(), &self.issuer, account, nonce, changes)
+        sign(
+            state.keys.last().unwrap(),
+            &self.issuer,
+            account,
+            nonce,
+            changes,
+        )
     }
 
     /// An id_token signed by a key the JWKS does not hold, under the current kid.
@@ -132,7 +143,9 @@ impl Provider {
     /// provider sends the browser back to.
     pub fn authorize(&self, authorize_url: &str, account: &Account) -> String {
         let query = authorize_url.split_once('?').unwrap().1;
-        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         assert_eq!(params["response_type"], "code");
         assert_eq!(params["client_id"], CLIENT_ID);
         assert_eq!(params["code_challenge_method"], "S256");
@@ -170,22 +183,36 @@ fn sign(key: &Key, issuer: &str, account: &Account, nonce: &str, changes: Value)
     jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
 }
 
-fn respond(state: &Mutex<State>, issuer: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+fn respond(
+    state: &Mutex<State>,
+    issuer: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let mut state = state.lock().unwrap();
     match (method, path) {
-        ("GET", "/.well-known/openid-configuration") => (200, json!({
-            "issuer": issuer,
-            "authorization_endpoint": format!("{issuer}/authorize"),
-            "token_endpoint": format!("{issuer}/token"),
-            "jwks_uri": format!("{issuer}/jwks"),
-            "id_token_signing_alg_values_supported": ["ES256"],
-        })),
+        ("GET", "/.well-known/openid-configuration") => (
+            200,
+            json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "id_token_signing_alg_values_supported": ["ES256"],
+            }),
+        ),
         ("GET", "/jwks") => {
             state.jwks_fetches += 1;
-            (200, json!({ "keys": state.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }))
+            (
+                200,
+                json!({ "keys": state.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }),
+            )
         }
         ("POST", "/token") => {
-            let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+            let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect();
             let Some(pending) = form.get("code").and_then(|c| state.codes.remove(c)) else {
                 return (400, json!({"error": "invalid_grant"}));
             };
@@ -197,10 +224,22 @@ fn respond(state: &Mutex<State>, issuer: &str, method: &str, path: &str, body: &
                 && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
                 && form.get("redirect_uri") == Some(&pending.redirect_uri);
             if !good {
-                return (400, json!({"error": "invalid_grant", "error_description": "PKCE, client or redirect mismatch"}));
+                return (
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "PKCE, client or redirect mismatch"}),
+                );
             }
-            let id_token = sign(state.keys.last().unwrap(), issuer, &pending.account, &pending.nonce, json!({}));
-            (200, json!({"id_token": id_token, "access_token": "opaque", "token_type": "Bearer"}))
+            let id_token = sign(
+                state.keys.last().unwrap(),
+                issuer,
+                &pending.account,
+                &pending.nonce,
+                json!({}),
+            );
+            (
+                200,
+                json!({"id_token": id_token, "access_token": "opaque", "token_type": "Bearer"}),
+            )
         }
         _ => (404, json!({"error": "not_found"})),
     }
@@ -217,11 +256,17 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<(String, Str
         }
         buffer.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buffer).to_string();
-        let Some(end) = text.find("\r\n\r\n") else { continue };
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
         let head = &text[..end];
         let length = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
             .unwrap_or(0);
         if buffer.len() < end + 4 + length {
             continue;

@@ -65,8 +65,16 @@ async fn server_with(apps: &[&str]) -> Server {
     server
 }
 
-async fn call(server: &Server, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.client.request(method, format!("{}{path}", server.url));
+async fn call(
+    server: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .client
+        .request(method, format!("{}{path}", server.url));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -98,7 +106,14 @@ fn refresh(tokens: &Value) -> &str {
 }
 
 async fn me(server: &Server, app: &str, token: &str) -> (u16, Value) {
-    call(server, Method::GET, &format!("/{app}/me"), Some(token), None).await
+    call(
+        server,
+        Method::GET,
+        &format!("/{app}/me"),
+        Some(token),
+        None,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -117,7 +132,14 @@ async fn sign_up_sign_in_refresh_and_sign_out() {
     assert_eq!(body["user"]["data"], json!({"name": "Ada"}));
     assert_eq!(body["session_id"], tokens["session_id"]);
     // A public route sees the caller too, or null without a token.
-    let (_, whoami) = call(&server, Method::GET, "/shop/whoami", Some(access(&tokens)), None).await;
+    let (_, whoami) = call(
+        &server,
+        Method::GET,
+        "/shop/whoami",
+        Some(access(&tokens)),
+        None,
+    )
+    .await;
     assert_eq!(whoami["user"]["id"], tokens["user"]["id"]);
     let (status, anonymous) = call(&server, Method::GET, "/shop/whoami", None, None).await;
     assert_eq!((status, anonymous), (200, Value::Null));
@@ -176,7 +198,14 @@ async fn sign_up_sign_in_refresh_and_sign_out() {
     assert_ne!(refresh(&refreshed), refresh(&second));
     assert_eq!(me(&server, "shop", access(&refreshed)).await.0, 200);
 
-    let (status, sessions) = call(&server, Method::GET, "/shop/_kiln/auth/sessions", Some(access(&refreshed)), None).await;
+    let (status, sessions) = call(
+        &server,
+        Method::GET,
+        "/shop/_kiln/auth/sessions",
+        Some(access(&refreshed)),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(sessions["sessions"].as_array().unwrap().len(), 2);
     let current: Vec<&Value> = sessions["sessions"]
@@ -187,7 +216,14 @@ async fn sign_up_sign_in_refresh_and_sign_out() {
         .collect();
     assert_eq!(current[0]["id"], second["session_id"]);
 
-    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signout", Some(access(&refreshed)), None).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signout",
+        Some(access(&refreshed)),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     // Signed out: the still-unexpired access token is refused at once.
     let (status, body) = me(&server, "shop", access(&refreshed)).await;
@@ -213,7 +249,14 @@ async fn a_reused_refresh_token_revokes_its_session() {
     let refresh_call = |token: String| {
         let server = &server;
         async move {
-            call(server, Method::POST, "/shop/_kiln/auth/refresh", None, Some(json!({"refresh_token": token}))).await
+            call(
+                server,
+                Method::POST,
+                "/shop/_kiln/auth/refresh",
+                None,
+                Some(json!({"refresh_token": token})),
+            )
+            .await
         }
     };
     let (status, rotated) = refresh_call(refresh(&tokens).to_string()).await;
@@ -224,7 +267,11 @@ async fn a_reused_refresh_token_revokes_its_session() {
     assert_eq!(me(&server, "shop", access(&rotated)).await.0, 401);
     let (status, _) = refresh_call(refresh(&rotated).to_string()).await;
     assert_eq!(status, 401, "the rotated-to token died with its session");
-    assert!(server.log().contains("a rotated refresh token was used again"));
+    assert!(
+        server
+            .log()
+            .contains("a rotated refresh token was used again")
+    );
     // A guessed secret for a live session is refused without revoking it.
     let live = sign_up(&server, "shop", "frank@example.com").await;
     let sid = live["session_id"].as_str().unwrap();
@@ -289,46 +336,110 @@ async fn profile_password_change_anonymous_upgrade_and_deletion() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["data"]["plan"], "pro");
-    let (status, body) = call(&server, Method::PATCH, "/shop/_kiln/auth/user", Some(access(&tokens)), Some(json!({"data": [1]}))).await;
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/shop/_kiln/auth/user",
+        Some(access(&tokens)),
+        Some(json!({"data": [1]})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (400, "invalid_input"));
 
     // A second session of the same user, then a password change: the other
     // session ends, this one stays.
-    let (_, second) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"}))).await;
-    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/password", Some(access(&tokens)),
-        Some(json!({"current_password": "wrong", "new_password": "a new long password"}))).await;
+    let (_, second) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/password",
+        Some(access(&tokens)),
+        Some(json!({"current_password": "wrong", "new_password": "a new long password"})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (401, "invalid_credentials"));
     let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/password", Some(access(&tokens)),
         Some(json!({"current_password": "correct horse battery", "new_password": "a new long password"}))).await;
     assert_eq!(status, 200);
     assert_eq!(me(&server, "shop", access(&second)).await.0, 401);
     assert_eq!(me(&server, "shop", access(&tokens)).await.0, 200);
-    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "a new long password"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "a new long password"})),
+    )
+    .await;
     assert_eq!(status, 200);
 
     // Anonymous, then upgraded: the id stays.
-    let (status, anon) = call(&server, Method::POST, "/shop/_kiln/auth/anonymous", None, Some(json!({}))).await;
+    let (status, anon) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/anonymous",
+        None,
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(status, 201, "{anon}");
     assert_eq!(anon["user"]["anonymous"], true);
-    let (status, upgraded) = call(&server, Method::POST, "/shop/_kiln/auth/upgrade", Some(access(&anon)),
-        Some(json!({"email": "anon@example.com", "password": "now with a password"}))).await;
+    let (status, upgraded) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/upgrade",
+        Some(access(&anon)),
+        Some(json!({"email": "anon@example.com", "password": "now with a password"})),
+    )
+    .await;
     assert_eq!(status, 200, "{upgraded}");
     assert_eq!(upgraded["user"]["id"], anon["user"]["id"]);
     assert_eq!(upgraded["user"]["anonymous"], false);
-    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/upgrade", Some(access(&anon)),
-        Some(json!({"email": "anon2@example.com", "password": "now with a password"}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/upgrade",
+        Some(access(&anon)),
+        Some(json!({"email": "anon2@example.com", "password": "now with a password"})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (403, "not_allowed"));
 
     // Deleting one's account needs the password; then every token is dead.
-    let (status, _) = call(&server, Method::DELETE, "/shop/_kiln/auth/user", Some(access(&tokens)), Some(json!({"password": "nope"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::DELETE,
+        "/shop/_kiln/auth/user",
+        Some(access(&tokens)),
+        Some(json!({"password": "nope"})),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) = call(&server, Method::DELETE, "/shop/_kiln/auth/user", Some(access(&tokens)), Some(json!({"password": "a new long password"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::DELETE,
+        "/shop/_kiln/auth/user",
+        Some(access(&tokens)),
+        Some(json!({"password": "a new long password"})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(me(&server, "shop", access(&tokens)).await.0, 401);
-    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "a new long password"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "a new long password"})),
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -337,44 +448,109 @@ async fn roles_are_checked_by_the_host_and_take_effect_on_the_next_request() {
     let server = server_with(&["shop"]).await;
     let tokens = sign_up(&server, "shop", "ada@example.com").await;
     let id = tokens["user"]["id"].as_str().unwrap().to_string();
-    let (status, body) = call(&server, Method::GET, "/shop/staff", Some(access(&tokens)), None).await;
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        "/shop/staff",
+        Some(access(&tokens)),
+        None,
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (403, "missing_role"));
-    let (status, _) = call(&server, Method::POST, "/shop/admin/users", Some(access(&tokens)),
-        Some(json!({"email": "new@example.com", "password": "long enough pw"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/admin/users",
+        Some(access(&tokens)),
+        Some(json!({"email": "new@example.com", "password": "long enough pw"})),
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Roles given through the admin API apply to the same access token.
     let response = server
-        .admin(Method::PUT, &format!("/admin/v1/apps/shop/users/{id}/roles"))
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/apps/shop/users/{id}/roles"),
+        )
         .json(&json!({"roles": ["staff", "admin"]}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (status, body) = call(&server, Method::GET, "/shop/staff", Some(access(&tokens)), None).await;
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        "/shop/staff",
+        Some(access(&tokens)),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["roles"], json!(["admin", "staff"]));
 
     // A function with the admin role creates a user through kiln:platform/auth.
-    let (status, created) = call(&server, Method::POST, "/shop/admin/users", Some(access(&tokens)),
-        Some(json!({"email": "New@example.com", "password": "long enough pw"}))).await;
+    let (status, created) = call(
+        &server,
+        Method::POST,
+        "/shop/admin/users",
+        Some(access(&tokens)),
+        Some(json!({"email": "New@example.com", "password": "long enough pw"})),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["email"], "new@example.com");
     assert_eq!(created["data"]["created_by"], "function");
-    let (status, body) = call(&server, Method::POST, "/shop/admin/users", Some(access(&tokens)),
-        Some(json!({"email": "new@example.com", "password": "long enough pw"}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/admin/users",
+        Some(access(&tokens)),
+        Some(json!({"email": "new@example.com", "password": "long enough pw"})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (409, "conflict"));
-    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "new@example.com", "password": "long enough pw"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "new@example.com", "password": "long enough pw"})),
+    )
+    .await;
     assert_eq!(status, 200);
 
     // The admin API lists and searches, shows sessions, and revokes.
-    let (status, listed) = json_of(server.admin(Method::GET, "/admin/v1/apps/shop/users?search=NEW%40").send().await.unwrap()).await;
+    let (status, listed) = json_of(
+        server
+            .admin(Method::GET, "/admin/v1/apps/shop/users?search=NEW%40")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(listed["users"].as_array().unwrap().len(), 1);
-    let (_, sessions) = json_of(server.admin(Method::GET, &format!("/admin/v1/apps/shop/users/{id}/sessions")).send().await.unwrap()).await;
+    let (_, sessions) = json_of(
+        server
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/apps/shop/users/{id}/sessions"),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let session = sessions["sessions"][0]["id"].as_str().unwrap().to_string();
-    let response = server.admin(Method::DELETE, &format!("/admin/v1/apps/shop/users/{id}/sessions/{session}")).send().await.unwrap();
+    let response = server
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/apps/shop/users/{id}/sessions/{session}"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(me(&server, "shop", access(&tokens)).await.0, 401);
 }
@@ -415,7 +591,10 @@ async fn a_disabled_user_is_refused_on_the_next_request_on_nodes_sharing_mongodb
     let body = json!({"refresh_token": refresh(&tokens)});
     let (status, rotated) = call(&second, Method::POST, &path, None, Some(body.clone())).await;
     assert_eq!(status, 200, "{rotated}");
-    assert_eq!(call(&first, Method::POST, &path, None, Some(body)).await.0, 401);
+    assert_eq!(
+        call(&first, Method::POST, &path, None, Some(body)).await.0,
+        401
+    );
     assert_eq!(me(&second, &app, access(&rotated)).await.0, 401);
 }
 
@@ -426,7 +605,10 @@ async fn disabling_reaches_every_node(first: &Server, second: &Server, app: &str
     let admin = sign_up(first, app, "root@example.com").await;
     let admin_id = admin["user"]["id"].as_str().unwrap();
     let response = first
-        .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{admin_id}/roles"))
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/apps/{app}/users/{admin_id}/roles"),
+        )
         .json(&json!({"roles": ["admin"]}))
         .send()
         .await
@@ -435,12 +617,22 @@ async fn disabling_reaches_every_node(first: &Server, second: &Server, app: &str
     // Wait for the second node to load the deployment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while me(second, app, access(&tokens)).await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "the second node never served the app");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second node never served the app"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(me(first, app, access(&tokens)).await.0, 200);
     let id = tokens["user"]["id"].as_str().unwrap();
-    let (status, body) = call(second, Method::POST, &format!("/{app}/admin/users/{id}/disable"), Some(access(&admin)), None).await;
+    let (status, body) = call(
+        second,
+        Method::POST,
+        &format!("/{app}/admin/users/{id}/disable"),
+        Some(access(&admin)),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["disabled"], true);
     for node in [first, second] {
@@ -452,22 +644,44 @@ async fn disabling_reaches_every_node(first: &Server, second: &Server, app: &str
     let (status, body) = call(first, Method::POST, &path, None, Some(signin.clone())).await;
     assert_eq!((status, error_code(&body)), (403, "user_disabled"));
     // Enabled again through the admin API, the user signs in again.
-    let response = first.admin(Method::POST, &format!("/admin/v1/apps/{app}/users/{id}/enable")).send().await.unwrap();
+    let response = first
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/apps/{app}/users/{id}/enable"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(call(second, Method::POST, &path, None, Some(signin)).await.0, 200);
+    assert_eq!(
+        call(second, Method::POST, &path, None, Some(signin))
+            .await
+            .0,
+        200
+    );
 }
 
 /// The server's embedded store, opened beside it the way the server opens it.
 fn store(data_dir: &Path) -> kiln::store::Documents {
-    let store = kiln::store::sqlite::SqliteStore::open(&data_dir.join("db"), std::time::Duration::from_secs(5)).unwrap();
+    let store = kiln::store::sqlite::SqliteStore::open(
+        &data_dir.join("db"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
     kiln::store::Documents::new(std::sync::Arc::new(store), Default::default())
 }
 
 /// The app's current signing key, read from the server's store.
 async fn signing_key(data_dir: &Path, app: &str) -> (String, EncodingKey) {
     let documents = store(data_dir);
-    let keys = kiln::store::platform::signing_keys::of_app(&documents, app).await.unwrap();
-    let key = keys.iter().rev().find(|k| k.retired_ms.is_none()).expect("a current key");
+    let keys = kiln::store::platform::signing_keys::of_app(&documents, app)
+        .await
+        .unwrap();
+    let key = keys
+        .iter()
+        .rev()
+        .find(|k| k.retired_ms.is_none())
+        .expect("a current key");
     let der = STANDARD.decode(&key.private_key).unwrap();
     (key.id.clone(), EncodingKey::from_ed_der(&der))
 }
@@ -493,7 +707,10 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
     let tokens = sign_up(&server, "shop", "ada@example.com").await;
     let foreign = sign_up(&server, "other", "ada@example.com").await;
     let token = access(&tokens);
-    let (sub, sid) = (tokens["user"]["id"].as_str().unwrap(), tokens["session_id"].as_str().unwrap());
+    let (sub, sid) = (
+        tokens["user"]["id"].as_str().unwrap(),
+        tokens["session_id"].as_str().unwrap(),
+    );
     let (kid, key) = signing_key(&server.data_dir, "shop").await;
     let claims = |changes: Value| {
         let mut claims = json!({"iss": "kiln:shop", "aud": "shop", "sub": sub, "sid": sid,
@@ -504,7 +721,12 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
         claims
     };
     // The forging works: a well-made token with the app's key is accepted.
-    assert_eq!(me(&server, "shop", &forge(&kid, &key, claims(json!({})))).await.0, 200);
+    assert_eq!(
+        me(&server, "shop", &forge(&kid, &key, claims(json!({}))))
+            .await
+            .0,
+        200
+    );
 
     let parts: Vec<&str> = token.split('.').collect();
     let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
@@ -513,35 +735,94 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
     assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
     let public = jwks["keys"][0]["x"].as_str().unwrap().to_string();
     let hs256 = jsonwebtoken::encode(
-        &Header { kid: Some(kid.clone()), ..Header::new(Algorithm::HS256) },
+        &Header {
+            kid: Some(kid.clone()),
+            ..Header::new(Algorithm::HS256)
+        },
         &claims(json!({})),
         &EncodingKey::from_secret(public.as_bytes()).unwrap(),
     )
     .unwrap();
     let attacks: Vec<(&str, String)> = vec![
-        ("alg none", format!("{}.{}.", b64(json!({"alg": "none", "kid": kid})), parts[1])),
+        (
+            "alg none",
+            format!("{}.{}.", b64(json!({"alg": "none", "kid": kid})), parts[1]),
+        ),
         ("HS256 keyed with the public key", hs256),
         ("unknown kid", forge("not-a-key", &key, claims(json!({})))),
-        ("expired", forge(&kid, &key, claims(json!({"exp": now() - 120, "iat": now() - 900, "nbf": now() - 900})))),
-        ("nbf in the future", forge(&kid, &key, claims(json!({"nbf": now() + 600})))),
-        ("wrong iss", forge(&kid, &key, claims(json!({"iss": "kiln:other"})))),
-        ("wrong aud", forge(&kid, &key, claims(json!({"aud": "other"})))),
-        ("another user's session", forge(&kid, &key, claims(json!({"sub": "someone-else"})))),
-        ("tampered payload", format!("{}.{}.{}", parts[0], b64(claims(json!({"sub": "admin"}))), parts[2])),
+        (
+            "expired",
+            forge(
+                &kid,
+                &key,
+                claims(json!({"exp": now() - 120, "iat": now() - 900, "nbf": now() - 900})),
+            ),
+        ),
+        (
+            "nbf in the future",
+            forge(&kid, &key, claims(json!({"nbf": now() + 600}))),
+        ),
+        (
+            "wrong iss",
+            forge(&kid, &key, claims(json!({"iss": "kiln:other"}))),
+        ),
+        (
+            "wrong aud",
+            forge(&kid, &key, claims(json!({"aud": "other"}))),
+        ),
+        (
+            "another user's session",
+            forge(&kid, &key, claims(json!({"sub": "someone-else"}))),
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(claims(json!({"sub": "admin"}))),
+                parts[2]
+            ),
+        ),
         ("another app's token", access(&foreign).to_string()),
-        ("over 8 KiB", format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2])),
+        (
+            "over 8 KiB",
+            format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]),
+        ),
         ("malformed base64", "!!!.???.***".to_string()),
-        ("malformed JSON", format!("{}.{}.{}", URL_SAFE_NO_PAD.encode("{not json"), parts[1], parts[2])),
+        (
+            "malformed JSON",
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode("{not json"),
+                parts[1],
+                parts[2]
+            ),
+        ),
     ];
     for (name, forged) in &attacks {
-        let response = server.get("/shop/whoami").bearer_auth(forged).send().await.unwrap();
+        let response = server
+            .get("/shop/whoami")
+            .bearer_auth(forged)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "{name}");
-        assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"), "{name}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{name}"
+        );
         let (_, body) = json_of(response).await;
         assert_eq!(error_code(&body), "invalid_token", "{name}");
     }
     let refusals = server.log().matches("access token refused").count();
-    assert!(refusals >= attacks.len(), "{refusals} refusals logged for {} attacks", attacks.len());
+    assert!(
+        refusals >= attacks.len(),
+        "{refusals} refusals logged for {} attacks",
+        attacks.len()
+    );
     // The real tokens still work, on both apps.
     assert_eq!(me(&server, "shop", token).await.0, 200);
     assert_eq!(me(&server, "other", access(&foreign)).await.0, 200);
@@ -551,11 +832,20 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
 async fn a_rotated_key_keeps_verifying_its_tokens_and_signs_new_ones() {
     let server = server_with(&["shop"]).await;
     let before = sign_up(&server, "shop", "ada@example.com").await;
-    let response = server.admin(Method::POST, "/admin/v1/apps/shop/auth/keys/rotate").send().await.unwrap();
+    let response = server
+        .admin(Method::POST, "/admin/v1/apps/shop/auth/keys/rotate")
+        .send()
+        .await
+        .unwrap();
     let (status, rotated) = json_of(response).await;
     assert_eq!(status, 200, "{rotated}");
     let (_, jwks) = call(&server, Method::GET, "/shop/_kiln/auth/jwks", None, None).await;
-    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
     assert_eq!(kids.len(), 2);
     assert!(kids.contains(&rotated["kid"].as_str().unwrap()));
     assert_eq!(me(&server, "shop", access(&before)).await.0, 200);
@@ -569,14 +859,34 @@ async fn a_rotated_key_keeps_verifying_its_tokens_and_signs_new_ones() {
 async fn manifests_with_a_bad_policy_or_auth_section_are_refused() {
     let server = Server::start();
     for (manifest, field) in [
-        (MANIFEST.replace("auth = \"user\"", "auth = \"users\""), "routes[0].auth"),
-        (MANIFEST.replace("memory_kib = 64", "memory_kib = 4194304"), "auth.argon2"),
-        (MANIFEST.replace("anonymous = true", "anonymous = true\naccess_token_ttl = \"1s\""), "auth.access_token_ttl"),
-        (MANIFEST.replace("account_failures = 3", "account_failures = 0"), "auth.throttle"),
+        (
+            MANIFEST.replace("auth = \"user\"", "auth = \"users\""),
+            "routes[0].auth",
+        ),
+        (
+            MANIFEST.replace("memory_kib = 64", "memory_kib = 4194304"),
+            "auth.argon2",
+        ),
+        (
+            MANIFEST.replace(
+                "anonymous = true",
+                "anonymous = true\naccess_token_ttl = \"1s\"",
+            ),
+            "auth.access_token_ttl",
+        ),
+        (
+            MANIFEST.replace("account_failures = 3", "account_failures = 0"),
+            "auth.throttle",
+        ),
     ] {
-        let (status, body) = server.deploy("shop", &manifest, &[("accounts", &examples().accounts)]).await;
+        let (status, body) = server
+            .deploy("shop", &manifest, &[("accounts", &examples().accounts)])
+            .await;
         assert_eq!(status, 400, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(field), "{field}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{field}: {body}"
+        );
     }
 }
 
@@ -594,43 +904,135 @@ fn totp_code(secret: &str, at: u64) -> String {
 async fn totp_is_required_at_sign_in_once_enrolled_and_codes_work_once() {
     let server = server_with(&["shop"]).await;
     let tokens = sign_up(&server, "shop", "ada@example.com").await;
-    let before = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"}))).await.1;
-    let (status, body) = call(&server, Method::GET, "/shop/secure", Some(access(&tokens)), None).await;
+    let before = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+    )
+    .await
+    .1;
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        "/shop/secure",
+        Some(access(&tokens)),
+        None,
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (403, "second_factor_required"));
 
-    let (status, enrolment) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp", Some(access(&tokens)), None).await;
+    let (status, enrolment) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/mfa/totp",
+        Some(access(&tokens)),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap().to_string();
-    assert!(enrolment["otpauth_url"].as_str().unwrap().starts_with("otpauth://totp/shop:ada%40example.com?"), "{enrolment}");
-    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp/confirm", Some(access(&tokens)),
-        Some(json!({"code": "000000"}))).await;
+    assert!(
+        enrolment["otpauth_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/shop:ada%40example.com?"),
+        "{enrolment}"
+    );
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/mfa/totp/confirm",
+        Some(access(&tokens)),
+        Some(json!({"code": "000000"})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (400, "invalid_input"));
-    let (status, confirmed) = call(&server, Method::POST, "/shop/_kiln/auth/mfa/totp/confirm", Some(access(&tokens)),
-        Some(json!({"code": totp_code(&secret, now())}))).await;
+    let (status, confirmed) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/mfa/totp/confirm",
+        Some(access(&tokens)),
+        Some(json!({"code": totp_code(&secret, now())})),
+    )
+    .await;
     assert_eq!(status, 200, "{confirmed}");
-    let recovery: Vec<String> = confirmed["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let recovery: Vec<String> = confirmed["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(recovery.len(), 10);
     // The enrolling session passed; a session from before did not.
-    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&tokens)), None).await.0, 200);
-    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&before)), None).await.0, 403);
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/shop/secure",
+            Some(access(&tokens)),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/shop/secure",
+            Some(access(&before)),
+            None
+        )
+        .await
+        .0,
+        403
+    );
 
     // Signing in now yields a challenge, not tokens.
-    let sign_in = || call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})));
+    let sign_in = || {
+        call(
+            &server,
+            Method::POST,
+            "/shop/_kiln/auth/signin",
+            None,
+            Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+        )
+    };
     let (status, step) = sign_in().await;
     assert_eq!(status, 200);
     assert_eq!(step["mfa_required"], true);
     assert!(step.get("access_token").is_none(), "{step}");
     let challenge = step["challenge"].as_str().unwrap().to_string();
-    let verify = |body: Value| call(&server, Method::POST, "/shop/_kiln/auth/mfa/verify", None, Some(body));
+    let verify = |body: Value| {
+        call(
+            &server,
+            Method::POST,
+            "/shop/_kiln/auth/mfa/verify",
+            None,
+            Some(body),
+        )
+    };
     let (status, body) = verify(json!({"challenge": challenge, "code": "123456"})).await;
     assert_eq!((status, error_code(&body)), (403, "not_allowed"));
     // The next step's code (the confirm used this one), within the skew.
     let code = totp_code(&secret, now() + 30);
     let (status, full) = verify(json!({"challenge": challenge, "code": code})).await;
     assert_eq!(status, 200, "{full}");
-    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&full)), None).await.0, 200);
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/shop/secure",
+            Some(access(&full)),
+            None
+        )
+        .await
+        .0,
+        200
+    );
     let (_, me_body) = me(&server, "shop", access(&full)).await;
     assert_eq!(me_body["mfa"], true);
     // A challenge works once; a code works once.
@@ -641,18 +1043,43 @@ async fn totp_is_required_at_sign_in_once_enrolled_and_codes_work_once() {
     let (status, _) = verify(json!({"challenge": challenge, "code": code})).await;
     assert_eq!(status, 403, "a replayed code");
     // A recovery code works once, in any case.
-    let (status, _) = verify(json!({"challenge": challenge, "recovery_code": recovery[0].to_uppercase()})).await;
+    let (status, _) =
+        verify(json!({"challenge": challenge, "recovery_code": recovery[0].to_uppercase()})).await;
     assert_eq!(status, 200);
     let (_, step) = sign_in().await;
     let challenge = step["challenge"].as_str().unwrap().to_string();
     let (status, _) = verify(json!({"challenge": challenge, "recovery_code": recovery[0]})).await;
     assert_eq!(status, 403, "a used recovery code");
     // Refreshing keeps the session's second factor.
-    let (_, refreshed) = call(&server, Method::POST, "/shop/_kiln/auth/refresh", None, Some(json!({"refresh_token": refresh(&full)}))).await;
-    assert_eq!(call(&server, Method::GET, "/shop/secure", Some(access(&refreshed)), None).await.0, 200);
+    let (_, refreshed) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh(&full)})),
+    )
+    .await;
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/shop/secure",
+            Some(access(&refreshed)),
+            None
+        )
+        .await
+        .0,
+        200
+    );
     // Removing it needs a code; then sign-in gives tokens again.
-    let (status, _) = call(&server, Method::DELETE, "/shop/_kiln/auth/mfa/totp", Some(access(&refreshed)),
-        Some(json!({"code": recovery[1]}))).await;
+    let (status, _) = call(
+        &server,
+        Method::DELETE,
+        "/shop/_kiln/auth/mfa/totp",
+        Some(access(&refreshed)),
+        Some(json!({"code": recovery[1]})),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, tokens) = sign_in().await;
     assert_eq!(status, 200);
@@ -670,11 +1097,18 @@ async fn mail_to(server: &Server, app: &str, kind: &str, to: &str, count: usize)
         let page = documents
             .find(outbox, &json!({"kind": kind, "to": to}), Default::default())
             .await
-            .unwrap_or_else(|_| kiln::store::FindPage { documents: vec![], cursor: None });
+            .unwrap_or_else(|_| kiln::store::FindPage {
+                documents: vec![],
+                cursor: None,
+            });
         if page.documents.len() >= count {
             return page.documents;
         }
-        assert!(std::time::Instant::now() < deadline, "no {kind} mail to {to} arrived: {}", server.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {kind} mail to {to} arrived: {}",
+            server.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -690,22 +1124,51 @@ async fn email_verification_and_password_reset_go_through_the_mail_function_once
         mail[0]["link"],
         format!("https://shop.example/auth?kind=verify_email&token={token}")
     );
-    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/verify", None, Some(json!({"token": token}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/verify",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["email_verified"], true);
-    let (status, body) = call(&server, Method::POST, "/shop/_kiln/auth/verify", None, Some(json!({"token": token}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/verify",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
 
     // A reset answers the same for a known and an unknown email.
-    let reset = |email: &'static str| call(&server, Method::POST, "/shop/_kiln/auth/reset/send", None, Some(json!({"email": email})));
+    let reset = |email: &'static str| {
+        call(
+            &server,
+            Method::POST,
+            "/shop/_kiln/auth/reset/send",
+            None,
+            Some(json!({"email": email})),
+        )
+    };
     let unknown = reset("nobody@example.com").await;
     let known = reset("ada@example.com").await;
     assert_eq!(known, unknown);
     assert_eq!(known.0, 202);
     let mail = mail_to(&server, "shop", "reset_password", "ada@example.com", 1).await;
     let token = mail[0]["token"].as_str().unwrap().to_string();
-    let set_password = |token: String, password: &'static str| call(&server, Method::POST, "/shop/_kiln/auth/reset", None,
-        Some(json!({"token": token, "password": password})));
+    let set_password = |token: String, password: &'static str| {
+        call(
+            &server,
+            Method::POST,
+            "/shop/_kiln/auth/reset",
+            None,
+            Some(json!({"token": token, "password": password})),
+        )
+    };
     let (status, body) = set_password(token.clone(), "short").await;
     assert_eq!((status, error_code(&body)), (400, "weak_password"));
     let (status, body) = set_password(format!("{token}x"), "a brand new password").await;
@@ -714,23 +1177,47 @@ async fn email_verification_and_password_reset_go_through_the_mail_function_once
     assert_eq!(status, 200);
     // Every session ended; the new password signs in; the token is used up.
     assert_eq!(me(&server, "shop", access(&tokens)).await.0, 401);
-    let (status, _) = call(&server, Method::POST, "/shop/_kiln/auth/signin", None,
-        Some(json!({"email": "ada@example.com", "password": "a brand new password"}))).await;
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "a brand new password"})),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, body) = set_password(token, "another new password").await;
     assert_eq!((status, error_code(&body)), (400, "invalid_one_time_token"));
     let documents = store(&server.data_dir);
-    let users = kiln::store::Namespace { database: kiln::store::PLATFORM_DATABASE, collection: "users" };
-    let found = documents.find(users, &json!({"app": "shop", "email": "nobody@example.com"}), Default::default()).await.unwrap();
-    assert!(found.documents.is_empty(), "a reset request creates no user");
+    let users = kiln::store::Namespace {
+        database: kiln::store::PLATFORM_DATABASE,
+        collection: "users",
+    };
+    let found = documents
+        .find(
+            users,
+            &json!({"app": "shop", "email": "nobody@example.com"}),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        found.documents.is_empty(),
+        "a reset request creates no user"
+    );
 
     // An expired token is refused.
     reset("ada@example.com").await;
     let mail = mail_to(&server, "shop", "reset_password", "ada@example.com", 2).await;
     let latest = mail.last().unwrap()["token"].as_str().unwrap().to_string();
     documents
-        .update(users, &json!({"app": "shop", "email": "ada@example.com"}),
-            &json!({"$set": {"password_reset.expires_ms": 1}}), false, false)
+        .update(
+            users,
+            &json!({"app": "shop", "email": "ada@example.com"}),
+            &json!({"$set": {"password_reset.expires_ms": 1}}),
+            false,
+            false,
+        )
         .await
         .unwrap();
     let (status, body) = set_password(latest, "yet another password").await;
@@ -740,12 +1227,30 @@ async fn email_verification_and_password_reset_go_through_the_mail_function_once
 #[tokio::test]
 async fn a_mail_function_without_a_scheduled_handler_is_refused_at_deploy() {
     let server = Server::start();
-    let manifest = MANIFEST
-        .replace("mail = { function = \"accounts\"", "mail = { function = \"hello\"")
-        + "\n[functions.hello]\ncomponent = \"hello.wasm\"\n";
+    let manifest = MANIFEST.replace(
+        "mail = { function = \"accounts\"",
+        "mail = { function = \"hello\"",
+    ) + "\n[functions.hello]\ncomponent = \"hello.wasm\"\n";
     let (status, body) = server
-        .deploy("shop", &manifest, &[("accounts", &examples().accounts), ("hello", &examples().hello)])
+        .deploy(
+            "shop",
+            &manifest,
+            &[
+                ("accounts", &examples().accounts),
+                ("hello", &examples().hello),
+            ],
+        )
         .await;
-    assert_eq!((status, error_code(&body)), (400, "missing_export"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("auth.mail"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "missing_export"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auth.mail"),
+        "{body}"
+    );
 }

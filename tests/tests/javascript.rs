@@ -444,7 +444,10 @@ async fn a_js_function_reads_the_verified_caller_and_manages_users() {
     assert_eq!(caller["mfa"], false);
     assert_eq!(caller["createdAtIsDate"], true);
     assert_eq!(body["sameUser"], true);
-    assert_eq!(body["conflict"], json!({"isKilnError": true, "code": "conflict"}));
+    assert_eq!(
+        body["conflict"],
+        json!({"isKilnError": true, "code": "conflict"})
+    );
     assert_eq!(
         body["created"],
         json!({"data": {"by": "js"}, "roles": ["editor"], "anonymous": false})

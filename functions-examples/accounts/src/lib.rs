@@ -52,8 +52,9 @@ fn failure(err: Error) -> Response {
 fn handle(req: Request) -> Response {
     let result = match (req.method(), req.path()) {
         ("GET", "/me") | ("GET", "/staff") | ("GET", "/secure") => me(),
-        ("GET", "/whoami") => auth::current_user()
-            .map(|caller| Response::json(&caller.as_ref().map(caller_json))),
+        ("GET", "/whoami") => {
+            auth::current_user().map(|caller| Response::json(&caller.as_ref().map(caller_json)))
+        }
         ("POST", "/admin/users") => create(&req),
         ("PUT", _) => set_roles(&req),
         ("POST", _) => disable(&req),
@@ -66,7 +67,11 @@ fn me() -> Result<Response, Error> {
     // The route's policy guarantees a caller; a missing one is a host bug.
     match auth::current_user()? {
         Some(caller) => Ok(Response::json(&caller_json(&caller))),
-        None => Ok(Response::error(500, "no_caller", "the host verified no caller")),
+        None => Ok(Response::error(
+            500,
+            "no_caller",
+            "the host verified no caller",
+        )),
     }
 }
 
@@ -108,7 +113,10 @@ fn mail(run: kiln_sdk::scheduled::Run<Value>) -> Result<(), String> {
         "token": run.payload["token"],
         "link": run.payload["link"],
     });
-    outbox.insert(&message).map(|_| ()).map_err(|e| e.to_string())
+    outbox
+        .insert(&message)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 kiln_sdk::http_function!(handle);

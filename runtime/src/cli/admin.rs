@@ -57,7 +57,9 @@ impl ServerArgs {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let mut request = reqwest::Client::new().request(method, &url).bearer_auth(key);
+            let mut request = reqwest::Client::new()
+                .request(method, &url)
+                .bearer_auth(key);
             if let Some(body) = body {
                 request = request.json(&body);
             }

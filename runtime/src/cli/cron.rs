@@ -90,4 +90,3 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

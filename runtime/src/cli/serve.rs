@@ -61,7 +61,11 @@ pub struct ServeArgs {
     app_domain: Option<String>,
     /// A host apps' identity providers may be at although it is internal
     /// (loopback, private); also allows plain http to it. Repeatable.
-    #[arg(long = "auth-internal-host", env = "KILN_AUTH_INTERNAL_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "auth-internal-host",
+        env = "KILN_AUTH_INTERNAL_HOSTS",
+        value_delimiter = ','
+    )]
     auth_internal_hosts: Vec<String>,
     /// Build and deploy this app folder at start (repeatable).
     #[arg(long = "app")]

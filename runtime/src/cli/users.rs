@@ -70,11 +70,16 @@ pub fn run(args: UsersArgs) -> anyhow::Result<()> {
     let base = format!("/admin/v1/apps/{}/users", args.app);
     let server = &args.server;
     match args.command {
-        UsersCommand::List { search, limit, after } => {
+        UsersCommand::List {
+            search,
+            limit,
+            after,
+        } => {
             let mut query = format!("limit={limit}");
             for (key, value) in [("search", search), ("after", after)] {
                 if let Some(value) = value {
-                    let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                    let encoded: String =
+                        form_urlencoded::byte_serialize(value.as_bytes()).collect();
                     query.push_str(&format!("&{key}={encoded}"));
                 }
             }
@@ -168,9 +173,20 @@ fn line(user: &Value) -> String {
         "{} {}{}{}{}",
         text(&user["id"]),
         user["email"].as_str().unwrap_or("(anonymous)"),
-        if roles.is_empty() { String::new() } else { format!(" roles={}", roles.join(",")) },
-        if user["disabled"] == true { " disabled" } else { "" },
-        if user["email_verified"] == true { " verified" } else { "" },
+        if roles.is_empty() {
+            String::new()
+        } else {
+            format!(" roles={}", roles.join(","))
+        },
+        if user["disabled"] == true {
+            " disabled"
+        } else {
+            ""
+        },
+        if user["email_verified"] == true {
+            " verified"
+        } else {
+            ""
+        },
     )
 }
-

@@ -231,7 +231,10 @@ struct RolesRequest {
 fn live(apps: &Apps, app: &str) -> Result<(), ApiError> {
     match apps.get(app) {
         Some(_) => Ok(()),
-        None => Err(ApiError::new(ErrorCode::AppNotFound, format!("no app `{app}`"))),
+        None => Err(ApiError::new(
+            ErrorCode::AppNotFound,
+            format!("no app `{app}`"),
+        )),
     }
 }
 
@@ -269,7 +272,10 @@ async fn users(apps: &Apps, app: &str, rest: &[String], req: Request<Incoming>) 
                 .then(|| users.last().map(|u| u.id.clone()))
                 .flatten();
             let users: Vec<Value> = users.iter().map(user_json).collect();
-            ok(StatusCode::OK, json!({ "app": app, "users": users, "next": next }))
+            ok(
+                StatusCode::OK,
+                json!({ "app": app, "users": users, "next": next }),
+            )
         }
         (&Method::GET, [id]) => match accounts.user(app, id).await? {
             Some(user) => one(user),

@@ -293,7 +293,11 @@ impl Apps {
         record: &DeploymentRecord,
         manifest: &Manifest,
     ) -> Result<(), DeployError> {
-        let names: Vec<Arc<str>> = manifest.functions.keys().map(|n| n.as_str().into()).collect();
+        let names: Vec<Arc<str>> = manifest
+            .functions
+            .keys()
+            .map(|n| n.as_str().into())
+            .collect();
         // Checked already by `assemble`; this only reads which function mails.
         let mail_function = auth::app_settings(&manifest.capabilities, &names)
             .ok()

@@ -134,7 +134,9 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     pub fn policy(&self) -> Result<Policy, String> {
-        self.auth.as_deref().map_or(Ok(Policy::Public), Policy::parse)
+        self.auth
+            .as_deref()
+            .map_or(Ok(Policy::Public), Policy::parse)
     }
 }
 
@@ -314,7 +316,10 @@ mod tests {
             "{}",
             error_of(&bad_route)
         );
-        let bad_policy = GOOD.replace(r#"methods = ["GET"]"#, "methods = [\"GET\"]\nauth = \"users\"");
+        let bad_policy = GOOD.replace(
+            r#"methods = ["GET"]"#,
+            "methods = [\"GET\"]\nauth = \"users\"",
+        );
         assert!(
             error_of(&bad_policy).contains("routes[0].auth"),
             "{}",

@@ -45,7 +45,8 @@ impl From<wit::User> for User {
             email_verified: user.email_verified,
             roles: user.roles,
             // The host sends a JSON object; anything else reads as empty.
-            data: serde_json::from_str(&user.data).unwrap_or_else(|_| Value::Object(Default::default())),
+            data: serde_json::from_str(&user.data)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
             disabled: user.disabled,
             anonymous: user.anonymous,
             mfa_enabled: user.mfa_enabled,
@@ -84,7 +85,10 @@ pub fn find_user_by_email(email: &str) -> Result<Option<User>, Error> {
 
 /// Users in creation order, at most `limit` (up to 100) after the id `after`.
 pub fn list_users(after: Option<&str>, limit: u32) -> Result<Vec<User>, Error> {
-    Ok(wit::list_users(after, limit)?.into_iter().map(User::from).collect())
+    Ok(wit::list_users(after, limit)?
+        .into_iter()
+        .map(User::from)
+        .collect())
 }
 
 /// Creates a user with an email and password; `data` is a JSON object.

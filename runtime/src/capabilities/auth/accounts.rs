@@ -14,19 +14,19 @@ use sha2::{Digest, Sha256};
 use super::Identity;
 use super::fetch::Fetcher;
 use super::hashing::Hashing;
-use super::oidc::{self, Oidc, OidcError, ProviderClaims, ProviderSettings};
-use super::mfa;
 use super::keys::KeyRings;
+use super::mfa;
+use super::oidc::{self, Oidc, OidcError, ProviderClaims, ProviderSettings};
 use super::passwords::{self, HashCost};
 use super::policy::is_valid_role;
 use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
 use super::throttle::{Throttle, Wait};
 use super::tokens::{self, TokenError};
-use crate::store::platform::sessions::{self, SessionRecord};
 use crate::store::platform::identities::{self, IdentityRecord, StateRecord};
 use crate::store::platform::jobs::{self, Job, JobStatus};
-use crate::store::platform::users::{self, ChallengeRecord, UserRecord};
 use crate::store::platform::now_ms;
+use crate::store::platform::sessions::{self, SessionRecord};
+use crate::store::platform::users::{self, ChallengeRecord, UserRecord};
 use crate::store::query::{check_document, new_id};
 use crate::store::{Documents, StoreError};
 
@@ -71,7 +71,9 @@ pub enum AuthError {
     InvalidIdToken(String),
     #[error("the identity provider is unavailable: {0}")]
     ProviderUnavailable(String),
-    #[error("a user with this email exists, and the provider does not say the email is verified: sign in with the password and link the provider from that account")]
+    #[error(
+        "a user with this email exists, and the provider does not say the email is verified: sign in with the password and link the provider from that account"
+    )]
     ProviderEmailUnverified,
     #[error("this identity is linked to another user")]
     IdentityInUse,
@@ -135,10 +137,12 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
 /// What a correct password yields.
 #[derive(Debug)]
 pub enum SignIn {
-    Tokens(Tokens),
+    Tokens(Box<Tokens>),
     /// The user has a second factor: [`Accounts::verify_second_factor`]
     /// with this challenge and a code yields the tokens.
-    SecondFactor { challenge: String },
+    SecondFactor {
+        challenge: String,
+    },
 }
 
 impl SignIn {
@@ -232,7 +236,9 @@ impl Accounts {
         data: Option<Value>,
         client: &Client,
     ) -> Result<Tokens, AuthError> {
-        let user = self.create_user(app, settings, email, password, data).await?;
+        let user = self
+            .create_user(app, settings, email, password, data)
+            .await?;
         if settings.mail.is_some()
             && let Err(err) = self.send_verification(app, settings, &user.id).await
         {
@@ -244,11 +250,23 @@ impl Accounts {
     // ---- Mail: email verification and password reset ---------------------
 
     /// Queues the mail job: `{kind, to, token, link}` for the app's mail function.
-    async fn mail(&self, app: &str, settings: &AuthSettings, kind: &str, to: &str, token: &str) -> Result<(), AuthError> {
+    async fn mail(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        kind: &str,
+        to: &str,
+        token: &str,
+    ) -> Result<(), AuthError> {
         let Some(mail) = &settings.mail else {
-            return Err(AuthError::NotAllowed("this app sends no mail (auth.mail is not set)".into()));
+            return Err(AuthError::NotAllowed(
+                "this app sends no mail (auth.mail is not set)".into(),
+            ));
         };
-        let link = mail.link.as_ref().map(|l| l.replace("{kind}", kind).replace("{token}", token));
+        let link = mail
+            .link
+            .as_ref()
+            .map(|l| l.replace("{kind}", kind).replace("{token}", token));
         let now = now_ms();
         let job = Job {
             id: new_id(),
@@ -269,7 +287,13 @@ impl Accounts {
     }
 
     /// A one-time token for `field` of the user (`<user>.<secret>`), stored hashed.
-    async fn one_time_token(&self, app: &str, user: &str, field: &str, ttl: Duration) -> Result<String, AuthError> {
+    async fn one_time_token(
+        &self,
+        app: &str,
+        user: &str,
+        field: &str,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         let (secret, hash) = refresh_secret();
         let expires_ms = now_ms() + ttl.as_millis() as u64;
         let mut fields = json!({});
@@ -288,14 +312,24 @@ impl Accounts {
         current: impl Fn(&UserRecord) -> Option<&ChallengeRecord>,
         mut fields: Value,
     ) -> Result<UserRecord, AuthError> {
-        let Some((id, secret)) = token.split_once('.').filter(|(id, s)| id.len() <= 64 && s.len() <= 64) else {
+        let Some((id, secret)) = token
+            .split_once('.')
+            .filter(|(id, s)| id.len() <= 64 && s.len() <= 64)
+        else {
             return Err(AuthError::InvalidOneTimeToken);
         };
         let hash = hash_secret(secret);
-        let user = users::get(&self.documents, app, id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
-        let live = current(&user).is_some_and(|c| constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms());
+        let user = users::get(&self.documents, app, id)
+            .await?
+            .ok_or(AuthError::InvalidOneTimeToken)?;
+        let live = current(&user)
+            .is_some_and(|c| constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms());
         if !live {
-            tracing::info!(app, user = id, "a {field} token was refused (wrong, expired or used)");
+            tracing::info!(
+                app,
+                user = id,
+                "a {field} token was refused (wrong, expired or used)"
+            );
             return Err(AuthError::InvalidOneTimeToken);
         }
         fields[field] = Value::Null;
@@ -307,24 +341,44 @@ impl Accounts {
     }
 
     /// Mails the user a link that verifies their email.
-    pub async fn send_verification(&self, app: &str, settings: &AuthSettings, id: &str) -> Result<(), AuthError> {
+    pub async fn send_verification(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        id: &str,
+    ) -> Result<(), AuthError> {
         let user = self.existing(app, id).await?;
         let Some(email) = user.email.clone() else {
-            return Err(AuthError::NotAllowed("an anonymous user has no email to verify".into()));
+            return Err(AuthError::NotAllowed(
+                "an anonymous user has no email to verify".into(),
+            ));
         };
         if user.email_verified {
-            return Err(AuthError::NotAllowed("the email is verified already".into()));
+            return Err(AuthError::NotAllowed(
+                "the email is verified already".into(),
+            ));
         }
         if settings.mail.is_none() {
-            return Err(AuthError::NotAllowed("this app sends no mail (auth.mail is not set)".into()));
+            return Err(AuthError::NotAllowed(
+                "this app sends no mail (auth.mail is not set)".into(),
+            ));
         }
-        let token = self.one_time_token(app, id, "email_verification", VERIFICATION_TTL).await?;
-        self.mail(app, settings, "verify_email", &email, &token).await
+        let token = self
+            .one_time_token(app, id, "email_verification", VERIFICATION_TTL)
+            .await?;
+        self.mail(app, settings, "verify_email", &email, &token)
+            .await
     }
 
     pub async fn verify_email(&self, app: &str, token: &str) -> Result<UserRecord, AuthError> {
         let user = self
-            .redeem(app, token, "email_verification", |u| u.email_verification.as_ref(), json!({"email_verified": true}))
+            .redeem(
+                app,
+                token,
+                "email_verification",
+                |u| u.email_verification.as_ref(),
+                json!({"email_verified": true}),
+            )
             .await?;
         tracing::info!(app, user = %user.id, "email verified");
         Ok(user)
@@ -332,9 +386,17 @@ impl Accounts {
 
     /// Mails a reset link if the email belongs to a user; answers the same
     /// either way, and is throttled like a failed sign-in.
-    pub async fn request_reset(&self, app: &str, settings: &AuthSettings, email: &str, client: &Client) -> Result<(), AuthError> {
+    pub async fn request_reset(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        email: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
         if settings.mail.is_none() {
-            return Err(AuthError::NotAllowed("this app sends no mail (auth.mail is not set)".into()));
+            return Err(AuthError::NotAllowed(
+                "this app sends no mail (auth.mail is not set)".into(),
+            ));
         }
         let email = normalize_email(email)?;
         let account = format!("{app}\nreset\n{email}");
@@ -342,22 +404,49 @@ impl Accounts {
         if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
             return Err(AuthError::Throttled(wait));
         }
-        self.throttle.failed(&account, &address, (settings.throttle.account_failures, settings.throttle.address_failures));
-        if let Some(user) = users::by_email(&self.documents, app, &email).await?.filter(|u| !u.disabled) {
-            let token = self.one_time_token(app, &user.id, "password_reset", RESET_TTL).await?;
-            self.mail(app, settings, "reset_password", &email, &token).await?;
+        self.throttle.failed(
+            &account,
+            &address,
+            (
+                settings.throttle.account_failures,
+                settings.throttle.address_failures,
+            ),
+        );
+        if let Some(user) = users::by_email(&self.documents, app, &email)
+            .await?
+            .filter(|u| !u.disabled)
+        {
+            let token = self
+                .one_time_token(app, &user.id, "password_reset", RESET_TTL)
+                .await?;
+            self.mail(app, settings, "reset_password", &email, &token)
+                .await?;
         }
         Ok(())
     }
 
     /// Sets a new password with a reset token; every session ends. The link
     /// reached the user's mailbox, so the email counts as verified too.
-    pub async fn reset_password(&self, app: &str, settings: &AuthSettings, token: &str, password: &str) -> Result<(), AuthError> {
+    pub async fn reset_password(
+        &self,
+        app: &str,
+        settings: &AuthSettings,
+        token: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
         check_password(password, settings)?;
-        let hash = self.hashing.hash(app, password.to_string(), settings.argon2).await?;
+        let hash = self
+            .hashing
+            .hash(app, password.to_string(), settings.argon2)
+            .await?;
         let user = self
-            .redeem(app, token, "password_reset", |u| u.password_reset.as_ref(),
-                json!({"password_hash": hash, "email_verified": true}))
+            .redeem(
+                app,
+                token,
+                "password_reset",
+                |u| u.password_reset.as_ref(),
+                json!({"password_hash": hash, "email_verified": true}),
+            )
             .await?;
         let revoked = sessions::delete_all(&self.documents, app, &user.id).await?;
         tracing::info!(app, user = %user.id, revoked, "password reset; every session ended");
@@ -502,20 +591,29 @@ impl Accounts {
         if user.mfa_enabled() {
             let (secret, hash) = refresh_secret();
             let expires_ms = now_ms() + CHALLENGE_TTL.as_millis() as u64;
-            users::set(&self.documents, app, &user.id, json!({"mfa_challenge": {"hash": hash, "expires_ms": expires_ms}}))
-                .await?;
+            users::set(
+                &self.documents,
+                app,
+                &user.id,
+                json!({"mfa_challenge": {"hash": hash, "expires_ms": expires_ms}}),
+            )
+            .await?;
             return Ok(SignIn::SecondFactor {
                 challenge: format!("{}.{secret}", user.id),
             });
         }
         self.start_session(app, settings, user, false, client)
             .await
-            .map(SignIn::Tokens)
+            .map(|tokens| SignIn::Tokens(Box::new(tokens)))
     }
 
     // ---- OpenID Connect ---------------------------------------------------
 
-    fn provider<'s>(&self, settings: &'s AuthSettings, name: &str) -> Result<&'s ProviderSettings, AuthError> {
+    fn provider<'s>(
+        &self,
+        settings: &'s AuthSettings,
+        name: &str,
+    ) -> Result<&'s ProviderSettings, AuthError> {
         settings
             .providers
             .get(name)
@@ -537,15 +635,22 @@ impl Accounts {
         client: &Client,
     ) -> Result<SignIn, AuthError> {
         let provider = self.provider(settings, provider_name)?;
-        let claims = self.oidc.verify(provider, id_token, nonce).await.map_err(|e| self.provider_error(app, provider_name, e))?;
-        self.provider_vouched(app, settings, provider_name, claims, caller, client).await
+        let claims = self
+            .oidc
+            .verify(provider, id_token, nonce)
+            .await
+            .map_err(|e| self.provider_error(app, provider_name, e))?;
+        self.provider_vouched(app, settings, provider_name, claims, caller, client)
+            .await
     }
 
     fn provider_error(&self, app: &str, provider: &str, err: OidcError) -> AuthError {
         tracing::info!(app, provider, "provider sign-in refused: {err}");
         match err {
             OidcError::Unreachable(e) => AuthError::ProviderUnavailable(e.to_string()),
-            OidcError::Refused(m) => AuthError::InvalidIdToken(format!("the id_token is refused: {m}")),
+            OidcError::Refused(m) => {
+                AuthError::InvalidIdToken(format!("the id_token is refused: {m}"))
+            }
         }
     }
 
@@ -571,21 +676,28 @@ impl Accounts {
                 to.escape_debug()
             )));
         }
-        let (state, nonce, verifier) = (oidc::random_token(), oidc::random_token(), oidc::random_token());
+        let (state, nonce, verifier) = (
+            oidc::random_token(),
+            oidc::random_token(),
+            oidc::random_token(),
+        );
         let url = self
             .oidc
             .authorization_url(provider, &state, &nonce, &verifier)
             .await
             .map_err(|e| self.provider_error(app, provider_name, e))?;
-        identities::insert_state(&self.documents, &StateRecord {
-            id: identities::state_id(&state),
-            app: app.to_string(),
-            provider: provider_name.to_string(),
-            nonce,
-            code_verifier: verifier,
-            redirect_to: redirect_to.map(str::to_string),
-            expires_ms: now_ms() + 10 * 60 * 1000,
-        })
+        identities::insert_state(
+            &self.documents,
+            &StateRecord {
+                id: identities::state_id(&state),
+                app: app.to_string(),
+                provider: provider_name.to_string(),
+                nonce,
+                code_verifier: verifier,
+                redirect_to: redirect_to.map(str::to_string),
+                expires_ms: now_ms() + 10 * 60 * 1000,
+            },
+        )
         .await?;
         Ok(url)
     }
@@ -606,15 +718,23 @@ impl Accounts {
             .await?
             .filter(|f| f.provider == provider_name && f.expires_ms > now_ms())
         else {
-            tracing::info!(app, provider = provider_name, "a code-flow callback with an unknown, used or expired state");
-            return Err(AuthError::InvalidIdToken("the sign-in state is unknown, used or expired; start again".into()));
+            tracing::info!(
+                app,
+                provider = provider_name,
+                "a code-flow callback with an unknown, used or expired state"
+            );
+            return Err(AuthError::InvalidIdToken(
+                "the sign-in state is unknown, used or expired; start again".into(),
+            ));
         };
         let claims = self
             .oidc
             .exchange(provider, code, &flow.code_verifier, &flow.nonce)
             .await
             .map_err(|e| self.provider_error(app, provider_name, e))?;
-        let signed_in = self.provider_vouched(app, settings, provider_name, claims, None, client).await?;
+        let signed_in = self
+            .provider_vouched(app, settings, provider_name, claims, None, client)
+            .await?;
         Ok((signed_in, flow.redirect_to))
     }
 
@@ -630,7 +750,10 @@ impl Accounts {
         caller: Option<&Identity>,
         client: &Client,
     ) -> Result<SignIn, AuthError> {
-        let email = claims.email.as_deref().and_then(|e| normalize_email(e).ok());
+        let email = claims
+            .email
+            .as_deref()
+            .and_then(|e| normalize_email(e).ok());
         let link = |user: &str| IdentityRecord {
             id: identities::identity_id(app, provider, &claims.subject),
             app: app.to_string(),
@@ -643,7 +766,9 @@ impl Accounts {
         let linked = identities::get(&self.documents, app, provider, &claims.subject).await?;
         if let Some(caller) = caller {
             match linked {
-                Some(identity) if identity.user != caller.user => return Err(AuthError::IdentityInUse),
+                Some(identity) if identity.user != caller.user => {
+                    return Err(AuthError::IdentityInUse);
+                }
                 Some(_) => {}
                 None => identities::insert(&self.documents, &link(&caller.user)).await?,
             }
@@ -652,7 +777,9 @@ impl Accounts {
             return self.first_factor_passed(app, settings, user, client).await;
         }
         if let Some(identity) = linked {
-            let user = self.existing(app, &identity.user).await.map_err(|_| AuthError::InvalidIdToken("the linked user no longer exists".into()))?;
+            let user = self.existing(app, &identity.user).await.map_err(|_| {
+                AuthError::InvalidIdToken("the linked user no longer exists".into())
+            })?;
             return self.first_factor_passed(app, settings, user, client).await;
         }
         if let Some(email) = &email
@@ -695,8 +822,15 @@ impl Accounts {
         recovery_code: Option<&str>,
         client: &Client,
     ) -> Result<Tokens, AuthError> {
-        let refused = || AuthError::NotAllowed("the challenge is invalid or expired, or the code is wrong".into());
-        let Some((id, secret)) = challenge.split_once('.').filter(|(id, s)| id.len() <= 64 && s.len() <= 64) else {
+        let refused = || {
+            AuthError::NotAllowed(
+                "the challenge is invalid or expired, or the code is wrong".into(),
+            )
+        };
+        let Some((id, secret)) = challenge
+            .split_once('.')
+            .filter(|(id, s)| id.len() <= 64 && s.len() <= 64)
+        else {
             return Err(refused());
         };
         let account = format!("{app}\nmfa\n{id}");
@@ -705,18 +839,27 @@ impl Accounts {
             return Err(AuthError::Throttled(wait));
         }
         let fail = || {
-            self.throttle.failed(&account, &address, (settings.throttle.account_failures, settings.throttle.address_failures));
+            self.throttle.failed(
+                &account,
+                &address,
+                (
+                    settings.throttle.account_failures,
+                    settings.throttle.address_failures,
+                ),
+            );
             tracing::info!(app, user = id, "second factor refused");
             refused()
         };
         let hash = hash_secret(secret);
         let user = users::get(&self.documents, app, id).await?;
-        let (Some(user), Some(totp)) = (user.as_ref(), user.as_ref().and_then(|u| u.totp.clone())) else {
+        let (Some(user), Some(totp)) = (user.as_ref(), user.as_ref().and_then(|u| u.totp.clone()))
+        else {
             return Err(fail());
         };
-        let live = user.mfa_challenge.as_ref().is_some_and(|c| {
-            constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms()
-        });
+        let live = user
+            .mfa_challenge
+            .as_ref()
+            .is_some_and(|c| constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms());
         if !live || !totp.confirmed || user.disabled {
             return Err(fail());
         }
@@ -733,9 +876,16 @@ impl Accounts {
             }
             let left: Vec<&String> = totp.recovery.iter().filter(|h| **h != used).collect();
             fields["totp.recovery"] = json!(left);
-            tracing::info!(app, user = id, left = left.len(), "a recovery code was used");
+            tracing::info!(
+                app,
+                user = id,
+                left = left.len(),
+                "a recovery code was used"
+            );
         } else {
-            return Err(AuthError::InvalidInput("send `code` or `recovery_code`".into()));
+            return Err(AuthError::InvalidInput(
+                "send `code` or `recovery_code`".into(),
+            ));
         }
         // The challenge and the code are used up together, once.
         let condition = json!({"mfa_challenge.hash": hash, "totp.last_step": totp.last_step});
@@ -747,46 +897,86 @@ impl Accounts {
     }
 
     /// Starts TOTP enrolment: a new secret, not yet required at sign-in.
-    pub async fn enroll_totp(&self, app: &str, identity: &Identity) -> Result<(String, String), AuthError> {
+    pub async fn enroll_totp(
+        &self,
+        app: &str,
+        identity: &Identity,
+    ) -> Result<(String, String), AuthError> {
         let user = self.existing(app, &identity.user).await?;
         if user.mfa_enabled() {
-            return Err(AuthError::NotAllowed("a second factor is already enrolled; remove it first".into()));
+            return Err(AuthError::NotAllowed(
+                "a second factor is already enrolled; remove it first".into(),
+            ));
         }
         let secret = mfa::new_secret();
         let account = user.email.clone().unwrap_or_else(|| user.id.clone());
-        let url = mfa::otpauth_url(&secret, app, &account)
-            .ok_or_else(|| AuthError::InvalidInput("cannot form an otpauth URL for this account".into()))?;
-        users::set(&self.documents, app, &user.id, json!({"totp": {"secret": secret, "confirmed": false, "last_step": 0, "recovery": []}}))
-            .await?;
+        let url = mfa::otpauth_url(&secret, app, &account).ok_or_else(|| {
+            AuthError::InvalidInput("cannot form an otpauth URL for this account".into())
+        })?;
+        users::set(
+            &self.documents,
+            app,
+            &user.id,
+            json!({"totp": {"secret": secret, "confirmed": false, "last_step": 0, "recovery": []}}),
+        )
+        .await?;
         Ok((secret, url))
     }
 
     /// Confirms enrolment with a code from the authenticator; returns the
     /// recovery codes (shown once). This session counts as having passed.
-    pub async fn confirm_totp(&self, app: &str, identity: &Identity, code: &str) -> Result<Vec<String>, AuthError> {
+    pub async fn confirm_totp(
+        &self,
+        app: &str,
+        identity: &Identity,
+        code: &str,
+    ) -> Result<Vec<String>, AuthError> {
         let user = self.existing(app, &identity.user).await?;
         let Some(totp) = user.totp.filter(|t| !t.confirmed) else {
-            return Err(AuthError::NotAllowed("no enrolment is pending: start one first".into()));
+            return Err(AuthError::NotAllowed(
+                "no enrolment is pending: start one first".into(),
+            ));
         };
         let Some(step) = mfa::check(&totp.secret, code, totp.last_step) else {
-            return Err(AuthError::InvalidInput("the code is wrong or expired".into()));
+            return Err(AuthError::InvalidInput(
+                "the code is wrong or expired".into(),
+            ));
         };
         let (codes, hashes) = mfa::recovery_codes();
         let condition = json!({"totp.secret": totp.secret, "totp.confirmed": false});
-        let fields = json!({"totp.confirmed": true, "totp.last_step": step, "totp.recovery": hashes});
-        if users::set_if(&self.documents, app, &user.id, condition, fields).await?.is_none() {
-            return Err(AuthError::NotAllowed("the enrolment changed meanwhile; start again".into()));
+        let fields =
+            json!({"totp.confirmed": true, "totp.last_step": step, "totp.recovery": hashes});
+        if users::set_if(&self.documents, app, &user.id, condition, fields)
+            .await?
+            .is_none()
+        {
+            return Err(AuthError::NotAllowed(
+                "the enrolment changed meanwhile; start again".into(),
+            ));
         }
-        sessions::set(&self.documents, app, &identity.session, json!({"mfa": true})).await?;
+        sessions::set(
+            &self.documents,
+            app,
+            &identity.session,
+            json!({"mfa": true}),
+        )
+        .await?;
         tracing::info!(app, user = %user.id, "TOTP enrolled");
         Ok(codes)
     }
 
     /// Removes the second factor; needs a session that passed it and a
     /// current code (or a recovery code).
-    pub async fn remove_totp(&self, app: &str, identity: &Identity, code: &str) -> Result<(), AuthError> {
+    pub async fn remove_totp(
+        &self,
+        app: &str,
+        identity: &Identity,
+        code: &str,
+    ) -> Result<(), AuthError> {
         if !identity.mfa {
-            return Err(AuthError::NotAllowed("sign in with the second factor first".into()));
+            return Err(AuthError::NotAllowed(
+                "sign in with the second factor first".into(),
+            ));
         }
         let user = self.existing(app, &identity.user).await?;
         let Some(totp) = user.totp.filter(|t| t.confirmed) else {
@@ -796,9 +986,17 @@ impl Accounts {
         if mfa::check(&totp.secret, code, totp.last_step).is_none()
             && !totp.recovery.iter().any(|h| constant_time_eq(h, &recovery))
         {
-            return Err(AuthError::InvalidInput("the code is wrong or expired".into()));
+            return Err(AuthError::InvalidInput(
+                "the code is wrong or expired".into(),
+            ));
         }
-        users::set(&self.documents, app, &user.id, json!({"totp": null, "mfa_challenge": null})).await?;
+        users::set(
+            &self.documents,
+            app,
+            &user.id,
+            json!({"totp": null, "mfa_challenge": null}),
+        )
+        .await?;
         sessions::set_for_user(&self.documents, app, &user.id, json!({"mfa": false})).await?;
         tracing::info!(app, user = %user.id, "TOTP removed");
         Ok(())
@@ -816,16 +1014,24 @@ impl Accounts {
             .hash(app, password.to_string(), settings.argon2)
             .await?;
         tracing::info!(app, user = %user.id, "password rehashed at the app's current cost");
-        Ok(
-            users::set(&self.documents, app, &user.id, json!({"password_hash": hash}))
-                .await?
-                .unwrap_or(user),
+        Ok(users::set(
+            &self.documents,
+            app,
+            &user.id,
+            json!({"password_hash": hash}),
         )
+        .await?
+        .unwrap_or(user))
     }
 
     async fn decoy(&self, app: &str, cost: HashCost) -> Result<String, AuthError> {
         let key = (cost.memory_kib, cost.iterations, cost.parallelism);
-        if let Some(hash) = self.decoys.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(hash) = self
+            .decoys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(hash.clone());
         }
         let secret = hex::encode(rand::random::<[u8; 16]>());
@@ -887,7 +1093,13 @@ impl Accounts {
             .current()
             .ok_or_else(|| StoreError::Unavailable(format!("app `{app}` has no signing key")))?;
         let access_token = key
-            .sign(app, &user.id, &session.id, session.mfa, settings.access_token_ttl)
+            .sign(
+                app,
+                &user.id,
+                &session.id,
+                session.mfa,
+                settings.access_token_ttl,
+            )
             .map_err(|e| StoreError::Unavailable(format!("signing a token: {e}")))?;
         Ok(Tokens {
             access_token,
@@ -917,7 +1129,11 @@ impl Accounts {
             return Err(AuthError::InvalidRefreshToken);
         };
         if !constant_time_eq(&presented, &session.refresh_hash) {
-            if session.rotated.iter().any(|old| constant_time_eq(old, &presented)) {
+            if session
+                .rotated
+                .iter()
+                .any(|old| constant_time_eq(old, &presented))
+            {
                 sessions::delete(&self.documents, app, sid).await?;
                 tracing::warn!(app, session = sid, user = %session.user,
                     "a rotated refresh token was used again: the session is revoked");
@@ -930,10 +1146,17 @@ impl Accounts {
         else {
             // Another refresh with the same token won the race: this one is a reuse.
             sessions::delete(&self.documents, app, sid).await?;
-            tracing::warn!(app, session = sid, "a refresh token was used twice at once: the session is revoked");
+            tracing::warn!(
+                app,
+                session = sid,
+                "a refresh token was used twice at once: the session is revoked"
+            );
             return Err(AuthError::InvalidRefreshToken);
         };
-        let user = self.existing(app, &session.user).await.map_err(|_| AuthError::InvalidRefreshToken)?;
+        let user = self
+            .existing(app, &session.user)
+            .await
+            .map_err(|_| AuthError::InvalidRefreshToken)?;
         if user.disabled {
             return Err(AuthError::InvalidRefreshToken);
         }
@@ -974,7 +1197,12 @@ impl Accounts {
 
     // ---- The signed-in user ---------------------------------------------
 
-    pub async fn sign_out(&self, app: &str, identity: &Identity, everywhere: bool) -> Result<u64, AuthError> {
+    pub async fn sign_out(
+        &self,
+        app: &str,
+        identity: &Identity,
+        everywhere: bool,
+    ) -> Result<u64, AuthError> {
         Ok(match everywhere {
             true => sessions::delete_all(&self.documents, app, &identity.user).await?,
             false => sessions::delete(&self.documents, app, &identity.session).await? as u64,
@@ -991,16 +1219,30 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         let user = self.existing(app, &identity.user).await?;
         let Some(stored) = user.password_hash.clone() else {
-            return Err(AuthError::NotAllowed("this user has no password to change".into()));
+            return Err(AuthError::NotAllowed(
+                "this user has no password to change".into(),
+            ));
         };
         if current.len() > MAX_PASSWORD_LENGTH
-            || !self.hashing.verify(app, current.to_string(), stored).await?
+            || !self
+                .hashing
+                .verify(app, current.to_string(), stored)
+                .await?
         {
             return Err(AuthError::InvalidCredentials);
         }
         check_password(new, settings)?;
-        let hash = self.hashing.hash(app, new.to_string(), settings.argon2).await?;
-        users::set(&self.documents, app, &user.id, json!({"password_hash": hash})).await?;
+        let hash = self
+            .hashing
+            .hash(app, new.to_string(), settings.argon2)
+            .await?;
+        users::set(
+            &self.documents,
+            app,
+            &user.id,
+            json!({"password_hash": hash}),
+        )
+        .await?;
         // Every other session signs in again with the new password.
         for session in sessions::of_user(&self.documents, app, &user.id).await? {
             if session.id != identity.session {
@@ -1021,7 +1263,10 @@ impl Accounts {
         if let Some(stored) = user.password_hash.clone() {
             let password = password.unwrap_or_default();
             if password.len() > MAX_PASSWORD_LENGTH
-                || !self.hashing.verify(app, password.to_string(), stored).await?
+                || !self
+                    .hashing
+                    .verify(app, password.to_string(), stored)
+                    .await?
             {
                 return Err(AuthError::InvalidCredentials);
             }
@@ -1035,7 +1280,11 @@ impl Accounts {
         Ok(users::get(&self.documents, app, id).await?)
     }
 
-    pub async fn user_by_email(&self, app: &str, email: &str) -> Result<Option<UserRecord>, AuthError> {
+    pub async fn user_by_email(
+        &self,
+        app: &str,
+        email: &str,
+    ) -> Result<Option<UserRecord>, AuthError> {
         let email = normalize_email(email)?;
         Ok(users::by_email(&self.documents, app, &email).await?)
     }
@@ -1048,7 +1297,14 @@ impl Accounts {
         limit: u64,
     ) -> Result<Vec<UserRecord>, AuthError> {
         let prefix = email_prefix.map(str::to_lowercase);
-        Ok(users::list(&self.documents, app, after, prefix.as_deref(), limit.clamp(1, 100)).await?)
+        Ok(users::list(
+            &self.documents,
+            app,
+            after,
+            prefix.as_deref(),
+            limit.clamp(1, 100),
+        )
+        .await?)
     }
 
     async fn existing(&self, app: &str, id: &str) -> Result<UserRecord, AuthError> {
@@ -1063,14 +1319,26 @@ impl Accounts {
             .ok_or_else(|| AuthError::NotFound(format!("no user `{}`", id.escape_debug())))
     }
 
-    pub async fn update_data(&self, app: &str, id: &str, data: Value) -> Result<UserRecord, AuthError> {
+    pub async fn update_data(
+        &self,
+        app: &str,
+        id: &str,
+        data: Value,
+    ) -> Result<UserRecord, AuthError> {
         let data = check_profile(data)?;
         self.set(app, id, json!({"data": data})).await
     }
 
-    pub async fn set_roles(&self, app: &str, id: &str, roles: Vec<String>) -> Result<UserRecord, AuthError> {
+    pub async fn set_roles(
+        &self,
+        app: &str,
+        id: &str,
+        roles: Vec<String>,
+    ) -> Result<UserRecord, AuthError> {
         if roles.len() > MAX_ROLES {
-            return Err(AuthError::InvalidInput(format!("a user has at most {MAX_ROLES} roles")));
+            return Err(AuthError::InvalidInput(format!(
+                "a user has at most {MAX_ROLES} roles"
+            )));
         }
         if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
             return Err(AuthError::InvalidInput(format!(
@@ -1087,7 +1355,12 @@ impl Accounts {
     }
 
     /// Disabling also revokes every session, so it takes effect at once.
-    pub async fn set_disabled(&self, app: &str, id: &str, disabled: bool) -> Result<UserRecord, AuthError> {
+    pub async fn set_disabled(
+        &self,
+        app: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<UserRecord, AuthError> {
         let user = self.set(app, id, json!({"disabled": disabled})).await?;
         if disabled {
             sessions::delete_all(&self.documents, app, id).await?;
@@ -1098,7 +1371,10 @@ impl Accounts {
 
     pub async fn delete_user(&self, app: &str, id: &str) -> Result<(), AuthError> {
         if !users::delete(&self.documents, app, id).await? {
-            return Err(AuthError::NotFound(format!("no user `{}`", id.escape_debug())));
+            return Err(AuthError::NotFound(format!(
+                "no user `{}`",
+                id.escape_debug()
+            )));
         }
         sessions::delete_all(&self.documents, app, id).await?;
         identities::delete_of_user(&self.documents, app, id).await?;
@@ -1114,7 +1390,10 @@ impl Accounts {
     pub async fn revoke_session(&self, app: &str, user: &str, id: &str) -> Result<(), AuthError> {
         match sessions::delete_of_user(&self.documents, app, user, id).await? {
             true => Ok(()),
-            false => Err(AuthError::NotFound(format!("no session `{}`", id.escape_debug()))),
+            false => Err(AuthError::NotFound(format!(
+                "no session `{}`",
+                id.escape_debug()
+            ))),
         }
     }
 
@@ -1128,9 +1407,9 @@ impl Accounts {
 pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= MAX_EMAIL_LEN
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        })
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     match valid {
         true => Ok(email),
@@ -1182,8 +1461,7 @@ fn hash_secret(secret: &str) -> String {
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

@@ -39,7 +39,7 @@ struct PublicOnly {
 impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let allowed = self.internal_hosts.iter().any(|h| *h == host);
+        let allowed = self.internal_hosts.contains(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
@@ -91,7 +91,7 @@ impl Fetcher {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let allowed = self.internal_hosts.iter().any(|h| *h == host);
+        let allowed = self.internal_hosts.contains(&host);
         match parsed.scheme() {
             "https" => {}
             "http" if allowed => {}
@@ -134,21 +134,34 @@ impl Fetcher {
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, FetchError> {
-        let response = request.send().await.map_err(|e| failed(url, e.to_string()))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| failed(url, e.to_string()))?;
         let status = response.status();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| failed(url, e.to_string()))?;
             if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(failed(url, format!("the answer is over {MAX_BODY_BYTES} bytes")));
+                return Err(failed(
+                    url,
+                    format!("the answer is over {MAX_BODY_BYTES} bytes"),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
-            return Err(failed(url, format!("answered {status}: {}", text.chars().take(200).collect::<String>())));
+            return Err(failed(
+                url,
+                format!(
+                    "answered {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+            ));
         }
-        serde_json::from_slice(&body).map_err(|e| failed(url, format!("the answer is not the JSON expected: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| failed(url, format!("the answer is not the JSON expected: {e}")))
     }
 }

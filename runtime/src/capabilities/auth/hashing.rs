@@ -49,7 +49,12 @@ impl Hashing {
             .clone();
         let turn = async {
             let app_permit = app_slots.acquire_owned().await.map_err(|_| Busy)?;
-            let server_permit = self.server.clone().acquire_owned().await.map_err(|_| Busy)?;
+            let server_permit = self
+                .server
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Busy)?;
             Ok::<_, Busy>((app_permit, server_permit))
         };
         let permits = tokio::time::timeout(MAX_WAIT, turn)
@@ -64,7 +69,8 @@ impl Hashing {
     }
 
     pub async fn hash(&self, app: &str, password: String, cost: HashCost) -> Result<String, Busy> {
-        self.run(app, move || passwords::hash(&password, &cost)).await
+        self.run(app, move || passwords::hash(&password, &cost))
+            .await
     }
 
     pub async fn verify(&self, app: &str, password: String, stored: String) -> Result<bool, Busy> {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::settings::MAX_ACCESS_TTL;
 use super::tokens::SigningKey;
-use crate::store::platform::signing_keys;
 use crate::store::platform::now_ms;
+use crate::store::platform::signing_keys;
 use crate::store::{Documents, StoreError};
 
 const RELOAD_AFTER: Duration = Duration::from_secs(30);
@@ -67,7 +67,10 @@ impl KeyRings {
 
     async fn load(&self, app: &str, fresher_than: Duration) -> Result<Arc<Ring>, StoreError> {
         let _one = self.loading.lock().await;
-        if let Some(ring) = self.cached(app).filter(|r| r.loaded.elapsed() < fresher_than) {
+        if let Some(ring) = self
+            .cached(app)
+            .filter(|r| r.loaded.elapsed() < fresher_than)
+        {
             return Ok(ring);
         }
         let mut records = signing_keys::of_app(&self.documents, app).await?;

@@ -75,19 +75,29 @@ mod tests {
     fn a_code_is_accepted_once_and_a_wrong_one_never() {
         let secret = new_secret();
         let now = crate::store::platform::now_ms() / 1000;
-        let code = totp(&secret, "shop", "a@b").unwrap().generate(now).to_string();
+        let code = totp(&secret, "shop", "a@b")
+            .unwrap()
+            .generate(now)
+            .to_string();
         let step = check(&secret, &code, 0).expect("the current code");
         assert_eq!(check(&secret, &code, step), None, "replayed");
         assert_eq!(check(&secret, "000000x", 0), None);
         let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
         assert_eq!(check(&secret, &wrong, 0), None);
-        assert!(otpauth_url(&secret, "shop", "a:b@c").unwrap().starts_with("otpauth://totp/"));
+        assert!(
+            otpauth_url(&secret, "shop", "a:b@c")
+                .unwrap()
+                .starts_with("otpauth://totp/")
+        );
     }
 
     #[test]
     fn recovery_codes_hash_without_regard_to_case_or_dashes() {
         let (codes, hashes) = recovery_codes();
         assert_eq!(codes.len(), RECOVERY_CODES);
-        assert_eq!(hash_recovery_code(&codes[0].to_uppercase().replace('-', "")), hashes[0]);
+        assert_eq!(
+            hash_recovery_code(&codes[0].to_uppercase().replace('-', "")),
+            hashes[0]
+        );
     }
 }

@@ -50,10 +50,13 @@ pub fn app_settings(
 ) -> Result<AuthSettings, ConfigureError> {
     let mut settings: AuthSettings = match app_section.get("auth") {
         None => AuthSettings::default(),
-        Some(value) => value.clone().try_into().map_err(|e: toml::de::Error| ConfigureError {
-            field: "auth".into(),
-            message: e.message().to_string(),
-        })?,
+        Some(value) => value
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigureError {
+                field: "auth".into(),
+                message: e.message().to_string(),
+            })?,
     };
     // Provider secrets are app variables; their names are checked by config.
     let variables: std::collections::BTreeMap<String, String> = app_section
@@ -234,11 +237,15 @@ impl Host for AuthHost {
 
     async fn update_data(&mut self, id: String, data: String) -> Result<User, Error> {
         let data = profile(&data)?.unwrap_or_else(|| serde_json::json!({}));
-        Ok(to_wit(self.accounts.update_data(&self.app, &id, data).await?))
+        Ok(to_wit(
+            self.accounts.update_data(&self.app, &id, data).await?,
+        ))
     }
 
     async fn set_roles(&mut self, id: String, roles: Vec<String>) -> Result<User, Error> {
-        Ok(to_wit(self.accounts.set_roles(&self.app, &id, roles).await?))
+        Ok(to_wit(
+            self.accounts.set_roles(&self.app, &id, roles).await?,
+        ))
     }
 
     async fn set_disabled(&mut self, id: String, disabled: bool) -> Result<User, Error> {

@@ -63,7 +63,12 @@ impl ProviderSettings {
         if !self.issuer.starts_with("https://") && !self.issuer.starts_with("http://") {
             return Err("issuer is an https URL".into());
         }
-        if self.client_ids.is_empty() || self.client_ids.iter().any(|c| c.is_empty() || c.len() > 256) {
+        if self.client_ids.is_empty()
+            || self
+                .client_ids
+                .iter()
+                .any(|c| c.is_empty() || c.len() > 256)
+        {
             return Err("client_ids lists 1 or more client ids".into());
         }
         if let Some(name) = &self.client_secret_variable {
@@ -151,15 +156,25 @@ impl Oidc {
     }
 
     pub async fn discovery(&self, issuer: &str) -> Result<Discovery, OidcError> {
-        if let Some((doc, at)) = self.discovery.lock().unwrap_or_else(|e| e.into_inner()).get(issuer)
+        if let Some((doc, at)) = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(issuer)
             && at.elapsed() < CACHE_FOR
         {
             return Ok(doc.clone());
         }
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let doc: Discovery = self.fetcher.get_json(&url).await?;
         if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return Err(refused(format!("the discovery document names issuer `{}`", doc.issuer)));
+            return Err(refused(format!(
+                "the discovery document names issuer `{}`",
+                doc.issuer
+            )));
         }
         self.discovery
             .lock()
@@ -174,14 +189,25 @@ impl Oidc {
         let find = |keys: &HashMap<String, CachedKeys>, fresh: Duration| {
             keys.get(jwks_uri)
                 .filter(|c| c.fetched.elapsed() < fresh)
-                .map(|c| c.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned())
+                .map(|c| {
+                    c.keys
+                        .iter()
+                        .find(|k| k.common.key_id.as_deref() == Some(kid))
+                        .cloned()
+                })
         };
-        let cached = find(&self.keys.lock().unwrap_or_else(|e| e.into_inner()), CACHE_FOR);
+        let cached = find(
+            &self.keys.lock().unwrap_or_else(|e| e.into_inner()),
+            CACHE_FOR,
+        );
         match cached {
             Some(Some(key)) => return Ok(key),
             Some(None) => {
                 // Known set, unknown kid: reread unless that happened just now.
-                let recent = find(&self.keys.lock().unwrap_or_else(|e| e.into_inner()), MIN_REFETCH);
+                let recent = find(
+                    &self.keys.lock().unwrap_or_else(|e| e.into_inner()),
+                    MIN_REFETCH,
+                );
                 if recent.is_some() {
                     return Err(refused(format!("the provider has no key `{kid}`")));
                 }
@@ -190,7 +216,10 @@ impl Oidc {
         }
         let set: JwkSet = self.fetcher.get_json(jwks_uri).await?;
         let keys: Vec<Jwk> = set.keys.into_iter().take(MAX_KEYS).collect();
-        let key = keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned();
+        let key = keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+            .cloned();
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).insert(
             jwks_uri.to_string(),
             CachedKeys {
@@ -216,9 +245,18 @@ impl Oidc {
         let header = jsonwebtoken::decode_header(id_token).map_err(|e| refused(e.to_string()))?;
         if !matches!(
             header.alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
         ) {
-            return Err(refused(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(refused(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
         let kid = header.kid.ok_or_else(|| refused("no `kid`"))?;
         let discovery = self.discovery(&provider.issuer).await?;
@@ -226,7 +264,10 @@ impl Oidc {
         let key = decoding_key(&jwk, header.alg)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
-        validation.set_issuer(&[provider.issuer.as_str(), provider.issuer.trim_end_matches('/')]);
+        validation.set_issuer(&[
+            provider.issuer.as_str(),
+            provider.issuer.trim_end_matches('/'),
+        ]);
         validation.set_audience(&provider.client_ids);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<Claims>(id_token, &key, &validation)
@@ -259,7 +300,10 @@ impl Oidc {
         code_verifier: &str,
     ) -> Result<String, OidcError> {
         let discovery = self.discovery(&provider.issuer).await?;
-        let redirect = provider.redirect_uri.as_deref().ok_or_else(|| refused("no redirect_uri"))?;
+        let redirect = provider
+            .redirect_uri
+            .as_deref()
+            .ok_or_else(|| refused("no redirect_uri"))?;
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
@@ -271,8 +315,15 @@ impl Oidc {
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256")
             .finish();
-        let separator = if discovery.authorization_endpoint.contains('?') { '&' } else { '?' };
-        Ok(format!("{}{separator}{query}", discovery.authorization_endpoint))
+        let separator = if discovery.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Ok(format!(
+            "{}{separator}{query}",
+            discovery.authorization_endpoint
+        ))
     }
 
     /// Trades a code for the id_token and verifies it with the flow's nonce.
@@ -284,7 +335,10 @@ impl Oidc {
         nonce: &str,
     ) -> Result<ProviderClaims, OidcError> {
         let discovery = self.discovery(&provider.issuer).await?;
-        let redirect = provider.redirect_uri.as_deref().ok_or_else(|| refused("no redirect_uri"))?;
+        let redirect = provider
+            .redirect_uri
+            .as_deref()
+            .ok_or_else(|| refused("no redirect_uri"))?;
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -295,7 +349,10 @@ impl Oidc {
         if let Some(secret) = &provider.client_secret {
             form.push(("client_secret", secret));
         }
-        let answer: TokenAnswer = self.fetcher.post_form(&discovery.token_endpoint, &form).await?;
+        let answer: TokenAnswer = self
+            .fetcher
+            .post_form(&discovery.token_endpoint, &form)
+            .await?;
         self.verify(provider, &answer.id_token, nonce).await
     }
 }
@@ -304,11 +361,14 @@ impl Oidc {
 /// (and malformed ones, which would otherwise reach the verifier).
 fn decoding_key(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, OidcError> {
     let fits = match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256) => true,
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256,
+        ) => true,
         (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384) => true,
-        (AlgorithmParameters::OctetKeyPair(params), Algorithm::EdDSA) => {
-            URL_SAFE_NO_PAD.decode(&params.x).is_ok_and(|x| x.len() == 32)
-        }
+        (AlgorithmParameters::OctetKeyPair(params), Algorithm::EdDSA) => URL_SAFE_NO_PAD
+            .decode(&params.x)
+            .is_ok_and(|x| x.len() == 32),
         _ => false,
     };
     if !fits {

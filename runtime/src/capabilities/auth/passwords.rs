@@ -39,9 +39,7 @@ impl HashCost {
             return Err(format!("parallelism is 1 to {MAX_PARALLELISM}"));
         }
         if self.memory_kib < 8 * self.parallelism || self.memory_kib > MAX_MEMORY_KIB {
-            return Err(format!(
-                "memory_kib is 8 × parallelism to {MAX_MEMORY_KIB}"
-            ));
+            return Err(format!("memory_kib is 8 × parallelism to {MAX_MEMORY_KIB}"));
         }
         if !(1..=MAX_ITERATIONS).contains(&self.iterations) {
             return Err(format!("iterations is 1 to {MAX_ITERATIONS}"));
@@ -132,22 +130,37 @@ mod tests {
     #[test]
     fn hashes_verify_and_report_a_changed_cost() {
         let stored = hash("correct horse", &CHEAP);
-        assert!(stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{stored}");
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+            "{stored}"
+        );
         assert!(verify("correct horse", &stored));
         assert!(!verify("correct horsf", &stored));
         assert!(!needs_rehash(&stored, &CHEAP));
         assert!(needs_rehash(&stored, &HashCost::default()));
         assert!(!verify("x", "not a hash"));
-        assert!(!verify("x", "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaA"));
+        assert!(!verify(
+            "x",
+            "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaA"
+        ));
     }
 
     #[test]
     fn costs_outside_the_bounds_are_refused() {
         assert!(HashCost::default().check().is_ok());
         for bad in [
-            HashCost { memory_kib: MAX_MEMORY_KIB + 1, ..CHEAP },
-            HashCost { iterations: 0, ..CHEAP },
-            HashCost { parallelism: 9, ..CHEAP },
+            HashCost {
+                memory_kib: MAX_MEMORY_KIB + 1,
+                ..CHEAP
+            },
+            HashCost {
+                iterations: 0,
+                ..CHEAP
+            },
+            HashCost {
+                parallelism: 9,
+                ..CHEAP
+            },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }

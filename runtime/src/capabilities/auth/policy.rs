@@ -28,8 +28,7 @@ pub enum Refusal {
     SecondFactorRequired,
 }
 
-pub const POLICY_RULE: &str =
-    "is `public`, `user`, `mfa` or `role:NAME` (NAME: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`, `.`, `:`)";
+pub const POLICY_RULE: &str = "is `public`, `user`, `mfa` or `role:NAME` (NAME: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`, `.`, `:`)";
 
 impl Policy {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -88,7 +87,10 @@ mod tests {
     #[test]
     fn parses_every_policy_and_refuses_the_rest() {
         assert_eq!(Policy::parse("public"), Ok(Policy::Public));
-        assert_eq!(Policy::parse("role:admin"), Ok(Policy::Role("admin".into())));
+        assert_eq!(
+            Policy::parse("role:admin"),
+            Ok(Policy::Role("admin".into()))
+        );
         for bad in ["", "users", "role:", "role:a b", "ROLE:x", "any"] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }

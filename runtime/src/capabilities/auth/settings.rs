@@ -98,7 +98,8 @@ impl AuthSettings {
         variables: &BTreeMap<String, String>,
     ) -> Result<(), (String, String)> {
         let field = |f: &str, m: String| Err((format!("auth.{f}"), m));
-        if self.access_token_ttl < Duration::from_secs(60) || self.access_token_ttl > MAX_ACCESS_TTL {
+        if self.access_token_ttl < Duration::from_secs(60) || self.access_token_ttl > MAX_ACCESS_TTL
+        {
             return field("access_token_ttl", "is 1m to 24h".into());
         }
         if self.refresh_token_ttl < self.access_token_ttl
@@ -125,9 +126,14 @@ impl AuthSettings {
         for (name, provider) in &mut self.providers {
             let valid = !name.is_empty()
                 && name.len() <= 32
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !valid {
-                return field(&format!("providers.{name}"), "a provider name is 1 to 32 of a-z, 0-9, `-`".into());
+                return field(
+                    &format!("providers.{name}"),
+                    "a provider name is 1 to 32 of a-z, 0-9, `-`".into(),
+                );
             }
             provider
                 .check(variables)
@@ -135,12 +141,18 @@ impl AuthSettings {
         }
         if let Some(mail) = &self.mail {
             if !functions.iter().any(|f| **f == *mail.function) {
-                return field("mail.function", format!("no function named `{}`", mail.function));
+                return field(
+                    "mail.function",
+                    format!("no function named `{}`", mail.function),
+                );
             }
             if let Some(link) = &mail.link
                 && (!link.contains("{token}") || link.len() > 2048)
             {
-                return field("mail.link", "holds `{token}` and is at most 2048 bytes".into());
+                return field(
+                    "mail.link",
+                    "holds `{token}` and is at most 2048 bytes".into(),
+                );
             }
         }
         Ok(())

@@ -87,7 +87,10 @@ impl SigningKey {
     /// A stored key; `Err` names what does not read.
     pub fn from_record(record: &SigningKeyRecord) -> Result<Self, String> {
         if record.alg != "EdDSA" {
-            return Err(format!("key {}: unknown algorithm `{}`", record.id, record.alg));
+            return Err(format!(
+                "key {}: unknown algorithm `{}`",
+                record.id, record.alg
+            ));
         }
         let private = base64::engine::general_purpose::STANDARD
             .decode(&record.private_key)
@@ -219,7 +222,10 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         // alg none, with and without a signature.
         let none = b64(&json!({"alg": "none", "kid": key.kid}));
-        for forged in [format!("{none}.{}.", parts[1]), format!("{none}.{}", parts[1])] {
+        for forged in [
+            format!("{none}.{}.", parts[1]),
+            format!("{none}.{}", parts[1]),
+        ] {
             assert!(verify("shop", &forged, keys).is_err(), "{forged}");
         }
         // HS256 keyed with the public key.
@@ -234,11 +240,17 @@ mod tests {
         .unwrap();
         assert!(verify("shop", &hs, keys).is_err());
         // A changed payload.
-        let admin = b64(&json!({"iss": "kiln:shop", "aud": "shop", "sub": "admin", "sid": "s1", "iat": 0, "nbf": 0, "exp": u64::MAX / 2}));
+        let admin = b64(
+            &json!({"iss": "kiln:shop", "aud": "shop", "sub": "admin", "sid": "s1", "iat": 0, "nbf": 0, "exp": u64::MAX / 2}),
+        );
         let tampered = format!("{}.{admin}.{}", parts[0], parts[2]);
         assert!(verify("shop", &tampered, keys).is_err());
         // Not base64, not JSON, too long.
-        for junk in ["a.b.c", "!!!.???.***", &format!("{}.e30.{}", b64(&json!("x")), parts[2])] {
+        for junk in [
+            "a.b.c",
+            "!!!.???.***",
+            &format!("{}.e30.{}", b64(&json!("x")), parts[2]),
+        ] {
             assert!(verify("shop", junk, keys).is_err(), "{junk}");
         }
         assert!(matches!(

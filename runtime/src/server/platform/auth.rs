@@ -151,7 +151,14 @@ pub async fn handle(
         (&Method::POST, ["signup"]) => {
             let body: Credentials = read_json(req, MAX_BODY_BYTES).await?;
             let tokens = accounts
-                .sign_up(app, settings, &body.email, &body.password, body.data, &client)
+                .sign_up(
+                    app,
+                    settings,
+                    &body.email,
+                    &body.password,
+                    body.data,
+                    &client,
+                )
                 .await?;
             tracing::info!(app, user = %tokens.user.id, "signed up");
             ok(StatusCode::CREATED, tokens.to_json())
@@ -159,7 +166,10 @@ pub async fn handle(
         (&Method::POST, ["signin"]) => {
             let body: Credentials = read_json(req, MAX_BODY_BYTES).await?;
             if body.data.is_some() {
-                return Err(ApiError::new(ErrorCode::InvalidBody, "signin takes no `data`"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidBody,
+                    "signin takes no `data`",
+                ));
             }
             let tokens = accounts
                 .sign_in(app, settings, &body.email, &body.password, &client)
@@ -194,22 +204,37 @@ pub async fn handle(
         }
         (&Method::POST, ["reset", "send"]) => {
             let body: Email = read_json(req, MAX_BODY_BYTES).await?;
-            accounts.request_reset(app, settings, &body.email, &client).await?;
+            accounts
+                .request_reset(app, settings, &body.email, &client)
+                .await?;
             ok(StatusCode::ACCEPTED, json!({}))
         }
         (&Method::POST, ["reset"]) => {
             let body: OneTime = read_json(req, MAX_BODY_BYTES).await?;
             let Some(password) = body.password else {
-                return Err(ApiError::new(ErrorCode::InvalidBody, "reset needs `password`"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidBody,
+                    "reset needs `password`",
+                ));
             };
-            accounts.reset_password(app, settings, &body.token, &password).await?;
+            accounts
+                .reset_password(app, settings, &body.token, &password)
+                .await?;
             ok(StatusCode::OK, json!({}))
         }
         (&Method::POST, ["oidc", provider, "token"]) => {
             let caller = identify(auth, req.headers()).await?;
             let body: IdToken = read_json(req, MAX_BODY_BYTES).await?;
             let signed_in = accounts
-                .sign_in_with_id_token(app, settings, provider, &body.id_token, &body.nonce, caller.as_ref(), &client)
+                .sign_in_with_id_token(
+                    app,
+                    settings,
+                    provider,
+                    &body.id_token,
+                    &body.nonce,
+                    caller.as_ref(),
+                    &client,
+                )
                 .await?;
             ok(StatusCode::OK, signed_in.to_json())
         }
@@ -219,11 +244,16 @@ pub async fn handle(
                 match &*key {
                     "redirect_to" => redirect_to = Some(value.into_owned()),
                     other => {
-                        return Err(ApiError::new(ErrorCode::InvalidQuery, format!("unknown parameter `{other}` (redirect_to)")));
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("unknown parameter `{other}` (redirect_to)"),
+                        ));
                     }
                 }
             }
-            let url = accounts.start_code_flow(app, settings, provider, redirect_to.as_deref()).await?;
+            let url = accounts
+                .start_code_flow(app, settings, provider, redirect_to.as_deref())
+                .await?;
             found(&url)
         }
         (&Method::GET, ["oidc", provider, "callback"]) => {
@@ -237,10 +267,19 @@ pub async fn handle(
                 }
             }
             if let Some(error) = error {
-                return Err(ApiError::new(ErrorCode::InvalidIdToken, format!("the provider refused the sign-in: {}", error.chars().take(200).collect::<String>())));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidIdToken,
+                    format!(
+                        "the provider refused the sign-in: {}",
+                        error.chars().take(200).collect::<String>()
+                    ),
+                ));
             }
             let (Some(code), Some(state)) = (code, state) else {
-                return Err(ApiError::new(ErrorCode::InvalidQuery, "the callback needs `code` and `state`"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    "the callback needs `code` and `state`",
+                ));
             };
             let (signed_in, redirect_to) = accounts
                 .finish_code_flow(app, settings, provider, &state, &code, &client)
@@ -250,12 +289,19 @@ pub async fn handle(
                 Some(to) => {
                     // In the fragment, which browsers never send to a server.
                     let fragment: String = form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(signed_in.to_json().as_object().into_iter().flatten().filter_map(|(k, v)| match v {
-                            Value::String(s) => Some((k.clone(), s.clone())),
-                            Value::Number(n) => Some((k.clone(), n.to_string())),
-                            Value::Bool(b) => Some((k.clone(), b.to_string())),
-                            _ => None,
-                        }))
+                        .extend_pairs(
+                            signed_in
+                                .to_json()
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|(k, v)| match v {
+                                    Value::String(s) => Some((k.clone(), s.clone())),
+                                    Value::Number(n) => Some((k.clone(), n.to_string())),
+                                    Value::Bool(b) => Some((k.clone(), b.to_string())),
+                                    _ => None,
+                                }),
+                        )
                         .finish();
                     found(&format!("{to}#{fragment}"))
                 }
@@ -267,7 +313,11 @@ pub async fn handle(
             ok(StatusCode::OK, tokens.to_json())
         }
         (&Method::GET, ["jwks"]) => {
-            let ring = accounts.keys.ring(app).await.map_err(crate::capabilities::auth::AuthError::from)?;
+            let ring = accounts
+                .keys
+                .ring(app)
+                .await
+                .map_err(crate::capabilities::auth::AuthError::from)?;
             let keys: Vec<Value> = ring.keys.iter().map(|k| k.jwk()).collect();
             ok(StatusCode::OK, json!({ "keys": keys }))
         }
@@ -285,7 +335,10 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
             | (&Method::GET | &Method::PATCH | &Method::DELETE, ["user"])
             | (&Method::GET, ["sessions"])
             | (&Method::DELETE, ["sessions", _])
-            | (&Method::POST, ["mfa", "totp"] | ["mfa", "totp", "confirm"] | ["verify", "send"])
+            | (
+                &Method::POST,
+                ["mfa", "totp"] | ["mfa", "totp", "confirm"] | ["verify", "send"]
+            )
             | (&Method::DELETE, ["mfa", "totp"])
     );
     if !known {
@@ -324,7 +377,13 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
         (&Method::POST, ["password"]) => {
             let body: PasswordChange = read_json(req, MAX_BODY_BYTES).await?;
             accounts
-                .change_password(app, settings, &identity, &body.current_password, &body.new_password)
+                .change_password(
+                    app,
+                    settings,
+                    &identity,
+                    &body.current_password,
+                    &body.new_password,
+                )
                 .await?;
             ok(StatusCode::OK, json!({}))
         }
@@ -338,12 +397,17 @@ async fn signed_in(auth: &AppAuth, segments: &[&str], req: Request<Incoming>) ->
             ok(StatusCode::OK, json!({ "sessions": sessions }))
         }
         (&Method::POST, ["verify", "send"]) => {
-            accounts.send_verification(app, settings, &identity.user).await?;
+            accounts
+                .send_verification(app, settings, &identity.user)
+                .await?;
             ok(StatusCode::ACCEPTED, json!({}))
         }
         (&Method::POST, ["mfa", "totp"]) => {
             let (secret, url) = accounts.enroll_totp(app, &identity).await?;
-            ok(StatusCode::OK, json!({ "secret": secret, "otpauth_url": url }))
+            ok(
+                StatusCode::OK,
+                json!({ "secret": secret, "otpauth_url": url }),
+            )
         }
         (&Method::POST, ["mfa", "totp", "confirm"]) => {
             let body: Code = read_json(req, MAX_BODY_BYTES).await?;
@@ -380,12 +444,18 @@ async fn caller(auth: &AppAuth, req: &Request<Incoming>) -> Result<Identity, Api
 fn not_found(method: &Method, segments: &[&str]) -> ApiError {
     ApiError::new(
         ErrorCode::PlatformRouteNotFound,
-        format!("no auth endpoint {method} /_kiln/auth/{}", segments.join("/")),
+        format!(
+            "no auth endpoint {method} /_kiln/auth/{}",
+            segments.join("/")
+        ),
     )
 }
 
 fn gone() -> ApiError {
-    ApiError::new(ErrorCode::UserNotFound, "the signed-in user no longer exists")
+    ApiError::new(
+        ErrorCode::UserNotFound,
+        "the signed-in user no longer exists",
+    )
 }
 
 /// A body that may be empty (then the type's default).
@@ -406,11 +476,20 @@ async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
 
 /// A 302 to `url`, not cached.
 fn found(url: &str) -> Answer {
-    let location = http::HeaderValue::from_str(url)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidInput, "the redirect URL is not a header value"))?;
+    let location = http::HeaderValue::from_str(url).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            "the redirect URL is not a header value",
+        )
+    })?;
     let mut response = json_value_response(StatusCode::FOUND, json!({ "location": url }));
-    response.headers_mut().insert(http::header::LOCATION, location);
-    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     Ok(response)
 }
 

@@ -15,7 +15,12 @@ use crate::triggers::http::{ApiError, ErrorCode, PLATFORM_PREFIX, ResponseBody};
 type Answer = Result<Response<ResponseBody>, ApiError>;
 
 /// Handles `path` (app-relative, in the platform's namespace) for `live`.
-pub async fn handle(live: &LiveApp, path: &str, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+pub async fn handle(
+    live: &LiveApp,
+    path: &str,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Answer {
     let rest = path.strip_prefix(PLATFORM_PREFIX).unwrap_or(path);
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match segments.as_slice() {

@@ -28,7 +28,9 @@ pub struct IdentityRecord {
 }
 
 pub fn identity_id(app: &str, provider: &str, subject: &str) -> String {
-    hex::encode(Sha256::digest(format!("{app}\n{provider}\n{subject}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("{app}\n{provider}\n{subject}").as_bytes(),
+    ))
 }
 
 pub async fn create_indexes(documents: &Documents) -> Result<(), StoreError> {
@@ -58,7 +60,11 @@ pub async fn insert(documents: &Documents, identity: &IdentityRecord) -> Result<
         .map(|_| ())
 }
 
-pub async fn of_user(documents: &Documents, app: &str, user: &str) -> Result<Vec<IdentityRecord>, StoreError> {
+pub async fn of_user(
+    documents: &Documents,
+    app: &str,
+    user: &str,
+) -> Result<Vec<IdentityRecord>, StoreError> {
     all(documents, IDENTITIES, &json!({"app": app, "user": user}))
         .await?
         .into_iter()
@@ -66,7 +72,11 @@ pub async fn of_user(documents: &Documents, app: &str, user: &str) -> Result<Vec
         .collect()
 }
 
-pub async fn delete_of_user(documents: &Documents, app: &str, user: &str) -> Result<u64, StoreError> {
+pub async fn delete_of_user(
+    documents: &Documents,
+    app: &str,
+    user: &str,
+) -> Result<u64, StoreError> {
     documents
         .delete(IDENTITIES, &json!({"app": app, "user": user}), true)
         .await
@@ -100,7 +110,11 @@ pub async fn insert_state(documents: &Documents, state: &StateRecord) -> Result<
 
 /// Takes a state out (so it is used once); none when it is unknown or
 /// another callback took it first.
-pub async fn take_state(documents: &Documents, app: &str, state: &str) -> Result<Option<StateRecord>, StoreError> {
+pub async fn take_state(
+    documents: &Documents,
+    app: &str,
+    state: &str,
+) -> Result<Option<StateRecord>, StoreError> {
     let id = state_id(state);
     let Some(doc) = documents.get(STATES, &id).await? else {
         return Ok(None);
@@ -109,6 +123,8 @@ pub async fn take_state(documents: &Documents, app: &str, state: &str) -> Result
     if record.app != app {
         return Ok(None);
     }
-    let taken = documents.delete(STATES, &json!({"_id": id, "app": app}), false).await?;
+    let taken = documents
+        .delete(STATES, &json!({"_id": id, "app": app}), false)
+        .await?;
     Ok((taken == 1).then_some(record))
 }

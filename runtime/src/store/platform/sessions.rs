@@ -168,9 +168,20 @@ pub async fn set_for_user(
 }
 
 /// Sets fields of one session.
-pub async fn set(documents: &Documents, app: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+pub async fn set(
+    documents: &Documents,
+    app: &str,
+    id: &str,
+    fields: Value,
+) -> Result<(), StoreError> {
     documents
-        .update(SESSIONS, &json!({"_id": id, "app": app}), &json!({"$set": fields}), false, false)
+        .update(
+            SESSIONS,
+            &json!({"_id": id, "app": app}),
+            &json!({"$set": fields}),
+            false,
+            false,
+        )
         .await
         .map(|_| ())
 }
@@ -191,7 +202,11 @@ pub async fn delete_of_user(
     id: &str,
 ) -> Result<bool, StoreError> {
     Ok(documents
-        .delete(SESSIONS, &json!({"_id": id, "app": app, "user": user}), false)
+        .delete(
+            SESSIONS,
+            &json!({"_id": id, "app": app, "user": user}),
+            false,
+        )
         .await?
         > 0)
 }

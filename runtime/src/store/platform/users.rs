@@ -109,7 +109,11 @@ pub async fn insert(documents: &Documents, user: &UserRecord) -> Result<(), Stor
         })
 }
 
-pub async fn get(documents: &Documents, app: &str, id: &str) -> Result<Option<UserRecord>, StoreError> {
+pub async fn get(
+    documents: &Documents,
+    app: &str,
+    id: &str,
+) -> Result<Option<UserRecord>, StoreError> {
     one(documents, &json!({"_id": id, "app": app})).await
 }
 

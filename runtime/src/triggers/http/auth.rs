@@ -16,7 +16,11 @@ pub fn bearer_token<'h>(app: &str, headers: &'h HeaderMap) -> Result<Option<&'h 
         return Ok(None);
     };
     if value.len() > MAX_TOKEN_BYTES + 7 {
-        tracing::info!(app, bytes = value.len(), "access token refused: over {MAX_TOKEN_BYTES} bytes");
+        tracing::info!(
+            app,
+            bytes = value.len(),
+            "access token refused: over {MAX_TOKEN_BYTES} bytes"
+        );
         return Err(invalid_token(app));
     }
     let text = value.to_str().map_err(|_| invalid_token(app))?;
@@ -25,7 +29,10 @@ pub fn bearer_token<'h>(app: &str, headers: &'h HeaderMap) -> Result<Option<&'h 
             Ok(Some(token.trim()))
         }
         _ => {
-            tracing::info!(app, "access token refused: the Authorization header is not `Bearer <token>`");
+            tracing::info!(
+                app,
+                "access token refused: the Authorization header is not `Bearer <token>`"
+            );
             Err(invalid_token(app))
         }
     }
@@ -64,8 +71,10 @@ pub fn check(app: &str, policy: &Policy, identity: Option<&Identity>) -> Result<
 }
 
 fn invalid_token(app: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidToken, AuthError::InvalidToken.to_string())
-        .with_header(http::header::WWW_AUTHENTICATE, challenge(app, Some("invalid_token")))
+    ApiError::new(ErrorCode::InvalidToken, AuthError::InvalidToken.to_string()).with_header(
+        http::header::WWW_AUTHENTICATE,
+        challenge(app, Some("invalid_token")),
+    )
 }
 
 fn challenge(app: &str, error: Option<&str>) -> HeaderValue {

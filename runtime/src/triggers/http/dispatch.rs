@@ -8,9 +8,9 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::auth::{check, identify};
 use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
 use super::error::{ApiError, ErrorCode};
-use super::auth::{check, identify};
 use super::{
     BodyLimits, HttpEntry, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch, RouteTarget,
 };
