@@ -149,11 +149,12 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, connections, seconds, watch_pid=None):
+def wrk(url, connections, seconds, watch_pid=None, bearer=None):
     """req/s, p50 ms, p99 ms (and the highest RSS of watch_pid seen meanwhile)."""
     threads = min(2, connections)
+    headers = ["-H", f"Authorization: Bearer {bearer}"] if bearer else []
     proc = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-                             "--latency", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--latency", *headers, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None and watch_pid:
         peak = max(peak, rss_bytes(watch_pid))

@@ -800,8 +800,12 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
         ),
     ];
     for (name, forged) in &attacks {
+        // A public route lets the request through, as anonymous.
+        let (status, whoami) =
+            call(&server, Method::GET, "/shop/whoami", Some(forged), None).await;
+        assert_eq!((status, &whoami), (200, &Value::Null), "{name}");
         let response = server
-            .get("/shop/whoami")
+            .get("/shop/me")
             .bearer_auth(forged)
             .send()
             .await

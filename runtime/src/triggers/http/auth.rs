@@ -39,7 +39,7 @@ pub fn bearer_token<'h>(app: &str, headers: &'h HeaderMap) -> Result<Option<&'h 
 }
 
 /// The verified caller: none without a token; a token that does not verify
-/// is refused on every route, public ones included.
+/// is refused (the HTTP trigger lets a public route through as anonymous).
 pub async fn identify(auth: &AppAuth, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
     let Some(token) = bearer_token(&auth.app, headers)? else {
         return Ok(None);
