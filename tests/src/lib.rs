@@ -3,6 +3,7 @@
 //! HTTP to it.
 
 pub mod oidc_provider;
+pub mod smtp_sink;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -801,8 +801,7 @@ async fn forged_expired_and_foreign_tokens_are_refused_and_logged() {
     ];
     for (name, forged) in &attacks {
         // A public route lets the request through, as anonymous.
-        let (status, whoami) =
-            call(&server, Method::GET, "/shop/whoami", Some(forged), None).await;
+        let (status, whoami) = call(&server, Method::GET, "/shop/whoami", Some(forged), None).await;
         assert_eq!((status, &whoami), (200, &Value::Null), "{name}");
         let response = server
             .get("/shop/me")
@@ -1257,4 +1256,68 @@ async fn a_mail_function_without_a_scheduled_handler_is_refused_at_deploy() {
             .contains("auth.mail"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn mail_goes_out_over_smtp_when_the_app_configures_a_server() {
+    let sink = kiln_tests::smtp_sink::SmtpSink::start().await;
+    let server = Server::start_with_env(&[("KILN_AUTH_INTERNAL_HOSTS", "localhost")]);
+    let manifest = MANIFEST.replace(
+        "mail = { function = \"accounts\", link = \"https://shop.example/auth?kind={kind}&token={token}\" }",
+        &format!("mail = {{ smtp = {{ host = \"localhost\", port = {}, tls = \"none\", from = \"Shop <no-reply@shop.example>\" }}, link = \"https://shop.example/auth?token={{token}}\" }}", sink.port),
+    );
+    assert_ne!(manifest, MANIFEST);
+    server
+        .deploy_ok("shop", &manifest, &[("accounts", &examples().accounts)])
+        .await;
+    sign_up(&server, "shop", "ada@example.com").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let message = loop {
+        if let Some(m) = sink.messages().into_iter().next() {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail reached the sink: {}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(message.contains("To: ada@example.com"), "{message}");
+    // The body is quoted-printable: soft line breaks and `=3D` for `=`.
+    let message = message.replace("=\n", "").replace("=3D", "=");
+    assert!(
+        message.contains("Subject: Verify your email for shop"),
+        "{message}"
+    );
+    let token = message
+        .split("https://shop.example/auth?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the link is in the body")
+        .to_string();
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/verify",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["email_verified"], true);
+
+    // Without the operator allowing it, an app's SMTP server on an internal
+    // address is not contacted.
+    let guarded = Server::start();
+    guarded
+        .deploy_ok("shop", &manifest, &[("accounts", &examples().accounts)])
+        .await;
+    sign_up(&guarded, "shop", "bob@example.com").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !guarded.log().contains("mail not sent") {
+        assert!(std::time::Instant::now() < deadline, "{}", guarded.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sink.messages().len(), 1);
 }

@@ -29,8 +29,16 @@ async fn the_client_library_signs_in_refreshes_once_and_calls_routes() {
         dir.join("node_modules").is_dir(),
         "sdk/client has no node_modules: run scripts/setup"
     );
-    let build = Command::new("npm").args(["run", "--silent", "build"]).current_dir(&dir).output().unwrap();
-    assert!(build.status.success(), "building @kiln/client: {}", String::from_utf8_lossy(&build.stdout));
+    let build = Command::new("npm")
+        .args(["run", "--silent", "build"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "building @kiln/client: {}",
+        String::from_utf8_lossy(&build.stdout)
+    );
     let url = format!("{}/shop", server.url);
     let run = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -42,7 +50,11 @@ async fn the_client_library_signs_in_refreshes_once_and_calls_routes() {
     })
     .await
     .unwrap();
-    let output = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(run.status.success(), "the client's tests failed:\n{output}");
     assert!(output.contains("# pass 4"), "{output}");
 }

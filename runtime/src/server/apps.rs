@@ -302,7 +302,7 @@ impl Apps {
         let mail_function = auth::app_settings(&manifest.capabilities, &names)
             .ok()
             .and_then(|s| s.mail)
-            .map(|m| m.function);
+            .and_then(|m| m.function);
         for name in manifest.functions.keys() {
             let tiered = self
                 .invoker

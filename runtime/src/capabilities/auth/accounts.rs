@@ -20,6 +20,7 @@ use super::oidc::{self, Oidc, OidcError, ProviderClaims, ProviderSettings};
 use super::passwords::{self, HashCost};
 use super::policy::is_valid_role;
 use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
+use super::smtp::Mailer;
 use super::throttle::{Throttle, Wait};
 use super::tokens::{self, TokenError};
 use crate::store::platform::identities::{self, IdentityRecord, StateRecord};
@@ -194,6 +195,7 @@ pub fn session_json(session: &SessionRecord, current: Option<&str>) -> Value {
 pub struct Accounts {
     documents: Documents,
     oidc: Oidc,
+    mailer: Mailer,
     pub keys: KeyRings,
     hashing: Hashing,
     throttle: Throttle,
@@ -203,9 +205,16 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(documents: Documents, provider_internal_hosts: Vec<String>) -> Self {
+    /// `internal_hosts`: hosts an app's identity provider or SMTP server may
+    /// be at although they are internal (the operator's `--auth-internal-host`).
+    pub fn new(documents: Documents, internal_hosts: Vec<String>) -> Self {
+        let internal_hosts: std::sync::Arc<[String]> = internal_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         Accounts {
-            oidc: Oidc::new(Fetcher::new(provider_internal_hosts)),
+            oidc: Oidc::new(Fetcher::new(internal_hosts.clone())),
+            mailer: Mailer::new(internal_hosts),
             keys: KeyRings::new(documents.clone()),
             documents,
             hashing: Hashing::default(),
@@ -267,11 +276,21 @@ impl Accounts {
             .link
             .as_ref()
             .map(|l| l.replace("{kind}", kind).replace("{token}", token));
+        if let Some(smtp) = &mail.smtp {
+            let (subject, body) = mail_text(app, kind, token, link.as_deref());
+            self.mailer.send(app, smtp, to, subject, body);
+            return Ok(());
+        }
+        let Some(function) = &mail.function else {
+            return Err(AuthError::NotAllowed(
+                "auth.mail names no function or SMTP server".into(),
+            ));
+        };
         let now = now_ms();
         let job = Job {
             id: new_id(),
             app: app.to_string(),
-            function: mail.function.clone(),
+            function: function.clone(),
             due_ms: now,
             payload: json!({"kind": kind, "to": to, "token": token, "link": link}).to_string(),
             status: JobStatus::Pending,
@@ -1400,6 +1419,30 @@ impl Accounts {
     pub async fn revoke_sessions(&self, app: &str, user: &str) -> Result<u64, AuthError> {
         Ok(sessions::delete_all(&self.documents, app, user).await?)
     }
+}
+
+/// The subject and plain-text body of a message sent over SMTP.
+fn mail_text(app: &str, kind: &str, token: &str, link: Option<&str>) -> (String, String) {
+    let (subject, what, hours) = match kind {
+        "verify_email" => (
+            format!("Verify your email for {app}"),
+            "verify your email address",
+            24,
+        ),
+        _ => (
+            format!("Reset your {app} password"),
+            "choose a new password",
+            1,
+        ),
+    };
+    let open = match link {
+        Some(link) => format!("Open this link to {what}:\n\n{link}\n\nor use this code: {token}"),
+        None => format!("Use this code to {what}: {token}"),
+    };
+    let body = format!(
+        "{open}\n\nIt works once, for {hours} hour(s). If you did not ask for it, ignore this message.\n"
+    );
+    (subject, body)
 }
 
 /// Lower-cases and checks an email address: one `@`, something on each

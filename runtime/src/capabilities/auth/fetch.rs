@@ -60,12 +60,9 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(internal_hosts: Vec<String>) -> Self {
+    /// `internal_hosts` are lower-cased.
+    pub fn new(internal_hosts: Arc<[String]>) -> Self {
         crate::install_crypto_provider();
-        let internal_hosts: Arc<[String]> = internal_hosts
-            .into_iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)

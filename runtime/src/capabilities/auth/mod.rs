@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod passwords;
 pub mod policy;
 pub mod settings;
+mod smtp;
 pub mod throttle;
 pub mod tokens;
 

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use super::oidc::ProviderSettings;
 use super::passwords::HashCost;
+use super::smtp::SmtpSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,12 +38,16 @@ pub struct AuthSettings {
     pub providers: BTreeMap<String, ProviderSettings>,
 }
 
-/// Mail goes out as a one-off job of an app function, with the payload
-/// `{kind, to, token, link}`; the function sends it its own way.
+/// How mail goes out: as a one-off job of an app function, with the
+/// payload `{kind, to, token, link}` (the function sends it its own way),
+/// or over SMTP. Exactly one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailSettings {
-    pub function: String,
+    #[serde(default)]
+    pub function: Option<String>,
+    #[serde(default)]
+    pub smtp: Option<SmtpSettings>,
     /// The link put in the payload, with `{kind}` and `{token}` filled in.
     #[serde(default)]
     pub link: Option<String>,
@@ -139,12 +144,22 @@ impl AuthSettings {
                 .check(variables)
                 .map_err(|m| (format!("auth.providers.{name}"), m))?;
         }
-        if let Some(mail) = &self.mail {
-            if !functions.iter().any(|f| **f == *mail.function) {
-                return field(
-                    "mail.function",
-                    format!("no function named `{}`", mail.function),
-                );
+        if let Some(mail) = &mut self.mail {
+            match (&mail.function, &mut mail.smtp) {
+                (Some(function), None) => {
+                    if !functions.iter().any(|f| **f == **function) {
+                        return field("mail.function", format!("no function named `{function}`"));
+                    }
+                }
+                (None, Some(smtp)) => smtp
+                    .check(variables)
+                    .map_err(|m| ("auth.mail.smtp".to_string(), m))?,
+                _ => {
+                    return field(
+                        "mail",
+                        "names either a `function` or an `smtp` server".into(),
+                    );
+                }
             }
             if let Some(link) = &mail.link
                 && (!link.contains("{token}") || link.len() > 2048)
