@@ -383,6 +383,27 @@ pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// The error code of a Kiln JSON error body.
+/// A JSON call to the server with an optional bearer token and body: the
+/// status and JSON body of the answer.
+pub async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .client
+        .request(method, format!("{}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_of(request.send().await.unwrap()).await
+}
+
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kiln_tests::{ADMIN_KEY, Server, error_code, examples, json_of};
+use kiln_tests::{ADMIN_KEY, Server, call, error_code, examples, json_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -63,25 +63,6 @@ async fn server_with(apps: &[&str]) -> Server {
             .await;
     }
     server
-}
-
-async fn call(
-    server: &Server,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = server
-        .client
-        .request(method, format!("{}{path}", server.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    json_of(request.send().await.unwrap()).await
 }
 
 async fn sign_up(server: &Server, app: &str, email: &str) -> Value {

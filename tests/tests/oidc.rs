@@ -4,7 +4,7 @@
 //! and the guard against providers on internal addresses.
 
 use kiln_tests::oidc_provider::{Account, CLIENT_ID, CLIENT_SECRET, Provider};
-use kiln_tests::{Server, error_code, examples, json_of};
+use kiln_tests::{Server, call, error_code, examples, json_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -46,25 +46,6 @@ async fn setup() -> (Server, Provider) {
         )
         .await;
     (server, provider)
-}
-
-async fn call(
-    server: &Server,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = server
-        .client
-        .request(method, format!("{}{path}", server.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    json_of(request.send().await.unwrap()).await
 }
 
 async fn with_id_token(
