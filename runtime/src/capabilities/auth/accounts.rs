@@ -23,6 +23,7 @@ use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
 use super::smtp::Mailer;
 use super::throttle::{Throttle, Wait};
 use super::tokens::{self, TokenError};
+use super::verified::VerifiedTokens;
 use crate::store::platform::identities::{self, IdentityRecord, StateRecord};
 use crate::store::platform::jobs::{self, Job, JobStatus};
 use crate::store::platform::now_ms;
@@ -194,6 +195,8 @@ pub fn session_json(session: &SessionRecord, current: Option<&str>) -> Value {
 /// The accounts of every app on this server.
 pub struct Accounts {
     documents: Documents,
+    /// Tokens whose signature verified already.
+    verified: VerifiedTokens,
     oidc: Oidc,
     mailer: Mailer,
     pub keys: KeyRings,
@@ -213,6 +216,7 @@ impl Accounts {
             .map(|h| h.to_ascii_lowercase())
             .collect();
         Accounts {
+            verified: VerifiedTokens::default(),
             oidc: Oidc::new(Fetcher::new(internal_hosts.clone())),
             mailer: Mailer::new(internal_hosts),
             keys: KeyRings::new(documents.clone()),
@@ -1191,15 +1195,22 @@ impl Accounts {
             tracing::info!(app, "access token refused: {why}");
             AuthError::InvalidToken
         };
-        let ring = self.keys.ring(app).await?;
-        let claims = match tokens::verify(app, token, &ring.keys) {
-            Err(TokenError::UnknownKid(_)) => {
-                let ring = self.keys.reload(app).await?;
-                tokens::verify(app, token, &ring.keys)
+        let claims = match self.verified.get(app, token) {
+            Some(claims) => claims,
+            None => {
+                let ring = self.keys.ring(app).await?;
+                let claims = match tokens::verify(app, token, &ring.keys) {
+                    Err(TokenError::UnknownKid(_)) => {
+                        let ring = self.keys.reload(app).await?;
+                        tokens::verify(app, token, &ring.keys)
+                    }
+                    other => other,
+                }
+                .map_err(|e| refused(&e))?;
+                self.verified.insert(app, token, &claims);
+                claims
             }
-            other => other,
-        }
-        .map_err(|e| refused(&e))?;
+        };
         let Some(session) = sessions::get(&self.documents, app, &claims.sid).await? else {
             return Err(refused(&"its session is revoked or expired"));
         };

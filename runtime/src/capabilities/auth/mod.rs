@@ -17,6 +17,7 @@ pub mod settings;
 mod smtp;
 pub mod throttle;
 pub mod tokens;
+mod verified;
 
 use std::sync::Arc;
 

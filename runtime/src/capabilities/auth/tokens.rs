@@ -17,7 +17,7 @@ use crate::store::platform::signing_keys::SigningKeyRecord;
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// How far a clock may be off between nodes, for `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 5;
+pub(super) const LEEWAY_SECS: u64 = 5;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
