@@ -6,6 +6,9 @@ COPY . .
 RUN cargo build --release --locked --bin kiln
 
 FROM debian:bookworm-slim
+# The system's CA roots: identity providers are reached over https.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --create-home --home-dir /var/lib/kiln kiln
 COPY --from=build /src/target/release/kiln /usr/local/bin/kiln
 USER kiln
