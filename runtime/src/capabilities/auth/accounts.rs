@@ -15,8 +15,7 @@ use super::Identity;
 use super::fetch::Fetcher;
 use super::hashing::Hashing;
 use super::keys::KeyRings;
-use super::mfa;
-use super::oidc::{self, Oidc, OidcError, ProviderClaims, ProviderSettings};
+use super::oidc::Oidc;
 use super::passwords::{self, HashCost};
 use super::policy::is_valid_role;
 use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
@@ -24,11 +23,10 @@ use super::smtp::Mailer;
 use super::throttle::{Throttle, Wait};
 use super::tokens::{self, TokenError};
 use super::verified::VerifiedTokens;
-use crate::store::platform::identities::{self, IdentityRecord, StateRecord};
-use crate::store::platform::jobs::{self, Job, JobStatus};
+use crate::store::platform::identities::{self};
 use crate::store::platform::now_ms;
 use crate::store::platform::sessions::{self, SessionRecord};
-use crate::store::platform::users::{self, ChallengeRecord, UserRecord};
+use crate::store::platform::users::{self, UserRecord};
 use crate::store::query::{check_document, new_id};
 use crate::store::{Documents, StoreError};
 
@@ -194,14 +192,14 @@ pub fn session_json(session: &SessionRecord, current: Option<&str>) -> Value {
 
 /// The accounts of every app on this server.
 pub struct Accounts {
-    documents: Documents,
+    pub(super) documents: Documents,
     /// Tokens whose signature verified already.
     verified: VerifiedTokens,
-    oidc: Oidc,
-    mailer: Mailer,
+    pub(super) oidc: Oidc,
+    pub(super) mailer: Mailer,
     pub keys: KeyRings,
-    hashing: Hashing,
-    throttle: Throttle,
+    pub(super) hashing: Hashing,
+    pub(super) throttle: Throttle,
     /// A hash per cost, checked when the email is unknown so that answer
     /// takes as long as a wrong password.
     decoys: Mutex<HashMap<(u32, u32, u32), String>>,
@@ -258,222 +256,6 @@ impl Accounts {
             tracing::warn!(app, user = %user.id, "the verification mail was not queued: {err}");
         }
         self.start_session(app, settings, user, false, client).await
-    }
-
-    // ---- Mail: email verification and password reset ---------------------
-
-    /// Queues the mail job: `{kind, to, token, link}` for the app's mail function.
-    async fn mail(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        kind: &str,
-        to: &str,
-        token: &str,
-    ) -> Result<(), AuthError> {
-        let Some(mail) = &settings.mail else {
-            return Err(AuthError::NotAllowed(
-                "this app sends no mail (auth.mail is not set)".into(),
-            ));
-        };
-        let link = mail
-            .link
-            .as_ref()
-            .map(|l| l.replace("{kind}", kind).replace("{token}", token));
-        if let Some(smtp) = &mail.smtp {
-            let (subject, body) = mail_text(app, kind, token, link.as_deref());
-            self.mailer.send(app, smtp, to, subject, body);
-            return Ok(());
-        }
-        let Some(function) = &mail.function else {
-            return Err(AuthError::NotAllowed(
-                "auth.mail names no function or SMTP server".into(),
-            ));
-        };
-        let now = now_ms();
-        let job = Job {
-            id: new_id(),
-            app: app.to_string(),
-            function: function.clone(),
-            due_ms: now,
-            payload: json!({"kind": kind, "to": to, "token": token, "link": link}).to_string(),
-            status: JobStatus::Pending,
-            created_ms: now,
-            created_by: format!("auth:{kind}"),
-            node: None,
-            started_ms: None,
-            ended_ms: None,
-            error: None,
-        };
-        jobs::insert(&self.documents, &job).await?;
-        Ok(())
-    }
-
-    /// A one-time token for `field` of the user (`<user>.<secret>`), stored hashed.
-    async fn one_time_token(
-        &self,
-        app: &str,
-        user: &str,
-        field: &str,
-        ttl: Duration,
-    ) -> Result<String, AuthError> {
-        let (secret, hash) = refresh_secret();
-        let expires_ms = now_ms() + ttl.as_millis() as u64;
-        let mut fields = json!({});
-        fields[field] = json!({"hash": hash, "expires_ms": expires_ms});
-        users::set(&self.documents, app, user, fields).await?;
-        Ok(format!("{user}.{secret}"))
-    }
-
-    /// Uses up a one-time token of `field`, applying `fields` to its user in
-    /// the same write; the user after, or [`AuthError::InvalidOneTimeToken`].
-    async fn redeem(
-        &self,
-        app: &str,
-        token: &str,
-        field: &str,
-        current: impl Fn(&UserRecord) -> Option<&ChallengeRecord>,
-        mut fields: Value,
-    ) -> Result<UserRecord, AuthError> {
-        let Some((id, secret)) = token
-            .split_once('.')
-            .filter(|(id, s)| id.len() <= 64 && s.len() <= 64)
-        else {
-            return Err(AuthError::InvalidOneTimeToken);
-        };
-        let hash = hash_secret(secret);
-        let user = users::get(&self.documents, app, id)
-            .await?
-            .ok_or(AuthError::InvalidOneTimeToken)?;
-        let live = current(&user)
-            .is_some_and(|c| constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms());
-        if !live {
-            tracing::info!(
-                app,
-                user = id,
-                "a {field} token was refused (wrong, expired or used)"
-            );
-            return Err(AuthError::InvalidOneTimeToken);
-        }
-        fields[field] = Value::Null;
-        let mut condition = json!({});
-        condition[format!("{field}.hash")] = json!(hash);
-        users::set_if(&self.documents, app, id, condition, fields)
-            .await?
-            .ok_or(AuthError::InvalidOneTimeToken)
-    }
-
-    /// Mails the user a link that verifies their email.
-    pub async fn send_verification(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        id: &str,
-    ) -> Result<(), AuthError> {
-        let user = self.existing(app, id).await?;
-        let Some(email) = user.email.clone() else {
-            return Err(AuthError::NotAllowed(
-                "an anonymous user has no email to verify".into(),
-            ));
-        };
-        if user.email_verified {
-            return Err(AuthError::NotAllowed(
-                "the email is verified already".into(),
-            ));
-        }
-        if settings.mail.is_none() {
-            return Err(AuthError::NotAllowed(
-                "this app sends no mail (auth.mail is not set)".into(),
-            ));
-        }
-        let token = self
-            .one_time_token(app, id, "email_verification", VERIFICATION_TTL)
-            .await?;
-        self.mail(app, settings, "verify_email", &email, &token)
-            .await
-    }
-
-    pub async fn verify_email(&self, app: &str, token: &str) -> Result<UserRecord, AuthError> {
-        let user = self
-            .redeem(
-                app,
-                token,
-                "email_verification",
-                |u| u.email_verification.as_ref(),
-                json!({"email_verified": true}),
-            )
-            .await?;
-        tracing::info!(app, user = %user.id, "email verified");
-        Ok(user)
-    }
-
-    /// Mails a reset link if the email belongs to a user; answers the same
-    /// either way, and is throttled like a failed sign-in.
-    pub async fn request_reset(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        email: &str,
-        client: &Client,
-    ) -> Result<(), AuthError> {
-        if settings.mail.is_none() {
-            return Err(AuthError::NotAllowed(
-                "this app sends no mail (auth.mail is not set)".into(),
-            ));
-        }
-        let email = normalize_email(email)?;
-        let account = format!("{app}\nreset\n{email}");
-        let address = format!("{app}\nreset\n{}", client.address);
-        if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
-            return Err(AuthError::Throttled(wait));
-        }
-        self.throttle.failed(
-            &account,
-            &address,
-            (
-                settings.throttle.account_failures,
-                settings.throttle.address_failures,
-            ),
-        );
-        if let Some(user) = users::by_email(&self.documents, app, &email)
-            .await?
-            .filter(|u| !u.disabled)
-        {
-            let token = self
-                .one_time_token(app, &user.id, "password_reset", RESET_TTL)
-                .await?;
-            self.mail(app, settings, "reset_password", &email, &token)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Sets a new password with a reset token; every session ends. The link
-    /// reached the user's mailbox, so the email counts as verified too.
-    pub async fn reset_password(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        token: &str,
-        password: &str,
-    ) -> Result<(), AuthError> {
-        check_password(password, settings)?;
-        let hash = self
-            .hashing
-            .hash(app, password.to_string(), settings.argon2)
-            .await?;
-        let user = self
-            .redeem(
-                app,
-                token,
-                "password_reset",
-                |u| u.password_reset.as_ref(),
-                json!({"password_hash": hash, "email_verified": true}),
-            )
-            .await?;
-        let revoked = sessions::delete_all(&self.documents, app, &user.id).await?;
-        tracing::info!(app, user = %user.id, revoked, "password reset; every session ended");
-        Ok(())
     }
 
     /// Creates a user with a password, signing nobody in.
@@ -601,7 +383,7 @@ impl Accounts {
 
     /// After a password or a provider vouched for the user: tokens, or the
     /// second-factor challenge when the user has one.
-    async fn first_factor_passed(
+    pub(super) async fn first_factor_passed(
         &self,
         app: &str,
         settings: &AuthSettings,
@@ -628,401 +410,6 @@ impl Accounts {
         self.start_session(app, settings, user, false, client)
             .await
             .map(|tokens| SignIn::Tokens(Box::new(tokens)))
-    }
-
-    // ---- OpenID Connect ---------------------------------------------------
-
-    fn provider<'s>(
-        &self,
-        settings: &'s AuthSettings,
-        name: &str,
-    ) -> Result<&'s ProviderSettings, AuthError> {
-        settings
-            .providers
-            .get(name)
-            .ok_or_else(|| AuthError::UnknownProvider(name.escape_debug().to_string()))
-    }
-
-    /// Native sign-in: an id_token the provider's SDK gave the app, and the
-    /// nonce the app passed to that SDK. With `caller`, the identity is
-    /// linked to the signed-in user instead.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn sign_in_with_id_token(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        provider_name: &str,
-        id_token: &str,
-        nonce: &str,
-        caller: Option<&Identity>,
-        client: &Client,
-    ) -> Result<SignIn, AuthError> {
-        let provider = self.provider(settings, provider_name)?;
-        let claims = self
-            .oidc
-            .verify(provider, id_token, nonce)
-            .await
-            .map_err(|e| self.provider_error(app, provider_name, e))?;
-        self.provider_vouched(app, settings, provider_name, claims, caller, client)
-            .await
-    }
-
-    fn provider_error(&self, app: &str, provider: &str, err: OidcError) -> AuthError {
-        tracing::info!(app, provider, "provider sign-in refused: {err}");
-        match err {
-            OidcError::Unreachable(e) => AuthError::ProviderUnavailable(e.to_string()),
-            OidcError::Refused(m) => {
-                AuthError::InvalidIdToken(format!("the id_token is refused: {m}"))
-            }
-        }
-    }
-
-    /// Starts a code-flow sign-in: the provider URL to send the browser to.
-    pub async fn start_code_flow(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        provider_name: &str,
-        redirect_to: Option<&str>,
-    ) -> Result<String, AuthError> {
-        let provider = self.provider(settings, provider_name)?;
-        if provider.redirect_uri.is_none() {
-            return Err(AuthError::NotAllowed(format!(
-                "provider `{provider_name}` has no redirect_uri, so it only takes id_tokens"
-            )));
-        }
-        if let Some(to) = redirect_to
-            && !provider.redirect_urls.iter().any(|u| u == to)
-        {
-            return Err(AuthError::InvalidInput(format!(
-                "redirect_to `{}` is not one of the provider's redirect_urls",
-                to.escape_debug()
-            )));
-        }
-        let (state, nonce, verifier) = (
-            oidc::random_token(),
-            oidc::random_token(),
-            oidc::random_token(),
-        );
-        let url = self
-            .oidc
-            .authorization_url(provider, &state, &nonce, &verifier)
-            .await
-            .map_err(|e| self.provider_error(app, provider_name, e))?;
-        identities::insert_state(
-            &self.documents,
-            &StateRecord {
-                id: identities::state_id(&state),
-                app: app.to_string(),
-                provider: provider_name.to_string(),
-                nonce,
-                code_verifier: verifier,
-                redirect_to: redirect_to.map(str::to_string),
-                expires_ms: now_ms() + 10 * 60 * 1000,
-            },
-        )
-        .await?;
-        Ok(url)
-    }
-
-    /// The provider's callback: the state (used once, within 10 minutes)
-    /// and the code, traded for a verified id_token.
-    pub async fn finish_code_flow(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        provider_name: &str,
-        state: &str,
-        code: &str,
-        client: &Client,
-    ) -> Result<(SignIn, Option<String>), AuthError> {
-        let provider = self.provider(settings, provider_name)?;
-        let Some(flow) = identities::take_state(&self.documents, app, state)
-            .await?
-            .filter(|f| f.provider == provider_name && f.expires_ms > now_ms())
-        else {
-            tracing::info!(
-                app,
-                provider = provider_name,
-                "a code-flow callback with an unknown, used or expired state"
-            );
-            return Err(AuthError::InvalidIdToken(
-                "the sign-in state is unknown, used or expired; start again".into(),
-            ));
-        };
-        let claims = self
-            .oidc
-            .exchange(provider, code, &flow.code_verifier, &flow.nonce)
-            .await
-            .map_err(|e| self.provider_error(app, provider_name, e))?;
-        let signed_in = self
-            .provider_vouched(app, settings, provider_name, claims, None, client)
-            .await?;
-        Ok((signed_in, flow.redirect_to))
-    }
-
-    /// A provider vouched for `claims`: sign in its linked user; link it to
-    /// the caller; link it to the user with its email only when the
-    /// provider says the email is verified; or create a user.
-    async fn provider_vouched(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        provider: &str,
-        claims: ProviderClaims,
-        caller: Option<&Identity>,
-        client: &Client,
-    ) -> Result<SignIn, AuthError> {
-        let email = claims
-            .email
-            .as_deref()
-            .and_then(|e| normalize_email(e).ok());
-        let link = |user: &str| IdentityRecord {
-            id: identities::identity_id(app, provider, &claims.subject),
-            app: app.to_string(),
-            provider: provider.to_string(),
-            subject: claims.subject.clone(),
-            user: user.to_string(),
-            email: email.clone(),
-            created_ms: now_ms(),
-        };
-        let linked = identities::get(&self.documents, app, provider, &claims.subject).await?;
-        if let Some(caller) = caller {
-            match linked {
-                Some(identity) if identity.user != caller.user => {
-                    return Err(AuthError::IdentityInUse);
-                }
-                Some(_) => {}
-                None => identities::insert(&self.documents, &link(&caller.user)).await?,
-            }
-            tracing::info!(app, provider, user = %caller.user, "identity linked");
-            let user = self.existing(app, &caller.user).await?;
-            return self.first_factor_passed(app, settings, user, client).await;
-        }
-        if let Some(identity) = linked {
-            let user = self.existing(app, &identity.user).await.map_err(|_| {
-                AuthError::InvalidIdToken("the linked user no longer exists".into())
-            })?;
-            return self.first_factor_passed(app, settings, user, client).await;
-        }
-        if let Some(email) = &email
-            && let Some(user) = users::by_email(&self.documents, app, email).await?
-        {
-            if !claims.email_verified {
-                tracing::warn!(app, provider, user = %user.id, "provider sign-in refused: its email matches a user but is not verified by the provider");
-                return Err(AuthError::ProviderEmailUnverified);
-            }
-            identities::insert(&self.documents, &link(&user.id)).await?;
-            tracing::info!(app, provider, user = %user.id, "identity linked by its verified email");
-            return self.first_factor_passed(app, settings, user, client).await;
-        }
-        // A new user; an unverified email is not claimed for it.
-        let verified_email = email.clone().filter(|_| claims.email_verified);
-        let mut user = users::new_record(app, new_id(), verified_email.clone(), json!({}));
-        user.anonymous = false;
-        user.email_verified = verified_email.is_some();
-        match users::insert(&self.documents, &user).await {
-            Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
-            other => other?,
-        }
-        if let Err(err) = identities::insert(&self.documents, &link(&user.id)).await {
-            users::delete(&self.documents, app, &user.id).await?;
-            return Err(err.into());
-        }
-        tracing::info!(app, provider, user = %user.id, "user created from a provider sign-in");
-        self.first_factor_passed(app, settings, user, client).await
-    }
-
-    /// Completes a sign-in that needs the second factor: the challenge from
-    /// [`Self::sign_in`] (single use, for [`CHALLENGE_TTL`]) and a TOTP code
-    /// or a recovery code. Failures count towards the account's throttling.
-    pub async fn verify_second_factor(
-        &self,
-        app: &str,
-        settings: &AuthSettings,
-        challenge: &str,
-        code: Option<&str>,
-        recovery_code: Option<&str>,
-        client: &Client,
-    ) -> Result<Tokens, AuthError> {
-        let refused = || {
-            AuthError::NotAllowed(
-                "the challenge is invalid or expired, or the code is wrong".into(),
-            )
-        };
-        let Some((id, secret)) = challenge
-            .split_once('.')
-            .filter(|(id, s)| id.len() <= 64 && s.len() <= 64)
-        else {
-            return Err(refused());
-        };
-        let account = format!("{app}\nmfa\n{id}");
-        let address = format!("{app}\n{}", client.address);
-        if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
-            return Err(AuthError::Throttled(wait));
-        }
-        let fail = || {
-            self.throttle.failed(
-                &account,
-                &address,
-                (
-                    settings.throttle.account_failures,
-                    settings.throttle.address_failures,
-                ),
-            );
-            tracing::info!(app, user = id, "second factor refused");
-            refused()
-        };
-        let hash = hash_secret(secret);
-        let user = users::get(&self.documents, app, id).await?;
-        let (Some(user), Some(totp)) = (user.as_ref(), user.as_ref().and_then(|u| u.totp.clone()))
-        else {
-            return Err(fail());
-        };
-        let live = user
-            .mfa_challenge
-            .as_ref()
-            .is_some_and(|c| constant_time_eq(&c.hash, &hash) && c.expires_ms > now_ms());
-        if !live || !totp.confirmed || user.disabled {
-            return Err(fail());
-        }
-        let mut fields = json!({"mfa_challenge": null});
-        if let Some(code) = code {
-            let Some(step) = mfa::check(&totp.secret, code, totp.last_step) else {
-                return Err(fail());
-            };
-            fields["totp.last_step"] = json!(step);
-        } else if let Some(recovery) = recovery_code {
-            let used = mfa::hash_recovery_code(recovery);
-            if !totp.recovery.iter().any(|h| constant_time_eq(h, &used)) {
-                return Err(fail());
-            }
-            let left: Vec<&String> = totp.recovery.iter().filter(|h| **h != used).collect();
-            fields["totp.recovery"] = json!(left);
-            tracing::info!(
-                app,
-                user = id,
-                left = left.len(),
-                "a recovery code was used"
-            );
-        } else {
-            return Err(AuthError::InvalidInput(
-                "send `code` or `recovery_code`".into(),
-            ));
-        }
-        // The challenge and the code are used up together, once.
-        let condition = json!({"mfa_challenge.hash": hash, "totp.last_step": totp.last_step});
-        let Some(user) = users::set_if(&self.documents, app, id, condition, fields).await? else {
-            return Err(fail());
-        };
-        self.throttle.succeeded(&account);
-        self.start_session(app, settings, user, true, client).await
-    }
-
-    /// Starts TOTP enrolment: a new secret, not yet required at sign-in.
-    pub async fn enroll_totp(
-        &self,
-        app: &str,
-        identity: &Identity,
-    ) -> Result<(String, String), AuthError> {
-        let user = self.existing(app, &identity.user).await?;
-        if user.mfa_enabled() {
-            return Err(AuthError::NotAllowed(
-                "a second factor is already enrolled; remove it first".into(),
-            ));
-        }
-        let secret = mfa::new_secret();
-        let account = user.email.clone().unwrap_or_else(|| user.id.clone());
-        let url = mfa::otpauth_url(&secret, app, &account).ok_or_else(|| {
-            AuthError::InvalidInput("cannot form an otpauth URL for this account".into())
-        })?;
-        users::set(
-            &self.documents,
-            app,
-            &user.id,
-            json!({"totp": {"secret": secret, "confirmed": false, "last_step": 0, "recovery": []}}),
-        )
-        .await?;
-        Ok((secret, url))
-    }
-
-    /// Confirms enrolment with a code from the authenticator; returns the
-    /// recovery codes (shown once). This session counts as having passed.
-    pub async fn confirm_totp(
-        &self,
-        app: &str,
-        identity: &Identity,
-        code: &str,
-    ) -> Result<Vec<String>, AuthError> {
-        let user = self.existing(app, &identity.user).await?;
-        let Some(totp) = user.totp.filter(|t| !t.confirmed) else {
-            return Err(AuthError::NotAllowed(
-                "no enrolment is pending: start one first".into(),
-            ));
-        };
-        let Some(step) = mfa::check(&totp.secret, code, totp.last_step) else {
-            return Err(AuthError::InvalidInput(
-                "the code is wrong or expired".into(),
-            ));
-        };
-        let (codes, hashes) = mfa::recovery_codes();
-        let condition = json!({"totp.secret": totp.secret, "totp.confirmed": false});
-        let fields =
-            json!({"totp.confirmed": true, "totp.last_step": step, "totp.recovery": hashes});
-        if users::set_if(&self.documents, app, &user.id, condition, fields)
-            .await?
-            .is_none()
-        {
-            return Err(AuthError::NotAllowed(
-                "the enrolment changed meanwhile; start again".into(),
-            ));
-        }
-        sessions::set(
-            &self.documents,
-            app,
-            &identity.session,
-            json!({"mfa": true}),
-        )
-        .await?;
-        tracing::info!(app, user = %user.id, "TOTP enrolled");
-        Ok(codes)
-    }
-
-    /// Removes the second factor; needs a session that passed it and a
-    /// current code (or a recovery code).
-    pub async fn remove_totp(
-        &self,
-        app: &str,
-        identity: &Identity,
-        code: &str,
-    ) -> Result<(), AuthError> {
-        if !identity.mfa {
-            return Err(AuthError::NotAllowed(
-                "sign in with the second factor first".into(),
-            ));
-        }
-        let user = self.existing(app, &identity.user).await?;
-        let Some(totp) = user.totp.filter(|t| t.confirmed) else {
-            return Err(AuthError::NotAllowed("no second factor is enrolled".into()));
-        };
-        let recovery = mfa::hash_recovery_code(code);
-        if mfa::check(&totp.secret, code, totp.last_step).is_none()
-            && !totp.recovery.iter().any(|h| constant_time_eq(h, &recovery))
-        {
-            return Err(AuthError::InvalidInput(
-                "the code is wrong or expired".into(),
-            ));
-        }
-        users::set(
-            &self.documents,
-            app,
-            &user.id,
-            json!({"totp": null, "mfa_challenge": null}),
-        )
-        .await?;
-        sessions::set_for_user(&self.documents, app, &user.id, json!({"mfa": false})).await?;
-        tracing::info!(app, user = %user.id, "TOTP removed");
-        Ok(())
     }
 
     async fn rehash(
@@ -1067,7 +454,7 @@ impl Accounts {
     }
 
     /// Starts a session for `user` and signs its first tokens.
-    async fn start_session(
+    pub(super) async fn start_session(
         &self,
         app: &str,
         settings: &AuthSettings,
@@ -1337,13 +724,18 @@ impl Accounts {
         .await?)
     }
 
-    async fn existing(&self, app: &str, id: &str) -> Result<UserRecord, AuthError> {
+    pub(super) async fn existing(&self, app: &str, id: &str) -> Result<UserRecord, AuthError> {
         users::get(&self.documents, app, id)
             .await?
             .ok_or_else(|| AuthError::NotFound(format!("no user `{}`", id.escape_debug())))
     }
 
-    async fn set(&self, app: &str, id: &str, fields: Value) -> Result<UserRecord, AuthError> {
+    pub(super) async fn set(
+        &self,
+        app: &str,
+        id: &str,
+        fields: Value,
+    ) -> Result<UserRecord, AuthError> {
         users::set(&self.documents, app, id, fields)
             .await?
             .ok_or_else(|| AuthError::NotFound(format!("no user `{}`", id.escape_debug())))
@@ -1432,30 +824,6 @@ impl Accounts {
     }
 }
 
-/// The subject and plain-text body of a message sent over SMTP.
-fn mail_text(app: &str, kind: &str, token: &str, link: Option<&str>) -> (String, String) {
-    let (subject, what, hours) = match kind {
-        "verify_email" => (
-            format!("Verify your email for {app}"),
-            "verify your email address",
-            24,
-        ),
-        _ => (
-            format!("Reset your {app} password"),
-            "choose a new password",
-            1,
-        ),
-    };
-    let open = match link {
-        Some(link) => format!("Open this link to {what}:\n\n{link}\n\nor use this code: {token}"),
-        None => format!("Use this code to {what}: {token}"),
-    };
-    let body = format!(
-        "{open}\n\nIt works once, for {hours} hour(s). If you did not ask for it, ignore this message.\n"
-    );
-    (subject, body)
-}
-
 /// Lower-cases and checks an email address: one `@`, something on each
 /// side, no spaces or control characters, at most 254 bytes.
 pub fn normalize_email(email: &str) -> Result<String, AuthError> {
@@ -1473,7 +841,7 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     }
 }
 
-fn check_password(password: &str, settings: &AuthSettings) -> Result<(), AuthError> {
+pub(super) fn check_password(password: &str, settings: &AuthSettings) -> Result<(), AuthError> {
     let chars = password.chars().count();
     if chars < settings.min_password_length {
         return Err(AuthError::WeakPassword(format!(
@@ -1503,17 +871,17 @@ fn check_profile(data: Value) -> Result<Value, AuthError> {
 }
 
 /// A new refresh secret and its stored hash.
-fn refresh_secret() -> (String, String) {
+pub(super) fn refresh_secret() -> (String, String) {
     let secret = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let hash = hash_secret(&secret);
     (secret, hash)
 }
 
-fn hash_secret(secret: &str) -> String {
+pub(super) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
