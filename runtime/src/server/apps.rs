@@ -235,7 +235,7 @@ impl Apps {
         };
         // Everything the manifest says is checked before anything compiles.
         let live = self.assemble(&record, &manifest)?;
-        self.validate(&record, &manifest).await?;
+        self.validate(&record, &manifest, &live).await?;
         deployments::insert(&self.documents, &record).await?;
         deployments::set_live(&self.documents, app, version).await?;
         self.switch(app, live);
@@ -292,17 +292,10 @@ impl Apps {
         &self,
         record: &DeploymentRecord,
         manifest: &Manifest,
+        live: &LiveApp,
     ) -> Result<(), DeployError> {
-        let names: Vec<Arc<str>> = manifest
-            .functions
-            .keys()
-            .map(|n| n.as_str().into())
-            .collect();
-        // Checked already by `assemble`; this only reads which function mails.
-        let mail_function = auth::app_settings(&manifest.capabilities, &names)
-            .ok()
-            .and_then(|s| s.mail)
-            .and_then(|m| m.function);
+        let mail = live.http.auth.settings.mail.as_ref();
+        let mail_function = mail.and_then(|m| m.function.as_deref());
         for name in manifest.functions.keys() {
             let tiered = self
                 .invoker
@@ -324,7 +317,7 @@ impl Apps {
             );
             let routed = manifest.routes.iter().any(|r| r.function == *name);
             let cron = manifest.crons.iter().any(|c| c.function == *name);
-            let mailer = mail_function.as_deref() == Some(name.as_str());
+            let mailer = mail_function == Some(name.as_str());
             let missing = |export, why| DeployError::MissingExport {
                 function: name.clone(),
                 export,

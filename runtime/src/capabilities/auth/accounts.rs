@@ -640,14 +640,7 @@ impl Accounts {
                 "this user has no password to change".into(),
             ));
         };
-        if current.len() > MAX_PASSWORD_LENGTH
-            || !self
-                .hashing
-                .verify(app, current.to_string(), stored)
-                .await?
-        {
-            return Err(AuthError::InvalidCredentials);
-        }
+        self.confirm_password(app, current, stored).await?;
         check_password(new, settings)?;
         let hash = self
             .hashing
@@ -661,11 +654,7 @@ impl Accounts {
         )
         .await?;
         // Every other session signs in again with the new password.
-        for session in sessions::of_user(&self.documents, app, &user.id).await? {
-            if session.id != identity.session {
-                sessions::delete(&self.documents, app, &session.id).await?;
-            }
-        }
+        sessions::delete_others(&self.documents, app, &user.id, &identity.session).await?;
         Ok(())
     }
 
@@ -678,17 +667,28 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         let user = self.existing(app, &identity.user).await?;
         if let Some(stored) = user.password_hash.clone() {
-            let password = password.unwrap_or_default();
-            if password.len() > MAX_PASSWORD_LENGTH
-                || !self
-                    .hashing
-                    .verify(app, password.to_string(), stored)
-                    .await?
-            {
-                return Err(AuthError::InvalidCredentials);
-            }
+            self.confirm_password(app, password.unwrap_or_default(), stored)
+                .await?;
         }
         self.delete_user(app, &user.id).await
+    }
+
+    /// A signed-in user's password, given again to confirm a change.
+    async fn confirm_password(
+        &self,
+        app: &str,
+        password: &str,
+        stored: String,
+    ) -> Result<(), AuthError> {
+        let matches = password.len() <= MAX_PASSWORD_LENGTH
+            && self
+                .hashing
+                .verify(app, password.to_string(), stored)
+                .await?;
+        match matches {
+            true => Ok(()),
+            false => Err(AuthError::InvalidCredentials),
+        }
     }
 
     // ---- Users (the user themselves, admins, functions) -----------------

@@ -211,6 +211,22 @@ pub async fn delete_of_user(
         > 0)
 }
 
+/// Deletes every session of a user but `keep`.
+pub async fn delete_others(
+    documents: &Documents,
+    app: &str,
+    user: &str,
+    keep: &str,
+) -> Result<u64, StoreError> {
+    documents
+        .delete(
+            SESSIONS,
+            &json!({"app": app, "user": user, "_id": {"$ne": keep}}),
+            true,
+        )
+        .await
+}
+
 /// Deletes every session of a user; returns how many.
 pub async fn delete_all(documents: &Documents, app: &str, user: &str) -> Result<u64, StoreError> {
     documents
