@@ -1302,3 +1302,44 @@ async fn mail_goes_out_over_smtp_when_the_app_configures_a_server() {
     }
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn one_apps_sign_in_flood_does_not_hold_back_another_apps_sign_ins() {
+    // The default argon2 cost (19 MiB, 2 passes): hashing is the work an
+    // attacker would flood.
+    let manifest = MANIFEST.replace(
+        "argon2 = { memory_kib = 64, iterations = 1, parallelism = 1 }\n",
+        "",
+    );
+    assert_ne!(manifest, MANIFEST);
+    let server = Server::start();
+    for app in ["flood", "calm"] {
+        server
+            .deploy_ok(app, &manifest, &[("accounts", &examples().accounts)])
+            .await;
+        sign_up(&server, app, "ada@example.com").await;
+    }
+    let sign_in = |app: &'static str| {
+        let request = server
+            .post(&format!("/{app}/_kiln/auth/signin"))
+            .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    // 128 sign-ins of one app at once: its hashes run one at a time.
+    let flood: Vec<_> = (0..128).map(|_| tokio::spawn(sign_in("flood"))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert_eq!(sign_in("calm").await, 200);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(1500),
+            "the other app's sign-in waited {took:?} behind the flood"
+        );
+    }
+    // The flood is served in its app's own turn, or told it is busy; never lost.
+    for status in futures::future::join_all(flood).await {
+        assert!(matches!(status.unwrap(), 200 | 503));
+    }
+}
