@@ -347,9 +347,9 @@ impl Accounts {
         if password.len() > MAX_PASSWORD_LENGTH {
             return Err(AuthError::InvalidCredentials);
         }
-        let account = format!("{app}\n{email}");
-        let address = format!("{app}\n{}", client.address);
-        if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
+        let account = email.clone();
+        let address = client.address.clone();
+        if let Err(Wait(wait)) = self.throttle.check(app, &account, &address) {
             return Err(AuthError::Throttled(wait));
         }
         let user = users::by_email(&self.documents, app, &email).await?;
@@ -363,6 +363,7 @@ impl Accounts {
             .await?;
         let Some(user) = user.filter(|u| matches && u.password_hash.is_some()) else {
             self.throttle.failed(
+                app,
                 &account,
                 &address,
                 (
@@ -373,7 +374,7 @@ impl Accounts {
             tracing::info!(app, address = %client.address, "sign-in failed");
             return Err(AuthError::InvalidCredentials);
         };
-        self.throttle.succeeded(&account);
+        self.throttle.succeeded(app, &account);
         let user = match passwords::needs_rehash(&stored, &settings.argon2) {
             true => self.rehash(app, settings, user, password).await?,
             false => user,

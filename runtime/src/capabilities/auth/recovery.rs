@@ -181,12 +181,13 @@ impl Accounts {
             ));
         }
         let email = normalize_email(email)?;
-        let account = format!("{app}\nreset\n{email}");
-        let address = format!("{app}\nreset\n{}", client.address);
-        if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
+        let account = format!("reset\n{email}");
+        let address = format!("reset\n{}", client.address);
+        if let Err(Wait(wait)) = self.throttle.check(app, &account, &address) {
             return Err(AuthError::Throttled(wait));
         }
         self.throttle.failed(
+            app,
             &account,
             &address,
             (

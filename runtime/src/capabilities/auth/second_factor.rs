@@ -36,13 +36,14 @@ impl Accounts {
         else {
             return Err(refused());
         };
-        let account = format!("{app}\nmfa\n{id}");
-        let address = format!("{app}\n{}", client.address);
-        if let Err(Wait(wait)) = self.throttle.check(&account, &address) {
+        let account = format!("mfa\n{id}");
+        let address = client.address.clone();
+        if let Err(Wait(wait)) = self.throttle.check(app, &account, &address) {
             return Err(AuthError::Throttled(wait));
         }
         let fail = || {
             self.throttle.failed(
+                app,
                 &account,
                 &address,
                 (
@@ -95,7 +96,7 @@ impl Accounts {
         let Some(user) = users::set_if(&self.documents, app, id, condition, fields).await? else {
             return Err(fail());
         };
-        self.throttle.succeeded(&account);
+        self.throttle.succeeded(app, &account);
         self.start_session(app, settings, user, true, client).await
     }
 

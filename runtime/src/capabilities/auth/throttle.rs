@@ -14,8 +14,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// A count is forgotten this long after its last failure.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// Most keys tracked; past it, forgotten and idle ones go first, and if
-/// every one is still counting, new keys are refused (fail closed).
+/// Most keys tracked per app; past it, forgotten and idle ones go first,
+/// and if every one is still counting, new keys of that app are refused
+/// (fail closed). Per app, so one app's flood of distinct emails cannot
+/// crowd out another app's counts.
 const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,9 +32,12 @@ struct Count {
     blocked_until: Option<Instant>,
 }
 
+type Counts = HashMap<(Kind, String), Count>;
+
 #[derive(Default)]
 pub struct Throttle {
-    counts: Mutex<HashMap<(Kind, String), Count>>,
+    /// Per app.
+    apps: Mutex<HashMap<String, Counts>>,
 }
 
 /// Attempts are refused for this long.
@@ -40,11 +45,14 @@ pub struct Throttle {
 pub struct Wait(pub Duration);
 
 impl Throttle {
-    /// Whether an attempt for `account` (app and email) from `address` (app
-    /// and IP) may go ahead now.
-    pub fn check(&self, account: &str, address: &str) -> Result<(), Wait> {
+    /// Whether an attempt of `app` for `account` (an email) from `address`
+    /// (an IP) may go ahead now.
+    pub fn check(&self, app: &str, account: &str, address: &str) -> Result<(), Wait> {
         let now = Instant::now();
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(counts) = apps.get(app) else {
+            return Ok(());
+        };
         let mut wait = Duration::ZERO;
         for key in [(Kind::Account, account), (Kind::Address, address)] {
             if let Some(until) = counts
@@ -68,9 +76,10 @@ impl Throttle {
     }
 
     /// Records a failed attempt, with the allowance of each kind.
-    pub fn failed(&self, account: &str, address: &str, allowance: (u32, u32)) {
+    pub fn failed(&self, app: &str, account: &str, address: &str, allowance: (u32, u32)) {
         let now = Instant::now();
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = apps.entry(app.to_string()).or_default();
         if counts.len() >= MAX_KEYS {
             counts.retain(|_, c| {
                 now.duration_since(c.last) < FORGET_AFTER
@@ -103,11 +112,15 @@ impl Throttle {
     }
 
     /// Clears the account's count after a successful sign-in.
-    pub fn succeeded(&self, account: &str) {
-        self.counts
+    pub fn succeeded(&self, app: &str, account: &str) {
+        if let Some(counts) = self
+            .apps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(Kind::Account, account.to_string()));
+            .get_mut(app)
+        {
+            counts.remove(&(Kind::Account, account.to_string()));
+        }
     }
 }
 
@@ -119,33 +132,46 @@ mod tests {
     fn waits_start_after_the_allowance_and_double() {
         let throttle = Throttle::default();
         for _ in 0..2 {
-            assert!(throttle.check("a", "ip").is_ok());
-            throttle.failed("a", "ip", (3, 100));
+            assert!(throttle.check("shop", "a", "ip").is_ok());
+            throttle.failed("shop", "a", "ip", (3, 100));
         }
-        assert!(throttle.check("a", "ip").is_ok());
-        throttle.failed("a", "ip", (3, 100));
-        let Err(Wait(first)) = throttle.check("a", "ip") else {
+        assert!(throttle.check("shop", "a", "ip").is_ok());
+        throttle.failed("shop", "a", "ip", (3, 100));
+        let Err(Wait(first)) = throttle.check("shop", "a", "ip") else {
             panic!("the third failure starts a wait");
         };
         assert!(first <= Duration::from_secs(1) && first > Duration::ZERO);
-        throttle.failed("a", "ip", (3, 100));
-        let Err(Wait(second)) = throttle.check("a", "ip") else {
+        throttle.failed("shop", "a", "ip", (3, 100));
+        let Err(Wait(second)) = throttle.check("shop", "a", "ip") else {
             panic!("still waiting");
         };
         assert!(second > Duration::from_secs(1), "{second:?}");
         // Another account from another address is not held back.
-        assert!(throttle.check("b", "ip2").is_ok());
-        throttle.succeeded("a");
-        assert!(throttle.check("a", "ip2").is_ok());
+        assert!(throttle.check("shop", "b", "ip2").is_ok());
+        throttle.succeeded("shop", "a");
+        assert!(throttle.check("shop", "a", "ip2").is_ok());
     }
 
     #[test]
     fn an_address_is_throttled_across_accounts() {
         let throttle = Throttle::default();
         for i in 0..3 {
-            throttle.failed(&format!("user{i}"), "ip", (100, 3));
+            throttle.failed("shop", &format!("user{i}"), "ip", (100, 3));
         }
-        assert!(throttle.check("fresh", "ip").is_err());
-        assert!(throttle.check("fresh", "other-ip").is_ok());
+        assert!(throttle.check("shop", "fresh", "ip").is_err());
+        assert!(throttle.check("shop", "fresh", "other-ip").is_ok());
+    }
+
+    #[test]
+    fn one_apps_full_table_does_not_hold_back_another_app() {
+        let throttle = Throttle::default();
+        for i in 0..MAX_KEYS {
+            throttle.failed("flood", &format!("user{i}"), "ip", (1, u32::MAX));
+        }
+        assert!(
+            throttle.check("flood", "someone-new", "ip2").is_err(),
+            "fails closed"
+        );
+        assert!(throttle.check("calm", "someone-new", "ip2").is_ok());
     }
 }
