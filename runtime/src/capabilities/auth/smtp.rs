@@ -19,6 +19,8 @@ use crate::capabilities::outbound::is_internal;
 /// Messages being sent at once, server-wide; past it a message is dropped
 /// (and logged): the user can ask again.
 pub const MAX_SENDING: usize = 16;
+/// Of those, most at once of one app.
+pub const MAX_SENDING_PER_APP: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -82,6 +84,7 @@ impl SmtpSettings {
 /// Sends mail for every app; one per server.
 pub struct Mailer {
     sending: Arc<Semaphore>,
+    per_app: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
     internal_hosts: Arc<[String]>,
 }
 
@@ -89,16 +92,27 @@ impl Mailer {
     pub fn new(internal_hosts: Arc<[String]>) -> Self {
         Mailer {
             sending: Arc::new(Semaphore::new(MAX_SENDING)),
+            per_app: Default::default(),
             internal_hosts,
         }
     }
 
     /// Sends in the background; the request that caused it does not wait.
     pub fn send(&self, app: &str, smtp: &SmtpSettings, to: &str, subject: String, body: String) {
-        let Ok(permit) = self.sending.clone().try_acquire_owned() else {
+        let app_slots = self
+            .per_app
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_SENDING_PER_APP)))
+            .clone();
+        let permits = app_slots
+            .try_acquire_owned()
+            .and_then(|own| Ok((own, self.sending.clone().try_acquire_owned()?)));
+        let Ok(permit) = permits else {
             tracing::warn!(
                 app,
-                "mail dropped: {MAX_SENDING} messages are being sent already"
+                "mail dropped: the app or the server has its most messages in flight"
             );
             return;
         };
