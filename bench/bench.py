@@ -149,10 +149,12 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, connections, seconds, watch_pid=None, bearer=None):
-    """req/s, p50 ms, p99 ms (and the highest RSS of watch_pid seen meanwhile)."""
+def wrk(url, connections, seconds, watch_pid=None, bearer=None, header=None):
+    """req/s, p50 ms, p99 ms (and the highest RSS of watch_pid seen meanwhile).
+    `header` is one more raw header line to send."""
     threads = min(2, connections)
     headers = ["-H", f"Authorization: Bearer {bearer}"] if bearer else []
+    headers += ["-H", header] if header else []
     proc = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
                              "--latency", *headers, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::counters::ChangeCounters;
 use super::query::value::canonicalize_dates;
 use super::query::{Filter, Projection, QueryError, Sort, Update, check_document, new_id};
 use super::{Change, DocumentStore, FindSpec, Namespace, Query, StoreError, UpdateOutcome};
@@ -101,6 +102,11 @@ fn invalid(message: impl Into<String>) -> StoreError {
 impl Documents {
     pub fn new(backend: Arc<dyn DocumentStore>, limits: StoreLimits) -> Self {
         Documents { backend, limits }
+    }
+
+    /// See [`DocumentStore::change_counters`].
+    pub fn change_counters(&self) -> Option<&ChangeCounters> {
+        self.backend.change_counters()
     }
 
     /// Inserts documents (all or none); returns their `_id`s, generated where absent.

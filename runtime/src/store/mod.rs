@@ -5,6 +5,7 @@
 //! the [`query`] subset before any backend sees them, so both backends
 //! refuse the same input the same way.
 
+pub mod counters;
 mod documents;
 mod keys;
 pub mod mongo;
@@ -135,6 +136,12 @@ pub trait DocumentStore: Send + Sync {
         unique: bool,
     ) -> Result<(), StoreError>;
     async fn drop_collection(&self, ns: Namespace<'_>) -> Result<(), StoreError>;
+    /// Counters every node sharing this store reads without a store call,
+    /// for caches of records; `None` when the backend has nothing cheaper
+    /// than reading the record (MongoDB: nodes on other hosts).
+    fn change_counters(&self) -> Option<&counters::ChangeCounters> {
+        None
+    }
 }
 
 /// The name MongoDB gives an index: `a_1_b_-1`.

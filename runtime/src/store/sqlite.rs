@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::counters::ChangeCounters;
 use super::keys::{bracket_bounds, encode, index_keys, prefix_end};
 use super::query::filter::Cond;
 use super::query::shape::SortKey;
@@ -57,6 +58,7 @@ pub struct SqliteStore {
     databases: Mutex<HashMap<String, Arc<AppDatabase>>>,
     /// How long one call may run before it is `LimitExceeded`.
     budget: std::time::Duration,
+    counters: ChangeCounters,
 }
 
 /// Blocking threads one database may hold at once; more calls wait as
@@ -94,6 +96,7 @@ impl SqliteStore {
             dir: dir.to_path_buf(),
             databases: Mutex::new(HashMap::new()),
             budget,
+            counters: ChangeCounters::open(&dir.join("change-counters"))?,
         })
     }
 
@@ -975,6 +978,10 @@ impl DocumentStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    fn change_counters(&self) -> Option<&ChangeCounters> {
+        Some(&self.counters)
     }
 
     async fn drop_collection(&self, ns: Namespace<'_>) -> Result<(), StoreError> {

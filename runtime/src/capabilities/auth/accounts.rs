@@ -25,7 +25,7 @@ use super::tokens::{self, TokenError};
 use super::verified::VerifiedTokens;
 use crate::store::platform::identities::{self};
 use crate::store::platform::now_ms;
-use crate::store::platform::sessions::{self, SessionRecord};
+use crate::store::platform::sessions::{self, LiveSessions, SessionRecord};
 use crate::store::platform::users::{self, UserRecord};
 use crate::store::query::{check_document, new_id};
 use crate::store::{Documents, StoreError};
@@ -195,6 +195,8 @@ pub struct Accounts {
     pub(super) documents: Documents,
     /// Tokens whose signature verified already.
     verified: VerifiedTokens,
+    /// Sessions the per-request check read, while unchanged in the store.
+    live: LiveSessions,
     pub(super) oidc: Oidc,
     pub(super) mailer: Mailer,
     pub keys: KeyRings,
@@ -215,6 +217,7 @@ impl Accounts {
             .collect();
         Accounts {
             verified: VerifiedTokens::default(),
+            live: LiveSessions::default(),
             oidc: Oidc::new(Fetcher::new(internal_hosts.clone())),
             mailer: Mailer::new(internal_hosts),
             keys: KeyRings::new(documents.clone()),
@@ -599,7 +602,7 @@ impl Accounts {
                 claims
             }
         };
-        let Some(session) = sessions::get(&self.documents, app, &claims.sid).await? else {
+        let Some(session) = self.live.get(&self.documents, app, &claims.sid).await? else {
             return Err(refused(&"its session is revoked or expired"));
         };
         if session.user != claims.sub {

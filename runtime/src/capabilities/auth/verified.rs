@@ -1,9 +1,9 @@
 //! Access tokens whose signature has verified, so a client that sends the
 //! same token on every request pays for the Ed25519 check once. Entries are
-//! keyed by SHA-256 of the app and the whole token (a changed byte is
+//! kept per app, keyed by SHA-256 of the whole token (a changed byte is
 //! another entry), hold the verified claims, and count only until the
-//! token's `exp`. The session is still read on every request: this caches
-//! the signature, never whether the session is live.
+//! token's `exp`. This caches the signature, never whether the session is
+//! live (see `store::platform::sessions::LiveSessions`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,21 +13,18 @@ use sha2::{Digest, Sha256};
 use super::tokens::{AccessClaims, LEEWAY_SECS};
 use crate::store::platform::now_ms;
 
-/// Most tokens remembered; past it the expired go, and if none has
-/// expired, all go (the next requests verify again).
-const MAX_ENTRIES: usize = 10_000;
+/// Most tokens of one app remembered; past it the app's expired go, and if
+/// none has expired, all of the app's go (its next requests verify again).
+/// Per app, so one app minting tokens cannot push out another's.
+const MAX_PER_APP: usize = 10_000;
 
 #[derive(Default)]
 pub struct VerifiedTokens {
-    entries: Mutex<HashMap<[u8; 32], AccessClaims>>,
+    apps: Mutex<HashMap<String, HashMap<[u8; 32], AccessClaims>>>,
 }
 
-fn key(app: &str, token: &str) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    hash.update(app.as_bytes());
-    hash.update([0]);
-    hash.update(token.as_bytes());
-    hash.finalize().into()
+fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 fn live(claims: &AccessClaims, now: u64) -> bool {
@@ -37,23 +34,24 @@ fn live(claims: &AccessClaims, now: u64) -> bool {
 impl VerifiedTokens {
     pub fn get(&self, app: &str, token: &str) -> Option<AccessClaims> {
         let now = now_ms() / 1000;
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&key(app, token))
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.get(app)?
+            .get(&key(token))
             .filter(|c| live(c, now))
             .cloned()
     }
 
     pub fn insert(&self, app: &str, token: &str, claims: &AccessClaims) {
         let now = now_ms() / 1000;
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_ENTRIES {
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = apps.entry(app.to_string()).or_default();
+        if entries.len() >= MAX_PER_APP {
             entries.retain(|_, c| live(c, now));
-            if entries.len() >= MAX_ENTRIES {
+            if entries.len() >= MAX_PER_APP {
                 entries.clear();
             }
         }
-        entries.insert(key(app, token), claims.clone());
+        entries.insert(key(token), claims.clone());
     }
 }
 

@@ -1,7 +1,16 @@
 //! Signed-in sessions (`sessions`). A session exists while it is valid:
 //! signing out, revoking, disabling or deleting the user deletes it, and
-//! every authenticated request reads it by id, so those take effect on the
-//! next request on every node.
+//! every authenticated request checks it is still there, so those take
+//! effect on the next request on every node.
+//!
+//! That check reads the session by id, unless the store has change counters
+//! (see [`crate::store::counters`]): then [`LiveSessions`] keeps what it read
+//! with the app's counter, every write here but a new session or a refresh
+//! bumps it after committing, and a request whose counter is unchanged uses
+//! the session it already read.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -93,6 +102,111 @@ pub async fn get(
     Ok(session.filter(|s| s.expires_ms > now_ms()))
 }
 
+/// What the per-request check needs of a live session.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub id: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    pub mfa: bool,
+    expires_ms: u64,
+}
+
+/// Most sessions of one app a node remembers; past it the app's are dropped.
+const REMEMBERED_PER_APP: usize = 10_000;
+
+/// A remembered session is read again after this long even with no change
+/// counted: the backstop for a node that died between a write and its bump.
+const REMEMBERED_MS: u64 = 60_000;
+
+/// Live sessions this node read, each with the counter it was read under.
+#[derive(Default)]
+pub struct LiveSessions {
+    apps: Mutex<HashMap<String, HashMap<String, Remembered>>>,
+}
+
+struct Remembered {
+    session: LiveSession,
+    counter: u64,
+    read_ms: u64,
+}
+
+impl LiveSessions {
+    /// The live session `id` of `app`, as [`get`] would read it now.
+    pub async fn get(
+        &self,
+        documents: &Documents,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<LiveSession>, StoreError> {
+        let Some(counters) = documents.change_counters() else {
+            return Ok(get(documents, app, id).await?.map(LiveSession::from));
+        };
+        // Read before the session, so a write that lands in between is
+        // counted after what is kept.
+        let counter = counters.read(&counter_key(app));
+        let now = now_ms();
+        if let Some(known) = self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .and_then(|sessions| sessions.get(id))
+            .filter(|r| {
+                r.counter == counter
+                    && now < r.read_ms + REMEMBERED_MS
+                    && r.session.expires_ms > now
+            })
+        {
+            return Ok(Some(known.session.clone()));
+        }
+        let session = get(documents, app, id).await?.map(LiveSession::from);
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions = apps.entry(app.to_string()).or_default();
+        match &session {
+            Some(live) => {
+                if sessions.len() >= REMEMBERED_PER_APP {
+                    sessions.clear();
+                }
+                let remembered = Remembered {
+                    session: live.clone(),
+                    counter,
+                    read_ms: now,
+                };
+                sessions.insert(id.to_string(), remembered);
+            }
+            None => {
+                sessions.remove(id);
+            }
+        }
+        Ok(session)
+    }
+}
+
+impl From<SessionRecord> for LiveSession {
+    fn from(record: SessionRecord) -> Self {
+        LiveSession {
+            id: record.id,
+            user: record.user,
+            roles: record.roles,
+            mfa: record.mfa,
+            expires_ms: record.expires_ms,
+        }
+    }
+}
+
+fn counter_key(app: &str) -> String {
+    format!("sessions/{app}")
+}
+
+/// Counts a write to `app`'s sessions, after it committed (or failed: a
+/// failed write may still have landed).
+fn changed(documents: &Documents, app: &str) {
+    if let Some(counters) = documents.change_counters() {
+        counters.bump(&counter_key(app));
+    }
+}
+
 /// The user's sessions, oldest first.
 pub async fn of_user(
     documents: &Documents,
@@ -155,7 +269,7 @@ pub async fn set_for_user(
     user: &str,
     fields: Value,
 ) -> Result<(), StoreError> {
-    documents
+    let result = documents
         .update(
             SESSIONS,
             &json!({"app": app, "user": user}),
@@ -163,8 +277,9 @@ pub async fn set_for_user(
             false,
             true,
         )
-        .await
-        .map(|_| ())
+        .await;
+    changed(documents, app);
+    result.map(|_| ())
 }
 
 /// Sets fields of one session.
@@ -174,7 +289,7 @@ pub async fn set(
     id: &str,
     fields: Value,
 ) -> Result<(), StoreError> {
-    documents
+    let result = documents
         .update(
             SESSIONS,
             &json!({"_id": id, "app": app}),
@@ -182,16 +297,18 @@ pub async fn set(
             false,
             false,
         )
-        .await
-        .map(|_| ())
+        .await;
+    changed(documents, app);
+    result.map(|_| ())
 }
 
 /// Deletes one session: `false` when there was none.
 pub async fn delete(documents: &Documents, app: &str, id: &str) -> Result<bool, StoreError> {
-    Ok(documents
+    let result = documents
         .delete(SESSIONS, &json!({"_id": id, "app": app}), false)
-        .await?
-        > 0)
+        .await;
+    changed(documents, app);
+    Ok(result? > 0)
 }
 
 /// Deletes the user's session `id`: `false` when the user has none such.
@@ -201,14 +318,15 @@ pub async fn delete_of_user(
     user: &str,
     id: &str,
 ) -> Result<bool, StoreError> {
-    Ok(documents
+    let result = documents
         .delete(
             SESSIONS,
             &json!({"_id": id, "app": app, "user": user}),
             false,
         )
-        .await?
-        > 0)
+        .await;
+    changed(documents, app);
+    Ok(result? > 0)
 }
 
 /// Deletes every session of a user but `keep`.
@@ -218,18 +336,102 @@ pub async fn delete_others(
     user: &str,
     keep: &str,
 ) -> Result<u64, StoreError> {
-    documents
+    let result = documents
         .delete(
             SESSIONS,
             &json!({"app": app, "user": user, "_id": {"$ne": keep}}),
             true,
         )
-        .await
+        .await;
+    changed(documents, app);
+    result
 }
 
 /// Deletes every session of a user; returns how many.
 pub async fn delete_all(documents: &Documents, app: &str, user: &str) -> Result<u64, StoreError> {
-    documents
+    let result = documents
         .delete(SESSIONS, &json!({"app": app, "user": user}), true)
-        .await
+        .await;
+    changed(documents, app);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// A node's view of the embedded store in `dir`.
+    fn node(dir: &std::path::Path) -> Documents {
+        let store = SqliteStore::open(dir, std::time::Duration::from_secs(5)).unwrap();
+        Documents::new(Arc::new(store), Default::default())
+    }
+
+    fn session(id: &str, user: &str) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            app: "shop".into(),
+            user: user.into(),
+            roles: vec!["staff".into()],
+            mfa: false,
+            refresh_hash: "h".into(),
+            rotated: vec![],
+            created_ms: now_ms(),
+            last_used_ms: now_ms(),
+            expires_ms: now_ms() + 60_000,
+            device: String::new(),
+            address: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_session_is_refused_after_another_node_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (node(dir.path()), node(dir.path()));
+        insert(&first, &session("s1", "ada")).await.unwrap();
+        insert(&first, &session("s2", "bob")).await.unwrap();
+        let live = LiveSessions::default();
+        let read = live.get(&first, "shop", "s1").await.unwrap().unwrap();
+        assert_eq!(
+            (read.user.as_str(), read.roles.clone()),
+            ("ada", vec!["staff".to_string()])
+        );
+        live.get(&first, "shop", "s2").await.unwrap().unwrap();
+
+        // Roles changed through the other node: the next read sees them.
+        set_for_user(&second, "shop", "ada", json!({"roles": []}))
+            .await
+            .unwrap();
+        let read = live.get(&first, "shop", "s1").await.unwrap().unwrap();
+        assert!(read.roles.is_empty());
+
+        // Revoked through the other node: gone on the next read.
+        delete(&second, "shop", "s1").await.unwrap();
+        assert!(live.get(&first, "shop", "s1").await.unwrap().is_none());
+        delete_all(&second, "shop", "bob").await.unwrap();
+        assert!(live.get(&first, "shop", "s2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_session_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let documents = node(dir.path());
+        insert(&documents, &session("s1", "ada")).await.unwrap();
+        let live = LiveSessions::default();
+        live.get(&documents, "shop", "s1").await.unwrap().unwrap();
+        // Removed behind the module's back (nothing counted): still
+        // remembered, which shows the second read did not reach the store.
+        documents
+            .delete(SESSIONS, &json!({"_id": "s1"}), false)
+            .await
+            .unwrap();
+        assert!(live.get(&documents, "shop", "s1").await.unwrap().is_some());
+        // Another app's change leaves it remembered too; its own app's ends it.
+        changed(&documents, "other");
+        assert!(live.get(&documents, "shop", "s1").await.unwrap().is_some());
+        changed(&documents, "shop");
+        assert!(live.get(&documents, "shop", "s1").await.unwrap().is_none());
+    }
 }
