@@ -160,6 +160,7 @@ impl Guest {
             admin_key: Some("bench".into()),
             max_instances: 10,
             mongodb_uri: None,
+            blobs: None,
             limits: kiln::server::settings::ServerLimits::for_instances(10),
             app_domain: None,
             auth_internal_hosts: Vec::new(),

@@ -23,4 +23,5 @@ from_store_error!(
     super::bindings::kiln::platform::auth::Error,
     super::bindings::kiln::platform::database::Error,
     super::bindings::kiln::platform::scheduler::Error,
+    super::bindings::kiln::platform::storage::Error,
 );

@@ -17,12 +17,13 @@ pub mod database;
 mod error;
 pub mod outbound;
 pub mod scheduler;
+pub mod storage;
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::store::Documents;
@@ -32,6 +33,7 @@ use crate::store::Documents;
 pub struct Backends {
     pub documents: Documents,
     pub accounts: Arc<auth::Accounts>,
+    pub files: storage::Files,
 }
 
 /// One host capability.
@@ -70,6 +72,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
 /// Store data that holds the capabilities' states.
 pub trait CapabilityView: Send + 'static {
     fn capabilities(&mut self) -> &mut Instances;
+    /// The states, and the table of the invocation's resources (for a
+    /// capability that hands the guest streams).
+    fn capabilities_and_table(&mut self) -> (&mut Instances, &mut ResourceTable);
 }
 
 /// One capability's state in [`Instances`].
@@ -230,6 +235,7 @@ capabilities! {
     database: database::Database,
     auth: auth::Auth,
     scheduler: scheduler::Scheduler,
+    storage: storage::Storage,
     outbound: outbound::Outbound,
 }
 

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (embedded storage in the data directory; no other setup).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Build an app's functions into components.
     Build {
         /// The app folder (with kiln.toml).
@@ -64,7 +64,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Build { dir, no_typecheck } => {
             let options = build::BuildOptions {
                 typecheck: !no_typecheck,

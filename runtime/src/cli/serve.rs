@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
+use kiln::capabilities::storage::backend::BlobSettings;
 use kiln::server::settings::{
     ADMIN_KEY_ENV, FileSettings, ServerLimits, Settings, default_data_dir,
 };
@@ -35,6 +36,23 @@ pub struct ServeArgs {
     /// MongoDB for documents and platform data (default: the embedded store).
     #[arg(long, env = "KILN_MONGODB_URI", hide_env_values = true)]
     mongodb_uri: Option<String>,
+    /// Keep components and files in this S3 bucket (default: `<data dir>/objects`).
+    #[arg(long, env = "KILN_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// The bucket's region (default: `AWS_REGION`, else us-east-1).
+    #[arg(long, env = "KILN_S3_REGION")]
+    s3_region: Option<String>,
+    /// An S3-compatible service's URL (MinIO, R2, ...); buckets are addressed by path.
+    #[arg(long, env = "KILN_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 credentials (default: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long, env = "KILN_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    #[arg(long, env = "KILN_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// Allow plain http to the S3 endpoint (local test services only).
+    #[arg(long, env = "KILN_S3_ALLOW_HTTP")]
+    s3_allow_http: bool,
     /// Instances alive at once across every function.
     #[arg(long, env = "KILN_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -142,6 +160,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .shutdown_grace
             .or(file.shutdown_grace)
             .unwrap_or(std::time::Duration::from_secs(30)),
+        blobs: args
+            .s3_bucket
+            .or(file.s3_bucket)
+            .filter(|b| !b.is_empty())
+            .map(|bucket| BlobSettings::S3 {
+                bucket,
+                region: args.s3_region.or(file.s3_region),
+                endpoint: args.s3_endpoint.or(file.s3_endpoint),
+                access_key_id: args.s3_access_key_id.or(file.s3_access_key_id),
+                secret_access_key: args.s3_secret_access_key.or(file.s3_secret_access_key),
+                allow_http: args.s3_allow_http || file.s3_allow_http.unwrap_or(false),
+            }),
         auth_internal_hosts: if args.auth_internal_hosts.is_empty() {
             file.auth_internal_hosts
         } else {

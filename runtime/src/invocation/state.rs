@@ -66,6 +66,10 @@ impl crate::capabilities::CapabilityView for InvocationState {
     fn capabilities(&mut self) -> &mut Instances {
         &mut self.capabilities
     }
+
+    fn capabilities_and_table(&mut self) -> (&mut Instances, &mut ResourceTable) {
+        (&mut self.capabilities, &mut self.table)
+    }
 }
 
 impl WasiView for InvocationState {

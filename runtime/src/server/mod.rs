@@ -29,6 +29,8 @@ use self::connections::{Connections, Refused};
 use self::manifest::RESERVED_APP_NAME;
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
 use crate::capabilities::auth::Accounts;
+use crate::capabilities::storage::Files;
+use crate::capabilities::storage::backend::{BlobSettings, Blobs};
 use crate::capabilities::{Backends, Capabilities};
 use crate::engine::compiler::Tier;
 use crate::engine::{EngineError, EngineSettings};
@@ -50,8 +52,8 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("artifact store: {0}")]
-    Store(#[from] object_store::Error),
+    #[error("file backend: {0}")]
+    Files(#[from] crate::capabilities::storage::StorageError),
     #[error("document store: {0}")]
     Documents(#[from] crate::store::StoreError),
     #[error("loading deployed apps: {0}")]
@@ -118,9 +120,17 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
             (key, source)
         }
     };
-    let store = object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)?;
-    let artifacts = Artifacts::new(Arc::new(store), Some(objects_dir.clone()));
+    let blob_settings = settings.blobs.clone().unwrap_or(BlobSettings::Local {
+        root: objects_dir.clone(),
+    });
+    let blobs = Arc::new(Blobs::open(&blob_settings)?);
+    let artifacts = Artifacts::new(
+        blobs.store().clone(),
+        blobs.local_root().map(|root| root.to_path_buf()),
+    );
     let documents = open_documents(&settings).await?;
+    let files = Files::new(documents.clone(), blobs);
+    files.create_indexes().await?;
     let accounts = Arc::new(Accounts::new(
         documents.clone(),
         settings.auth_internal_hosts.clone(),
@@ -129,6 +139,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let backends = Backends {
         documents: documents.clone(),
         accounts: accounts.clone(),
+        files,
     };
     let invoker = Invoker::new(
         &EngineSettings {

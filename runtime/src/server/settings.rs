@@ -23,6 +23,8 @@ pub struct Settings {
     pub max_instances: u32,
     /// MongoDB for documents and platform data; `None`: the embedded store.
     pub mongodb_uri: Option<String>,
+    /// Where components and files are kept; `None`: `<data_dir>/objects`.
+    pub blobs: Option<crate::capabilities::storage::backend::BlobSettings>,
     /// Bounds on what one client and one app may take of the server.
     pub limits: ServerLimits,
     /// With a domain, `Host: APP.<domain>` routes to app APP; without one,
@@ -79,6 +81,12 @@ pub struct FileSettings {
     pub admin_key: Option<String>,
     pub max_instances: Option<u32>,
     pub mongodb_uri: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_allow_http: Option<bool>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     #[serde(default, with = "humantime_serde")]

@@ -20,6 +20,7 @@ pub mod db;
 pub mod http;
 pub mod scheduled;
 pub mod scheduler;
+pub mod storage;
 
 /// Bindings generated from the `kiln:platform` WIT package, for what the
 /// ergonomic API does not cover (streaming bodies, for one).
@@ -48,6 +49,9 @@ pub mod scheduled_bindings {
             "kiln:platform/storage@0.1.0": crate::bindings::kiln::platform::storage,
             "kiln:platform/push@0.1.0": crate::bindings::kiln::platform::push,
             "kiln:platform/scheduler@0.1.0": crate::bindings::kiln::platform::scheduler,
+            "wasi:io/error@0.2.10": crate::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.10": crate::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.10": crate::bindings::wasi::io::streams,
         },
         pub_export_macro: true,
         export_macro_name: "__export_scheduled_function",

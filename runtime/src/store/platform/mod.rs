@@ -17,9 +17,12 @@
 //! | `signing_keys` | an app's token signing key | [`signing_keys`] |
 //! | `identities` | a provider identity linked to a user | [`identities`] |
 //! | `oidc_states` | a code-flow sign-in awaiting its callback | [`identities`] |
+//! | `files` | a stored file of an app | [`files`] |
+//! | `file_usage` | files and bytes an app stores | [`files`] |
 
 pub mod cron;
 pub mod deployments;
+pub mod files;
 pub mod identities;
 pub mod jobs;
 pub mod runs;

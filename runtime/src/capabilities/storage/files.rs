@@ -1,0 +1,410 @@
+//! The files of every app: what the WIT host, the client endpoints and the
+//! admin API share. Bytes go to the blob backend under a random id; the
+//! record in the document store ([`crate::store::platform::files`]) maps the
+//! app's key to its blob, so every backend behaves alike and a reader sees
+//! one version of a file, whole.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+
+use super::backend::Blobs;
+use super::keys;
+use super::{StorageError, WriteSlots};
+use crate::store::Documents;
+use crate::store::platform::files::{self as records, FileRecord};
+use crate::store::platform::now_ms;
+use crate::store::query::new_id;
+
+/// Bytes buffered per part of an upload (S3's smallest part is 5 MiB).
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts of one upload sent at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Longest wait for the next piece of an upload's body.
+const IDLE: Duration = Duration::from_secs(30);
+/// Most files one listing page holds.
+pub const MAX_PAGE: u32 = 1000;
+/// Longest content type kept.
+const MAX_CONTENT_TYPE: usize = 255;
+
+/// What is known of a stored file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    pub key: String,
+    pub size: u64,
+    pub content_type: String,
+    pub etag: String,
+    pub modified_ms: u64,
+}
+
+impl From<&FileRecord> for FileMeta {
+    fn from(record: &FileRecord) -> Self {
+        FileMeta {
+            key: record.key.clone(),
+            size: record.size,
+            content_type: record.content_type.clone(),
+            etag: record.blob.clone(),
+            modified_ms: record.modified_ms,
+        }
+    }
+}
+
+/// Whether a write may replace a file already at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    Allowed,
+    /// The write is a `conflict` when a file is there (a conditional create).
+    Refused,
+}
+
+/// A file being read: its metadata, the bytes asked for, and their stream.
+pub struct Download {
+    pub meta: FileMeta,
+    /// The bytes the stream holds (the whole file without a range).
+    pub range: Range<u64>,
+    pub body: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+/// One page of a listing.
+pub struct Listing {
+    pub files: Vec<FileMeta>,
+    /// The key to continue after; none on the last page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Files {
+    documents: Documents,
+    blobs: Arc<Blobs>,
+    write_slots: Arc<WriteSlots>,
+}
+
+impl Files {
+    pub fn new(documents: Documents, blobs: Arc<Blobs>) -> Self {
+        Files {
+            documents,
+            blobs,
+            write_slots: Arc::default(),
+        }
+    }
+
+    pub fn blobs(&self) -> &Arc<Blobs> {
+        &self.blobs
+    }
+
+    /// Writes in progress, per app.
+    pub fn write_slots(&self) -> &WriteSlots {
+        &self.write_slots
+    }
+
+    pub async fn create_indexes(&self) -> Result<(), StorageError> {
+        Ok(records::create_indexes(&self.documents).await?)
+    }
+
+    /// Streams `body` into a new file at `key`, refusing it as soon as it
+    /// passes `max_bytes` (nothing is left behind).
+    pub async fn put<S, E>(
+        &self,
+        app: &str,
+        key: &str,
+        content_type: Option<&str>,
+        overwrite: Overwrite,
+        max_bytes: u64,
+        body: S,
+    ) -> Result<FileMeta, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        keys::check(key)?;
+        let content_type = content_type_of(content_type)?;
+        if overwrite == Overwrite::Refused
+            && records::get(&self.documents, app, key).await?.is_some()
+        {
+            return Err(conflict(key));
+        }
+        let blob = new_id();
+        let size = self.write_blob(app, &blob, max_bytes, body).await?;
+        self.commit(app, key, blob, size, content_type, overwrite)
+            .await
+    }
+
+    /// Copies the file at `from` to `to` (replacing what is there).
+    pub async fn copy(&self, app: &str, from: &str, to: &str) -> Result<FileMeta, StorageError> {
+        keys::check(from)?;
+        keys::check(to)?;
+        let source = records::get(&self.documents, app, from)
+            .await?
+            .ok_or_else(|| not_found(from))?;
+        let blob = new_id();
+        self.blobs
+            .store()
+            .copy(
+                &self.blobs.path(app, &source.blob),
+                &self.blobs.path(app, &blob),
+            )
+            .await
+            .map_err(|e| backend_error(from, e))?;
+        self.blobs.make_durable(app, &blob).await?;
+        self.commit(
+            app,
+            to,
+            blob,
+            source.size,
+            source.content_type,
+            Overwrite::Allowed,
+        )
+        .await
+    }
+
+    /// Switches `key` to the stored `blob`, then deletes the blob it held;
+    /// a refused switch deletes `blob`.
+    async fn commit(
+        &self,
+        app: &str,
+        key: &str,
+        blob: String,
+        size: u64,
+        content_type: String,
+        overwrite: Overwrite,
+    ) -> Result<FileMeta, StorageError> {
+        let now = now_ms();
+        let record = FileRecord {
+            id: records::record_id(app, key),
+            app: app.to_string(),
+            key: key.to_string(),
+            blob,
+            size,
+            content_type,
+            created_ms: now,
+            modified_ms: now,
+        };
+        let replaced = match overwrite {
+            Overwrite::Refused => match records::create(&self.documents, &record).await {
+                Ok(true) => None,
+                Ok(false) => {
+                    self.delete_blob(app, &record.blob).await;
+                    return Err(conflict(key));
+                }
+                Err(err) => {
+                    self.delete_blob(app, &record.blob).await;
+                    return Err(err.into());
+                }
+            },
+            Overwrite::Allowed => match records::replace(&self.documents, &record).await {
+                Ok(before) => before,
+                Err(err) => {
+                    self.delete_blob(app, &record.blob).await;
+                    return Err(err.into());
+                }
+            },
+        };
+        if let Some(old) = replaced {
+            self.delete_blob(app, &old.blob).await;
+        }
+        Ok(FileMeta::from(&record))
+    }
+
+    /// Writes the blob, counting bytes as they arrive; returns its size.
+    async fn write_blob<S, E>(
+        &self,
+        app: &str,
+        blob: &str,
+        max_bytes: u64,
+        mut body: S,
+    ) -> Result<u64, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.blobs.path(app, blob);
+        let upload = self
+            .blobs
+            .store()
+            .put_multipart(&path)
+            .await
+            .map_err(|e| backend_error(blob, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut size = 0u64;
+        let outcome: Result<(), StorageError> = async {
+            loop {
+                let next = tokio::time::timeout(IDLE, body.next()).await.map_err(|_| {
+                    StorageError::InvalidInput(format!(
+                        "the upload sent nothing for {} s",
+                        IDLE.as_secs()
+                    ))
+                })?;
+                let Some(chunk) = next else { return Ok(()) };
+                let chunk = chunk.map_err(|e| {
+                    StorageError::InvalidInput(format!("the upload was cut off: {e}"))
+                })?;
+                size += chunk.len() as u64;
+                if size > max_bytes {
+                    return Err(StorageError::LimitExceeded(format!(
+                        "the file is over its limit of {max_bytes} bytes"
+                    )));
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| backend_error(blob, e))?;
+                writer.put(chunk);
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                writer.finish().await.map_err(|e| backend_error(blob, e))?;
+                self.blobs.make_durable(app, blob).await?;
+                Ok(size)
+            }
+            Err(err) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(app, blob, "an aborted upload left parts behind: {abort}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The file's metadata, or none.
+    pub async fn head(&self, app: &str, key: &str) -> Result<Option<FileMeta>, StorageError> {
+        keys::check(key)?;
+        Ok(records::get(&self.documents, app, key)
+            .await?
+            .as_ref()
+            .map(FileMeta::from))
+    }
+
+    /// Reads the file, or `range` of it (clamped to its end; a range that
+    /// starts at or past the end is `invalid-input`).
+    pub async fn get(
+        &self,
+        app: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Download, StorageError> {
+        keys::check(key)?;
+        let record = records::get(&self.documents, app, key)
+            .await?
+            .ok_or_else(|| not_found(key))?;
+        let range = match range {
+            None => 0..record.size,
+            Some(r) if r.start >= record.size || r.start >= r.end => {
+                return Err(StorageError::RangeNotSatisfiable(record.size));
+            }
+            Some(r) => r.start..r.end.min(record.size),
+        };
+        let meta = FileMeta::from(&record);
+        if range.is_empty() {
+            return Ok(Download {
+                meta,
+                range,
+                body: futures::stream::empty().boxed(),
+            });
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        let found = self
+            .blobs
+            .store()
+            .get_opts(&self.blobs.path(app, &record.blob), options)
+            .await
+            .map_err(|e| backend_error(key, e))?;
+        let key = key.to_string();
+        let body = found
+            .into_stream()
+            .map(move |chunk| chunk.map_err(|e| backend_error(&key, e)))
+            .boxed();
+        Ok(Download { meta, range, body })
+    }
+
+    /// Deletes the file: `false` when there was none.
+    pub async fn delete(&self, app: &str, key: &str) -> Result<bool, StorageError> {
+        keys::check(key)?;
+        match records::delete(&self.documents, app, key).await? {
+            Some(record) => {
+                self.delete_blob(app, &record.blob).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Files whose key starts with `prefix`, in key order, after `cursor`.
+    pub async fn list(
+        &self,
+        app: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Listing, StorageError> {
+        keys::check_prefix(prefix)?;
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(StorageError::InvalidInput(format!(
+                "a listing's limit is between 1 and {MAX_PAGE}"
+            )));
+        }
+        if let Some(cursor) = cursor {
+            keys::check(cursor)?;
+        }
+        let (found, more) = records::list(&self.documents, app, prefix, cursor, limit).await?;
+        let files: Vec<FileMeta> = found.iter().map(FileMeta::from).collect();
+        let cursor = more.then(|| files.last().map(|f| f.key.clone())).flatten();
+        Ok(Listing { files, cursor })
+    }
+
+    /// Files and bytes the app stores.
+    pub async fn usage(&self, app: &str) -> Result<(u64, u64), StorageError> {
+        Ok(records::usage(&self.documents, app).await?)
+    }
+
+    /// Deletes a blob no record points at; a failure leaves an orphan,
+    /// logged, never an error for the caller whose write already counted.
+    async fn delete_blob(&self, app: &str, blob: &str) {
+        let path = self.blobs.path(app, blob);
+        match self.blobs.store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}"),
+        }
+    }
+}
+
+fn content_type_of(given: Option<&str>) -> Result<String, StorageError> {
+    let given = given.map(str::trim).filter(|t| !t.is_empty());
+    let Some(value) = given else {
+        return Ok("application/octet-stream".to_string());
+    };
+    let valid = value.len() <= MAX_CONTENT_TYPE
+        && value.contains('/')
+        && value.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if !valid {
+        return Err(StorageError::InvalidInput(format!(
+            "content type {value:?} is not `type/subtype` in at most {MAX_CONTENT_TYPE} printable ASCII characters"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+fn not_found(key: &str) -> StorageError {
+    StorageError::NotFound(format!("no file at {key:?}"))
+}
+
+fn conflict(key: &str) -> StorageError {
+    StorageError::Conflict(format!("a file is already at {key:?}"))
+}
+
+fn backend_error(what: &str, err: object_store::Error) -> StorageError {
+    match err {
+        object_store::Error::NotFound { .. } => StorageError::Unavailable(format!(
+            "the bytes of {what:?} are missing from the file backend"
+        )),
+        other => StorageError::Unavailable(format!("file backend: {other}")),
+    }
+}

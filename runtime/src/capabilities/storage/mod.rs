@@ -1,0 +1,397 @@
+//! `kiln:platform/storage`: the app's files, for its functions. The same
+//! [`Files`] service serves the client endpoints and the admin API.
+//!
+//! Streams: `write` hands the guest a `wasi:io` output stream whose bytes
+//! flow through a bounded pipe into a multipart upload, and `read` hands it
+//! an input stream over the backend's download, so a function passes a
+//! large file through without holding it.
+
+pub mod backend;
+mod files;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::io::{ReaderStream, StreamReader};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+pub use self::files::{Download, FileMeta, Files, Listing, MAX_PAGE, Overwrite};
+use super::bindings::kiln::platform::storage::{self as wit, Error, FileMeta as WitMeta, ListPage};
+use super::{
+    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    Pick,
+};
+use crate::store::StoreError;
+
+/// Largest file `put` and `get` move in one call.
+const MAX_WHOLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest file a function may write through a stream.
+const MAX_WRITE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// Bytes between the guest's stream and the upload.
+const PIPE_BYTES: usize = 64 * 1024;
+/// Files one app may be writing at once (functions and clients).
+const WRITES_PER_APP: usize = 8;
+
+/// Why a storage operation failed; each case is one a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A range starting at or past the end of a file of this size.
+    #[error("the range starts at or past the end of the file ({0} bytes)")]
+    RangeNotSatisfiable(u64),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for StorageError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::InvalidInput(m) => StorageError::InvalidInput(m),
+            StoreError::Conflict(m) => StorageError::Conflict(m),
+            StoreError::NotFound(m) => StorageError::NotFound(m),
+            StoreError::LimitExceeded(m) => StorageError::LimitExceeded(m),
+            StoreError::Unavailable(m) => StorageError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound(m) => Error::NotFound(m),
+            StorageError::Conflict(m) => Error::Conflict(m),
+            StorageError::InvalidInput(m) => Error::InvalidInput(m),
+            e @ StorageError::RangeNotSatisfiable(_) => Error::InvalidInput(e.to_string()),
+            StorageError::PermissionDenied(m) => Error::PermissionDenied(m),
+            StorageError::LimitExceeded(m) => Error::LimitExceeded(m),
+            StorageError::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
+/// Writes in progress per app, so one app cannot hold every upload slot.
+#[derive(Default)]
+pub struct WriteSlots {
+    apps: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl WriteSlots {
+    /// A slot for one more write of `app`, or `limit-exceeded` at once.
+    pub fn take(&self, app: &str) -> Result<OwnedSemaphorePermit, StorageError> {
+        let slots = self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(WRITES_PER_APP)))
+            .clone();
+        slots.try_acquire_owned().map_err(|_| {
+            StorageError::LimitExceeded(format!(
+                "app `{app}` is already writing {WRITES_PER_APP} files"
+            ))
+        })
+    }
+}
+
+pub struct Storage {
+    files: Files,
+}
+
+/// One invocation's view: its app's files.
+pub struct AppFiles {
+    files: Files,
+    app: Arc<str>,
+}
+
+/// A file being written by a function.
+pub struct Writer {
+    /// The guest's end of the pipe, until `body` hands it out.
+    pipe: Option<tokio::io::DuplexStream>,
+    /// Told by `finish` that the body is complete; dropped unsent, the
+    /// upload is abandoned and nothing is stored.
+    finished: Option<oneshot::Sender<()>>,
+    upload: Option<tokio::task::JoinHandle<Result<FileMeta, StorageError>>>,
+}
+
+impl Capability for Storage {
+    type Configured = Arc<str>;
+    type Instance = AppFiles;
+
+    fn init(backends: &Backends) -> Self {
+        Storage {
+            files: backends.files.clone(),
+        }
+    }
+
+    fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+    where
+        Instances: Pick<Self>,
+    {
+        wit::add_to_linker::<T, HasStorage>(linker, |t| {
+            let (instances, table) = t.capabilities_and_table();
+            StorageHost {
+                files: Pick::<Storage>::pick(instances),
+                table,
+            }
+        })
+    }
+
+    fn configure(&self, function: &FunctionManifest<'_>) -> Result<Arc<str>, ConfigureError> {
+        Ok(function.app.into())
+    }
+
+    fn prepare(&self, app: &Arc<str>, _: &Invocation<'_>, _: &mut WasiCtxBuilder) -> AppFiles {
+        AppFiles {
+            files: self.files.clone(),
+            app: app.clone(),
+        }
+    }
+}
+
+struct HasStorage;
+
+impl HasData for HasStorage {
+    type Data<'a> = StorageHost<'a>;
+}
+
+/// What the host functions see: the invocation's files and its resources.
+pub struct StorageHost<'a> {
+    files: &'a mut AppFiles,
+    table: &'a mut ResourceTable,
+}
+
+fn wit_meta(meta: FileMeta) -> WitMeta {
+    WitMeta {
+        key: meta.key,
+        size: meta.size,
+        content_type: meta.content_type,
+        etag: meta.etag,
+        modified_ms: meta.modified_ms,
+    }
+}
+
+fn table_error(err: wasmtime::component::ResourceTableError) -> Error {
+    Error::Unavailable(format!("the invocation's resources: {err}"))
+}
+
+impl wit::Host for StorageHost<'_> {
+    async fn write(
+        &mut self,
+        key: String,
+        content_type: Option<String>,
+        if_absent: bool,
+        max_bytes: u64,
+    ) -> Result<Resource<Writer>, Error> {
+        keys::check(&key)?;
+        if max_bytes > MAX_WRITE_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "max-bytes is at most {MAX_WRITE_BYTES}"
+            )));
+        }
+        let files = self.files.files.clone();
+        let app = self.files.app.to_string();
+        let slot = files.write_slots().take(&app)?;
+        let (guest_end, host_end) = tokio::io::duplex(PIPE_BYTES);
+        let (finished, told) = oneshot::channel::<()>();
+        // The pipe's end is the file's end only once `finish` says so.
+        let end = futures::stream::once(async move {
+            match told.await {
+                Ok(()) => None,
+                Err(_) => Some(Err(std::io::Error::other(
+                    "the writer was dropped without `finish`",
+                ))),
+            }
+        })
+        .filter_map(|last| async move { last });
+        let body = ReaderStream::new(host_end).chain(end).boxed();
+        let overwrite = if if_absent {
+            Overwrite::Refused
+        } else {
+            Overwrite::Allowed
+        };
+        let upload = tokio::spawn(async move {
+            let _slot = slot;
+            files
+                .put(
+                    &app,
+                    &key,
+                    content_type.as_deref(),
+                    overwrite,
+                    max_bytes,
+                    body,
+                )
+                .await
+        });
+        let writer = Writer {
+            pipe: Some(guest_end),
+            finished: Some(finished),
+            upload: Some(upload),
+        };
+        self.table.push(writer).map_err(table_error)
+    }
+
+    async fn put(
+        &mut self,
+        key: String,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> Result<WitMeta, Error> {
+        if data.len() as u64 > MAX_WHOLE_BYTES {
+            return Err(Error::LimitExceeded(format!(
+                "`put` takes at most {MAX_WHOLE_BYTES} bytes: write larger files through `write`"
+            )));
+        }
+        let app = &self.files.app;
+        let _slot = self.files.files.write_slots().take(app)?;
+        let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(data))]);
+        let meta = self
+            .files
+            .files
+            .put(
+                app,
+                &key,
+                content_type.as_deref(),
+                Overwrite::Allowed,
+                MAX_WHOLE_BYTES,
+                body,
+            )
+            .await?;
+        Ok(wit_meta(meta))
+    }
+
+    async fn read(
+        &mut self,
+        key: String,
+        range: Option<(u64, u64)>,
+    ) -> Result<(WitMeta, Resource<DynInputStream>), Error> {
+        let download = self
+            .files
+            .files
+            .get(&self.files.app, &key, range.map(|(start, end)| start..end))
+            .await?;
+        let reader = StreamReader::new(
+            download
+                .body
+                .map(|chunk| chunk.map_err(std::io::Error::other)),
+        );
+        let stream: DynInputStream = Box::new(AsyncReadStream::new(reader));
+        let stream = self.table.push(stream).map_err(table_error)?;
+        Ok((wit_meta(download.meta), stream))
+    }
+
+    async fn get(&mut self, key: String) -> Result<Vec<u8>, Error> {
+        let download = self.files.files.get(&self.files.app, &key, None).await?;
+        if download.meta.size > MAX_WHOLE_BYTES {
+            return Err(Error::LimitExceeded(format!(
+                "`get` returns at most {MAX_WHOLE_BYTES} bytes: read larger files through `read`"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(download.meta.size as usize);
+        let mut body = download.body;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > MAX_WHOLE_BYTES {
+                return Err(Error::Unavailable("the file grew while it was read".into()));
+            }
+        }
+        Ok(bytes)
+    }
+
+    async fn head(&mut self, key: String) -> Result<Option<WitMeta>, Error> {
+        Ok(self
+            .files
+            .files
+            .head(&self.files.app, &key)
+            .await?
+            .map(wit_meta))
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, Error> {
+        Ok(self.files.files.delete(&self.files.app, &key).await?)
+    }
+
+    async fn list_files(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<ListPage, Error> {
+        let listing = self
+            .files
+            .files
+            .list(&self.files.app, &prefix, cursor.as_deref(), limit)
+            .await?;
+        Ok(ListPage {
+            files: listing.files.into_iter().map(wit_meta).collect(),
+            cursor: listing.cursor,
+        })
+    }
+
+    async fn copy(&mut self, source: String, destination: String) -> Result<WitMeta, Error> {
+        let app = &self.files.app;
+        let _slot = self.files.files.write_slots().take(app)?;
+        Ok(wit_meta(
+            self.files.files.copy(app, &source, &destination).await?,
+        ))
+    }
+}
+
+impl wit::HostWriter for StorageHost<'_> {
+    async fn body(&mut self, writer: Resource<Writer>) -> Result<Resource<DynOutputStream>, Error> {
+        let state = self.table.get_mut(&writer).map_err(table_error)?;
+        let Some(pipe) = state.pipe.take() else {
+            return Err(Error::InvalidInput(
+                "the writer's body was already taken".into(),
+            ));
+        };
+        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(PIPE_BYTES, pipe));
+        self.table.push(stream).map_err(table_error)
+    }
+
+    async fn finish(
+        &mut self,
+        writer: Resource<Writer>,
+        body: Resource<DynOutputStream>,
+    ) -> Result<WitMeta, Error> {
+        let mut body = self.table.delete(body).map_err(table_error)?;
+        // Bytes the guest wrote without flushing still reach the pipe.
+        if body.flush().is_ok() {
+            body.ready().await;
+        }
+        drop(body);
+        let state = self.table.get_mut(&writer).map_err(table_error)?;
+        let (Some(finished), Some(upload)) = (state.finished.take(), state.upload.take()) else {
+            return Err(Error::InvalidInput(
+                "the writer was already finished".into(),
+            ));
+        };
+        state.pipe = None;
+        let _ = finished.send(());
+        match upload.await {
+            Ok(result) => Ok(wit_meta(result?)),
+            Err(err) => Err(Error::Unavailable(format!("the upload stopped: {err}"))),
+        }
+    }
+
+    async fn drop(&mut self, writer: Resource<Writer>) -> wasmtime::Result<()> {
+        // Dropping the sender abandons an unfinished upload.
+        self.table.delete(writer)?;
+        Ok(())
+    }
+}
