@@ -561,7 +561,7 @@ async fn a_disabled_user_is_refused_on_the_next_request_on_nodes_sharing_mongodb
         .deploy_ok(&app, MANIFEST, &[("accounts", &examples().accounts)])
         .await;
     let second = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
-    // Components are on each node's disk until the S3 backend: give it one.
+    // Without a shared bucket each node keeps components on its own disk.
     second
         .upload(std::fs::read(&examples().accounts).unwrap())
         .await;
