@@ -38,7 +38,7 @@ fn documents(dir: &tempfile::TempDir) -> Documents {
 async fn fixture(settings: BlobSettings, mut dirs: Vec<tempfile::TempDir>) -> Fixture {
     let db = tempfile::tempdir().unwrap();
     let blobs = Arc::new(Blobs::open(&settings).unwrap());
-    let files = Files::new(documents(&db), blobs.clone());
+    let files = Files::new(documents(&db), blobs.clone(), "admin key");
     files.create_indexes().await.unwrap();
     dirs.push(db);
     Fixture {

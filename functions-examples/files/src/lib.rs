@@ -8,7 +8,9 @@
 //! - `POST /generate/*key?mib=N[&max=BYTES]` streams N MiB of generated
 //!   bytes into the file, and `GET /digest/*key[?start=&end=]` streams it
 //!   back and answers its SHA-256: neither holds the file in memory;
-//! - `POST /abandon/*key` writes a little and drops the writer unfinished.
+//! - `POST /abandon/*key` writes a little and drops the writer unfinished;
+//! - `POST /sign/*key?method=GET|PUT&expires=SECS`: a signed URL for a
+//!   client without a token.
 //!
 //! Storage errors are JSON with the error's kind as `code`.
 
@@ -46,6 +48,14 @@ fn handle(req: Request) -> Response {
         ("POST", "generate") => generate(&req, &key),
         ("GET", "digest") => digest(&req, &key),
         ("POST", "abandon") => abandon(&key),
+        ("POST", "sign") => storage::signed_url(
+            &key,
+            &req.query_param("method").unwrap_or_else(|| "GET".into()),
+            req.query_param("expires")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(60),
+        )
+        .map(|url| Response::json(&json!({"url": url}))),
         _ => Ok(Response::error(404, "no_route", "not a files operation")),
     };
     result.unwrap_or_else(error)

@@ -16,6 +16,8 @@ use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name}
 use super::settings::ServerLimits;
 use crate::capabilities::FunctionManifest;
 use crate::capabilities::auth::{self, Accounts, AppAuth};
+use crate::capabilities::storage::buckets::Buckets;
+use crate::capabilities::storage::{AppStorage, Files};
 use crate::invocation::{App, AppQuota, Function, Invoker, LoadError};
 use crate::store::platform::deployments::{self, DeploymentRecord};
 use crate::store::{Documents, StoreError};
@@ -58,6 +60,8 @@ pub enum DeployError {
 pub struct LiveApp {
     pub app: Arc<App>,
     pub http: HttpRoutes,
+    /// The app's files as its clients reach them.
+    pub storage: AppStorage,
     pub crons: Arc<[Arc<CronTrigger>]>,
 }
 
@@ -65,6 +69,7 @@ pub struct LiveApp {
 pub struct Apps {
     invoker: Arc<Invoker>,
     accounts: Arc<Accounts>,
+    files: Files,
     artifacts: Artifacts,
     documents: Documents,
     live: RwLock<HashMap<String, Arc<LiveApp>>>,
@@ -81,6 +86,7 @@ impl Apps {
     pub fn new(
         invoker: Arc<Invoker>,
         accounts: Arc<Accounts>,
+        files: Files,
         artifacts: Artifacts,
         documents: Documents,
         limits: ServerLimits,
@@ -88,6 +94,7 @@ impl Apps {
         Apps {
             invoker,
             accounts,
+            files,
             artifacts,
             documents,
             live: RwLock::new(HashMap::new()),
@@ -420,6 +427,13 @@ impl Apps {
                     .map_err(|e| ManifestError(e.to_string()))?,
             ),
         };
+        let storage = AppStorage {
+            app: app_name.clone(),
+            files: self.files.clone(),
+            buckets: Arc::new(
+                Buckets::parse(&manifest.capabilities).map_err(|e| ManifestError(e.to_string()))?,
+            ),
+        };
         let crons = manifest
             .crons
             .iter()
@@ -445,6 +459,7 @@ impl Apps {
                 auth,
                 body_limits,
             },
+            storage,
             crons,
         })
     }

@@ -129,7 +129,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         blobs.local_root().map(|root| root.to_path_buf()),
     );
     let documents = open_documents(&settings).await?;
-    let files = Files::new(documents.clone(), blobs);
+    let files = Files::new(documents.clone(), blobs, &admin_key);
     files.create_indexes().await?;
     let accounts = Arc::new(Accounts::new(
         documents.clone(),
@@ -139,7 +139,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let backends = Backends {
         documents: documents.clone(),
         accounts: accounts.clone(),
-        files,
+        files: files.clone(),
     };
     let invoker = Invoker::new(
         &EngineSettings {
@@ -160,6 +160,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let apps = Arc::new(Apps::new(
         invoker,
         accounts,
+        files,
         artifacts,
         documents.clone(),
         settings.limits,

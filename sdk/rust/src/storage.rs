@@ -42,6 +42,14 @@ pub fn copy(source: &str, destination: &str) -> Result<FileMeta, Error> {
     wit::copy(source, destination)
 }
 
+/// A URL allowing `method` (`"GET"` or `"PUT"`) on `key` for
+/// `expires_secs` (1 s to 7 days), for a client without a token; the key's
+/// bucket must be declared in `kiln.toml`. Kiln-signed URLs are relative to
+/// the app's base URL (`/_kiln/files/...`); on S3 a GET is an S3 URL.
+pub fn signed_url(key: &str, method: &str, expires_secs: u32) -> Result<String, Error> {
+    wit::signed_url(key, method, expires_secs)
+}
+
 /// Options of [`write`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions<'a> {

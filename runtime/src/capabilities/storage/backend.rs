@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::signer::Signer;
+use object_store::{Attribute, ObjectStore, PutMultipartOptions};
 
 use super::StorageError;
 
@@ -113,6 +113,18 @@ impl Blobs {
     /// app names are validated, so the path needs no escaping.
     pub fn path(&self, app: &str, blob: &str) -> Path {
         Path::from_iter(["files", app, blob])
+    }
+
+    /// Options of a new blob: on S3 its content type, which presigned
+    /// downloads are served with (the local backend keeps no attributes).
+    pub fn put_options(&self, content_type: &str) -> PutMultipartOptions {
+        let mut options = PutMultipartOptions::default();
+        if self.s3.is_some() {
+            options
+                .attributes
+                .insert(Attribute::ContentType, content_type.to_string().into());
+        }
+        options
     }
 
     /// An S3 URL allowing `method` on the blob until `expires_in` passes;

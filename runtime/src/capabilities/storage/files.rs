@@ -14,6 +14,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMulti
 
 use super::backend::Blobs;
 use super::keys;
+use super::signing::UrlSigner;
 use super::{StorageError, WriteSlots};
 use crate::store::Documents;
 use crate::store::platform::files::{self as records, FileRecord};
@@ -26,6 +27,8 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Longest wait for the next piece of an upload's body.
 const IDLE: Duration = Duration::from_secs(30);
+/// Largest file (S3's largest multipart object is 5 TiB; this is Kiln's own bound).
+pub const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// Most files one listing page holds.
 pub const MAX_PAGE: u32 = 1000;
 /// Longest content type kept.
@@ -81,15 +84,22 @@ pub struct Files {
     documents: Documents,
     blobs: Arc<Blobs>,
     write_slots: Arc<WriteSlots>,
+    signer: Arc<UrlSigner>,
 }
 
 impl Files {
-    pub fn new(documents: Documents, blobs: Arc<Blobs>) -> Self {
+    /// `admin_key` keys the signatures of Kiln's signed URLs.
+    pub fn new(documents: Documents, blobs: Arc<Blobs>, admin_key: &str) -> Self {
         Files {
             documents,
             blobs,
             write_slots: Arc::default(),
+            signer: Arc::new(UrlSigner::new(admin_key)),
         }
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
     }
 
     pub fn blobs(&self) -> &Arc<Blobs> {
@@ -128,7 +138,9 @@ impl Files {
             return Err(conflict(key));
         }
         let blob = new_id();
-        let size = self.write_blob(app, &blob, max_bytes, body).await?;
+        let size = self
+            .write_blob(app, &blob, &content_type, max_bytes, body)
+            .await?;
         self.commit(app, key, blob, size, content_type, overwrite)
             .await
     }
@@ -214,6 +226,7 @@ impl Files {
         &self,
         app: &str,
         blob: &str,
+        content_type: &str,
         max_bytes: u64,
         mut body: S,
     ) -> Result<u64, StorageError>
@@ -225,7 +238,7 @@ impl Files {
         let upload = self
             .blobs
             .store()
-            .put_multipart(&path)
+            .put_multipart_opts(&path, self.blobs.put_options(content_type))
             .await
             .map_err(|e| backend_error(blob, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
@@ -358,6 +371,25 @@ impl Files {
         let files: Vec<FileMeta> = found.iter().map(FileMeta::from).collect();
         let cursor = more.then(|| files.last().map(|f| f.key.clone())).flatten();
         Ok(Listing { files, cursor })
+    }
+
+    /// An S3 presigned URL for the file's bytes; `None` on the local backend.
+    pub async fn presigned_get(
+        &self,
+        app: &str,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let record = records::get(&self.documents, app, key)
+            .await?
+            .ok_or_else(|| not_found(key))?;
+        self.blobs
+            .presign(
+                http::Method::GET,
+                &self.blobs.path(app, &record.blob),
+                expires_in,
+            )
+            .await
     }
 
     /// Files and bytes the app stores.

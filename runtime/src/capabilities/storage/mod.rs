@@ -7,8 +7,10 @@
 //! large file through without holding it.
 
 pub mod backend;
+pub mod buckets;
 mod files;
 pub mod keys;
+pub mod signing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-pub use self::files::{Download, FileMeta, Files, Listing, MAX_PAGE, Overwrite};
+pub use self::files::{Download, FileMeta, Files, Listing, MAX_FILE_BYTES, MAX_PAGE, Overwrite};
 use super::bindings::kiln::platform::storage::{self as wit, Error, FileMeta as WitMeta, ListPage};
 use super::{
     Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
@@ -32,10 +34,14 @@ use crate::store::StoreError;
 
 /// Largest file `put` and `get` move in one call.
 const MAX_WHOLE_BYTES: u64 = 16 * 1024 * 1024;
-/// Largest file a function may write through a stream.
-const MAX_WRITE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// Bytes between the guest's stream and the upload.
 const PIPE_BYTES: usize = 64 * 1024;
+/// What a key's segment keeps unencoded in a URL: RFC 3986's unreserved.
+pub const URL_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Files one app may be writing at once (functions and clients).
 const WRITES_PER_APP: usize = 8;
 
@@ -55,6 +61,9 @@ pub enum StorageError {
     /// A range starting at or past the end of a file of this size.
     #[error("the range starts at or past the end of the file ({0} bytes)")]
     RangeNotSatisfiable(u64),
+    /// The app already writes as many files as it may at once.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -79,7 +88,7 @@ impl From<StorageError> for Error {
             StorageError::InvalidInput(m) => Error::InvalidInput(m),
             e @ StorageError::RangeNotSatisfiable(_) => Error::InvalidInput(e.to_string()),
             StorageError::PermissionDenied(m) => Error::PermissionDenied(m),
-            StorageError::LimitExceeded(m) => Error::LimitExceeded(m),
+            StorageError::LimitExceeded(m) | StorageError::Busy(m) => Error::LimitExceeded(m),
             StorageError::Unavailable(m) => Error::Unavailable(m),
         }
     }
@@ -92,7 +101,7 @@ pub struct WriteSlots {
 }
 
 impl WriteSlots {
-    /// A slot for one more write of `app`, or `limit-exceeded` at once.
+    /// A slot for one more write of `app`, or `Busy` at once.
     pub fn take(&self, app: &str) -> Result<OwnedSemaphorePermit, StorageError> {
         let slots = self
             .apps
@@ -102,7 +111,7 @@ impl WriteSlots {
             .or_insert_with(|| Arc::new(Semaphore::new(WRITES_PER_APP)))
             .clone();
         slots.try_acquire_owned().map_err(|_| {
-            StorageError::LimitExceeded(format!(
+            StorageError::Busy(format!(
                 "app `{app}` is already writing {WRITES_PER_APP} files"
             ))
         })
@@ -113,10 +122,72 @@ pub struct Storage {
     files: Files,
 }
 
+/// An app's files as its clients reach them: the service and the buckets
+/// of the app's live version.
+#[derive(Clone)]
+pub struct AppStorage {
+    pub app: Arc<str>,
+    pub files: Files,
+    pub buckets: Arc<buckets::Buckets>,
+}
+
+impl AppStorage {
+    /// A URL allowing `method` ("GET" or "PUT") on `key` for `expires_in`.
+    /// On S3 a download is an S3 presigned URL; anything else is a URL of
+    /// the app's file endpoint signed by Kiln, relative to the app's base
+    /// URL (`/_kiln/files/...`). The key's bucket must be declared.
+    pub async fn signed_url(
+        &self,
+        key: &str,
+        method: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<String, StorageError> {
+        keys::check(key)?;
+        let secs = expires_in.as_secs();
+        if secs == 0 || secs > signing::MAX_EXPIRY_SECS {
+            return Err(StorageError::InvalidInput(format!(
+                "a signed URL expires in 1 to {} seconds",
+                signing::MAX_EXPIRY_SECS
+            )));
+        }
+        let (bucket, _) = key.split_once('/').unwrap_or((key, ""));
+        if self.buckets.get(bucket).is_none() {
+            return Err(StorageError::InvalidInput(format!(
+                "`{}` is not in a bucket declared in kiln.toml (`[buckets.NAME]`)",
+                key.escape_debug()
+            )));
+        }
+        if method == "GET"
+            && let Some(url) = self.files.presigned_get(&self.app, key, expires_in).await?
+        {
+            return Ok(url);
+        }
+        if method != "GET" && method != "PUT" {
+            return Err(StorageError::InvalidInput(
+                "the method is GET or PUT".into(),
+            ));
+        }
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + secs;
+        let signature = self.files.signer().sign(method, &self.app, key, expires);
+        let path: Vec<String> = key
+            .split('/')
+            .map(|s| percent_encoding::utf8_percent_encode(s, URL_SEGMENT).to_string())
+            .collect();
+        Ok(format!(
+            "/_kiln/files/{}?expires={expires}&signature={signature}",
+            path.join("/")
+        ))
+    }
+}
+
 /// One invocation's view: its app's files.
 pub struct AppFiles {
     files: Files,
     app: Arc<str>,
+    storage: Arc<AppStorage>,
 }
 
 /// A file being written by a function.
@@ -130,7 +201,8 @@ pub struct Writer {
 }
 
 impl Capability for Storage {
-    type Configured = Arc<str>;
+    const APP_KEYS: &'static [&'static str] = &["buckets"];
+    type Configured = Arc<AppStorage>;
     type Instance = AppFiles;
 
     fn init(backends: &Backends) -> Self {
@@ -152,14 +224,27 @@ impl Capability for Storage {
         })
     }
 
-    fn configure(&self, function: &FunctionManifest<'_>) -> Result<Arc<str>, ConfigureError> {
-        Ok(function.app.into())
+    fn configure(
+        &self,
+        function: &FunctionManifest<'_>,
+    ) -> Result<Arc<AppStorage>, ConfigureError> {
+        Ok(Arc::new(AppStorage {
+            app: function.app.into(),
+            files: self.files.clone(),
+            buckets: Arc::new(buckets::Buckets::parse(function.app_section)?),
+        }))
     }
 
-    fn prepare(&self, app: &Arc<str>, _: &Invocation<'_>, _: &mut WasiCtxBuilder) -> AppFiles {
+    fn prepare(
+        &self,
+        storage: &Arc<AppStorage>,
+        _: &Invocation<'_>,
+        _: &mut WasiCtxBuilder,
+    ) -> AppFiles {
         AppFiles {
             files: self.files.clone(),
-            app: app.clone(),
+            app: storage.app.clone(),
+            storage: storage.clone(),
         }
     }
 }
@@ -199,9 +284,9 @@ impl wit::Host for StorageHost<'_> {
         max_bytes: u64,
     ) -> Result<Resource<Writer>, Error> {
         keys::check(&key)?;
-        if max_bytes > MAX_WRITE_BYTES {
+        if max_bytes > MAX_FILE_BYTES {
             return Err(Error::InvalidInput(format!(
-                "max-bytes is at most {MAX_WRITE_BYTES}"
+                "max-bytes is at most {MAX_FILE_BYTES}"
             )));
         }
         let files = self.files.files.clone();
@@ -341,6 +426,17 @@ impl wit::Host for StorageHost<'_> {
             files: listing.files.into_iter().map(wit_meta).collect(),
             cursor: listing.cursor,
         })
+    }
+
+    async fn signed_url(
+        &mut self,
+        key: String,
+        method: String,
+        expires_secs: u32,
+    ) -> Result<String, Error> {
+        let storage = self.files.storage.clone();
+        let expires_in = std::time::Duration::from_secs(expires_secs.into());
+        Ok(storage.signed_url(&key, &method, expires_in).await?)
     }
 
     async fn copy(&mut self, source: String, destination: String) -> Result<WitMeta, Error> {

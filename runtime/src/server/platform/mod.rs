@@ -3,6 +3,7 @@
 //! reach a function.
 
 mod auth;
+mod files;
 
 use std::net::SocketAddr;
 
@@ -25,6 +26,14 @@ pub async fn handle(
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["auth", rest @ ..] => auth::handle(&live.http.auth, rest, req, peer).await,
+        ["files", _, ..] => {
+            // The key keeps its own slashes: hand over the raw rest of the path.
+            let files = rest
+                .trim_start_matches('/')
+                .strip_prefix("files/")
+                .unwrap_or("");
+            files::handle(&live.storage, &live.http.auth, files, req).await
+        }
         _ => Err(ApiError::new(
             ErrorCode::PlatformRouteNotFound,
             format!("no platform endpoint of app `{}` at {path}", live.app.name),

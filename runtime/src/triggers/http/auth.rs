@@ -53,21 +53,28 @@ pub async fn identify(auth: &AppAuth, headers: &HeaderMap) -> Result<Option<Iden
 
 /// Checks a route's policy for the caller.
 pub fn check(app: &str, policy: &Policy, identity: Option<&Identity>) -> Result<(), ApiError> {
-    policy.check(identity).map_err(|refusal| match refusal {
+    policy
+        .check(identity)
+        .map_err(|refusal| refusal_error(app, refusal, "this route"))
+}
+
+/// The answer to a refused policy; `what` is what needs it ("this route").
+pub fn refusal_error(app: &str, refusal: Refusal, what: &str) -> ApiError {
+    match refusal {
         Refusal::SignInRequired => ApiError::new(
             ErrorCode::SignInRequired,
-            "this route needs a signed-in user: send `Authorization: Bearer <access token>`",
+            format!("{what} needs a signed-in user: send `Authorization: Bearer <access token>`"),
         )
         .with_header(http::header::WWW_AUTHENTICATE, challenge(app, None)),
         Refusal::MissingRole(role) => ApiError::new(
             ErrorCode::MissingRole,
-            format!("this route needs the role `{role}`"),
+            format!("{what} needs the role `{role}`"),
         ),
         Refusal::SecondFactorRequired => ApiError::new(
             ErrorCode::SecondFactorRequired,
-            "this route needs a session that passed the second factor",
+            format!("{what} needs a session that passed the second factor"),
         ),
-    })
+    }
 }
 
 fn invalid_token(app: &str) -> ApiError {

@@ -72,6 +72,18 @@ error_codes! {
     ProviderEmailUnverified = (409, "provider_email_unverified"),
     IdentityInUse = (409, "identity_in_use"),
     ProviderUnavailable = (502, "provider_unavailable"),
+    // Files: the platform's file endpoints.
+    BucketNotFound = (404, "bucket_not_found"),
+    InvalidFileKey = (400, "invalid_file_key"),
+    FileAccessDenied = (403, "file_access_denied"),
+    FileNotFound = (404, "file_not_found"),
+    FileExists = (409, "file_exists"),
+    FileTooLarge = (413, "file_too_large"),
+    ContentTypeNotAllowed = (415, "content_type_not_allowed"),
+    RangeNotSatisfiable = (416, "range_not_satisfiable"),
+    InvalidSignature = (403, "invalid_signature"),
+    SignatureExpired = (403, "signature_expired"),
+    FilesUnavailable = (503, "files_unavailable"),
     // The admin API.
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),

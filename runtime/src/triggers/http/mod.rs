@@ -8,7 +8,7 @@ mod entry;
 pub mod error;
 pub mod router;
 
-pub use self::auth::{bearer_token, identify};
+pub use self::auth::{bearer_token, identify, refusal_error};
 pub use self::body::ResponseBody;
 pub use self::dispatch::{handle, is_platform_path};
 pub use self::entry::{HTTP_EXPORT, HttpEntry};

@@ -1,0 +1,680 @@
+//! The client file endpoints (`/APP/_kiln/files/...`) end to end: every
+//! rule kind allowing and refusing, no key spelling reaching a private
+//! file, signed URLs, ranges, conditional requests, and uploads refused
+//! while streaming with nothing left behind.
+
+use futures::StreamExt;
+use kiln_tests::{ADMIN_KEY, Server, call, error_code, examples};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MANIFEST: &str = r#"
+[functions.files]
+component = "files.wasm"
+
+[[routes]]
+path = "/sign/*key"
+methods = ["POST"]
+function = "files"
+
+[buckets.avatars]
+read = "public"
+upload = "owner"
+replace = "owner"
+delete = "owner"
+max_size = "1 MiB"
+content_types = ["image/*"]
+
+[buckets.private]
+read = "owner"
+upload = "owner"
+replace = "owner"
+delete = "owner"
+
+[buckets.staff]
+read = "role:staff"
+upload = "role:staff"
+
+[buckets.docs]
+read = "user"
+upload = "user"
+
+[buckets.locked]
+"#;
+
+struct User {
+    id: String,
+    token: String,
+}
+
+async fn server() -> Server {
+    let server = Server::start();
+    server
+        .deploy_ok("shop", MANIFEST, &[("files", &examples().files)])
+        .await;
+    server
+}
+
+async fn sign_up(server: &Server, email: &str) -> User {
+    let body = json!({"email": email, "password": "correct horse battery"});
+    let (status, tokens) = call(
+        server,
+        Method::POST,
+        "/shop/_kiln/auth/signup",
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    User {
+        id: tokens["user"]["id"].as_str().unwrap().to_string(),
+        token: tokens["access_token"].as_str().unwrap().to_string(),
+    }
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("{}/shop/_kiln/files/{path}", server.url)
+}
+
+/// Sends `method` to the file endpoint `path`, as `who` (none: anonymous).
+async fn send(
+    server: &Server,
+    method: Method,
+    path: &str,
+    who: Option<&User>,
+    body: Option<(&str, Vec<u8>)>,
+) -> reqwest::Response {
+    let mut request = server.client.request(method, url(server, path));
+    if let Some(user) = who {
+        request = request.bearer_auth(&user.token);
+    }
+    if let Some((content_type, bytes)) = body {
+        request = request.header("content-type", content_type).body(bytes);
+    }
+    request.send().await.unwrap()
+}
+
+async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, error_code(&body).to_string())
+}
+
+#[tokio::test]
+async fn every_rule_kind_allows_and_refuses_what_it_should() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let bob = sign_up(&server, "bob@example.com").await;
+    let png = || Some(("image/png", b"\x89PNG fake".to_vec()));
+    let own = format!("avatars/{}/me.png", ada.id);
+
+    // owner: sign-in first, then only under one's own id.
+    let put = |who, path: String| {
+        let server = &server;
+        async move { status_and_code(send(server, Method::PUT, &path, who, png()).await).await }
+    };
+    assert_eq!(
+        put(None, own.clone()).await,
+        (401, "sign_in_required".into())
+    );
+    assert_eq!(
+        put(Some(&bob), own.clone()).await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(put(Some(&ada), own.clone()).await.0, 201);
+    assert_eq!(
+        put(Some(&ada), own.clone()).await.0,
+        200,
+        "replaced by its owner"
+    );
+    let html = send(
+        &server,
+        Method::PUT,
+        &format!("avatars/{}/x.html", ada.id),
+        Some(&ada),
+        Some(("text/html", b"<script>".to_vec())),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(html).await,
+        (415, "content_type_not_allowed".into())
+    );
+
+    // public read, cacheable by shared caches.
+    let public = send(&server, Method::GET, &own, None, None).await;
+    assert_eq!(public.status(), 200);
+    assert_eq!(public.headers()["cache-control"], "public, max-age=3600");
+    assert_eq!(public.headers()["content-type"], "image/png");
+    assert_eq!(public.bytes().await.unwrap().as_ref(), b"\x89PNG fake");
+    assert_eq!(
+        status_and_code(send(&server, Method::DELETE, &own, Some(&bob), None).await).await,
+        (403, "file_access_denied".into())
+    );
+
+    // owner read: private.
+    let secret = format!("private/{}/secret.txt", ada.id);
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            &secret,
+            Some(&ada),
+            Some(("text/plain", b"ada's secret".to_vec()))
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, &secret, None, None).await)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, &secret, Some(&bob), None).await).await,
+        (403, "file_access_denied".into())
+    );
+    let mine = send(&server, Method::GET, &secret, Some(&ada), None).await;
+    assert_eq!(mine.headers()["cache-control"], "private, no-cache");
+    assert_eq!(mine.text().await.unwrap(), "ada's secret");
+
+    // A listing under the owner rule is of one's own folder only.
+    let list = |who, prefix: String| {
+        let server = &server;
+        async move {
+            send(
+                server,
+                Method::GET,
+                &format!("private?prefix={prefix}"),
+                who,
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(list(None, format!("{}/", ada.id)).await.status(), 401);
+    assert_eq!(list(Some(&bob), format!("{}/", ada.id)).await.status(), 403);
+    assert_eq!(
+        list(Some(&bob), String::new()).await.status(),
+        403,
+        "the whole bucket"
+    );
+    let listed: Value = list(Some(&ada), format!("{}/", ada.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["files"][0]["key"], format!("{}/secret.txt", ada.id));
+
+    // role: staff only.
+    assert_eq!(
+        status_and_code(
+            send(
+                &server,
+                Method::PUT,
+                "staff/a.txt",
+                Some(&ada),
+                Some(("text/plain", b"x".to_vec()))
+            )
+            .await
+        )
+        .await,
+        (403, "missing_role".into())
+    );
+    let roles = server
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/apps/shop/users/{}/roles", bob.id),
+        )
+        .json(&json!({"roles": ["staff"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(roles.status(), 200);
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            "staff/a.txt",
+            Some(&bob),
+            Some(("text/plain", b"x".to_vec()))
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(
+        send(&server, Method::GET, "staff/a.txt", Some(&bob), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, "staff/a.txt", Some(&ada), None).await).await,
+        (403, "missing_role".into())
+    );
+
+    // user: any signed-in user may upload, nobody may replace or delete.
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            "docs/a.txt",
+            Some(&ada),
+            Some(("text/plain", b"v1".to_vec()))
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(
+        status_and_code(
+            send(
+                &server,
+                Method::PUT,
+                "docs/a.txt",
+                Some(&bob),
+                Some(("text/plain", b"v2".to_vec()))
+            )
+            .await
+        )
+        .await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::DELETE, "docs/a.txt", Some(&ada), None).await).await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(
+        send(&server, Method::GET, "docs/a.txt", Some(&bob), None)
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "v1"
+    );
+
+    // No rule: no client. No bucket: 404.
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, "locked/a.txt", Some(&ada), None).await).await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, "nope/a.txt", None, None).await).await,
+        (404, "bucket_not_found".into())
+    );
+
+    // The owner deletes; then it is gone.
+    assert_eq!(
+        send(&server, Method::DELETE, &own, Some(&ada), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, &own, None, None).await).await,
+        (404, "file_not_found".into())
+    );
+    let _ = ADMIN_KEY;
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_key_reaches_a_private_file() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let bob = sign_up(&server, "bob@example.com").await;
+    let secret = format!("private/{}/secret.txt", ada.id);
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            &secret,
+            Some(&ada),
+            Some(("text/plain", b"TOP SECRET".to_vec()))
+        )
+        .await
+        .status(),
+        201
+    );
+    let id = &ada.id;
+    // Fullwidth `ａ` in place of the id's first character, where it is a letter.
+    let lookalike: String = id
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 && c.is_ascii_lowercase() {
+                char::from_u32(c as u32 - 'a' as u32 + 0xFF41).unwrap()
+            } else {
+                c
+            }
+        })
+        .collect();
+    let spellings = [
+        format!("private/{id}%2Fsecret.txt"),
+        format!("private/{id}%2fsecret.txt"),
+        format!("private%2F{id}%2Fsecret.txt"),
+        format!("private/{id}/secret.txt/"),
+        format!("private/{id}//secret.txt"),
+        format!("private/{id}/%2E/secret.txt"),
+        format!("private/%2E%2E/private/{id}/secret.txt"),
+        format!("private/{id}%252Fsecret.txt"),
+        format!("private/{id}/secret.txt%00"),
+        format!("private/{id}/SECRET.TXT"),
+        format!("private/{id}/secret.txt%20"),
+        format!("private/{lookalike}/secret.txt"),
+        format!("private/{}/secret.txt", id.to_uppercase()),
+        format!("docs/../private/{id}/secret.txt").replace("..", "%2E%2E"),
+        format!("private/{id}\\secret.txt").replace('\\', "%5C"),
+    ];
+    for spelling in &spellings {
+        for who in [None, Some(&bob)] {
+            let response = send(&server, Method::GET, spelling, who, None).await;
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert_ne!(
+                status,
+                200,
+                "{spelling} as {:?}: {body}",
+                who.map(|u| &u.id)
+            );
+            assert!(!body.contains("TOP SECRET"), "{spelling}: {body}");
+        }
+    }
+    // The encoded slash is the same key, so its owner reads it that way too.
+    let response = send(
+        &server,
+        Method::GET,
+        &format!("private/{id}%2Fsecret.txt"),
+        Some(&ada),
+        None,
+    )
+    .await;
+    assert_eq!(response.text().await.unwrap(), "TOP SECRET");
+}
+
+#[tokio::test]
+async fn signed_urls_work_until_they_expire_and_not_when_tampered_with() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let secret = format!("private/{}/secret.txt", ada.id);
+    send(
+        &server,
+        Method::PUT,
+        &secret,
+        Some(&ada),
+        Some(("text/plain", b"signed bytes".to_vec())),
+    )
+    .await;
+    // Signed by a function, for 2 seconds.
+    let (status, signed) = call(
+        &server,
+        Method::POST,
+        &format!("/shop/sign/{secret}?method=GET&expires=2"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{signed}");
+    let path = signed["url"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/_kiln/files/private/"), "{path}");
+    let fetch = |path: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .get(format!("{}/shop{path}", server.url))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = fetch(path.clone()).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "signed bytes");
+    // Tampered: another signature, another key, a later expiry.
+    let signature = path.rsplit_once("signature=").unwrap().1.to_string();
+    let flipped = format!(
+        "{}{}",
+        if signature.starts_with('0') { "1" } else { "0" },
+        &signature[1..]
+    );
+    let expires: u64 = path
+        .split("expires=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for tampered in [
+        path.replace(&signature, &flipped),
+        path.replace("secret.txt", "other.txt"),
+        path.replace(
+            &format!("expires={expires}"),
+            &format!("expires={}", expires + 3600),
+        ),
+        path.split('?').next().unwrap().to_string() + "?expires=99999999999",
+    ] {
+        let response = fetch(tampered.clone()).await;
+        let (status, code) = status_and_code(response).await;
+        assert_eq!(status, 403, "{tampered}: {code}");
+        assert_eq!(code, "invalid_signature", "{tampered}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        status_and_code(fetch(path).await).await,
+        (403, "signature_expired".into())
+    );
+
+    // A signed upload: a client without a token stores a file in a bucket
+    // whose rule would refuse it.
+    let (_, signed) = call(
+        &server,
+        Method::POST,
+        "/shop/sign/docs/from-signed.txt?method=PUT&expires=60",
+        None,
+        None,
+    )
+    .await;
+    let put = server
+        .client
+        .put(format!(
+            "{}/shop{}",
+            server.url,
+            signed["url"].as_str().unwrap()
+        ))
+        .header("content-type", "text/plain")
+        .body("uploaded with a signed URL")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // A GET signature does not allow a PUT.
+    let (_, signed) = call(
+        &server,
+        Method::POST,
+        "/shop/sign/docs/from-signed.txt?method=GET&expires=60",
+        None,
+        None,
+    )
+    .await;
+    let put = server
+        .client
+        .put(format!(
+            "{}/shop{}",
+            server.url,
+            signed["url"].as_str().unwrap()
+        ))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(put).await,
+        (403, "invalid_signature".into())
+    );
+
+    // A client signs through the endpoint, under the rule of what it asks.
+    let mint = |who: Option<&User>| {
+        let mut request = server
+            .client
+            .post(url(&server, &secret))
+            .json(&json!({"method": "GET", "expires_in": 60}));
+        if let Some(user) = who {
+            request = request.bearer_auth(&user.token);
+        }
+        request.send()
+    };
+    assert_eq!(mint(None).await.unwrap().status(), 401);
+    let minted: Value = mint(Some(&ada)).await.unwrap().json().await.unwrap();
+    let response = fetch(minted["url"].as_str().unwrap().to_string()).await;
+    assert_eq!(response.text().await.unwrap(), "signed bytes");
+    // Outside a declared bucket a function cannot sign.
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/sign/elsewhere/a.txt?method=GET",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid-input"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn downloads_honour_ranges_and_conditional_requests() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let path = format!("avatars/{}/pic.png", ada.id);
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            &path,
+            Some(&ada),
+            Some(("image/png", bytes.clone()))
+        )
+        .await
+        .status(),
+        201
+    );
+    let get = |headers: &[(&str, &str)]| {
+        let mut request = server.client.get(url(&server, &path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let full = get(&[]).await.unwrap();
+    let etag = full.headers()["etag"].to_str().unwrap().to_string();
+    assert!(full.headers().contains_key("last-modified"));
+    assert_eq!(full.headers()["accept-ranges"], "bytes");
+    assert_eq!(full.headers()["content-length"], "256");
+    assert_eq!(
+        full.headers()["content-disposition"],
+        "inline; filename=\"pic.png\"; filename*=UTF-8''pic.png"
+    );
+    assert_eq!(full.headers()["x-content-type-options"], "nosniff");
+
+    let part = get(&[("range", "bytes=10-19")]).await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 10-19/256");
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    let suffix = get(&[("range", "bytes=-6")]).await.unwrap();
+    assert_eq!(suffix.bytes().await.unwrap().as_ref(), &bytes[250..]);
+    let open = get(&[("range", "bytes=200-")]).await.unwrap();
+    assert_eq!(open.headers()["content-range"], "bytes 200-255/256");
+    let past = get(&[("range", "bytes=256-300")]).await.unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(past.headers()["content-range"], "bytes */256");
+    // An If-Range that no longer matches gets the whole file.
+    let stale = get(&[("range", "bytes=0-1"), ("if-range", "\"stale\"")])
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+
+    let cached = get(&[("if-none-match", &etag)]).await.unwrap();
+    assert_eq!(cached.status(), 304);
+    assert_eq!(cached.headers()["etag"], etag.as_str());
+    assert!(cached.bytes().await.unwrap().is_empty());
+    let head = server
+        .client
+        .head(url(&server, &path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            head.status().as_u16(),
+            head.headers()["content-length"].to_str().unwrap()
+        ),
+        (200, "256")
+    );
+    // A new version gets a new ETag.
+    send(
+        &server,
+        Method::PUT,
+        &path,
+        Some(&ada),
+        Some(("image/png", vec![1, 2, 3])),
+    )
+    .await;
+    let renewed = get(&[("if-none-match", &etag)]).await.unwrap();
+    assert_eq!(renewed.status(), 200);
+    assert_ne!(renewed.headers()["etag"].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_while_streaming_and_leaves_nothing() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let path = format!("avatars/{}/huge.png", ada.id);
+    // Declared too large: refused before the body is read.
+    let declared = send(
+        &server,
+        Method::PUT,
+        &path,
+        Some(&ada),
+        Some(("image/png", vec![0; 2 * 1024 * 1024])),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(declared).await,
+        (413, "file_too_large".into())
+    );
+    // Streamed without a length: refused once past 1 MiB.
+    let chunks =
+        futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![7u8; 32 * 1024])));
+    let streamed = server
+        .client
+        .put(url(&server, &path))
+        .bearer_auth(&ada.token)
+        .header("content-type", "image/png")
+        .body(reqwest::Body::wrap_stream(
+            chunks.map(|c| c.map(bytes::Bytes::from)),
+        ))
+        .send()
+        .await;
+    match streamed {
+        Ok(response) => assert_eq!(
+            status_and_code(response).await,
+            (413, "file_too_large".into())
+        ),
+        // The server may close the connection before the client finishes sending.
+        Err(err) => eprintln!("the upload was cut off: {err}"),
+    }
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, &path, None, None).await).await,
+        (404, "file_not_found".into())
+    );
+    let blobs = server.data_dir.join("objects/files/shop");
+    let left = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "blobs left in {}", blobs.display());
+}
