@@ -305,6 +305,42 @@ async fn every_rule_kind_allows_and_refuses_what_it_should() {
         (404, "bucket_not_found".into())
     );
 
+    // The admin API lists a bucket, counts the app's bytes and deletes.
+    let listed: Value = server
+        .admin(Method::GET, "/admin/v1/apps/shop/files?prefix=docs/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["files"][0]["key"], "docs/a.txt", "{listed}");
+    assert_eq!(listed["files"].as_array().unwrap().len(), 1);
+    let usage: Value = server
+        .admin(Method::GET, "/admin/v1/apps/shop/storage")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // me.png (9 bytes, replaced once), secret.txt (12), staff/a.txt (1), docs/a.txt (2).
+    assert_eq!(
+        (usage["files"].clone(), usage["bytes"].clone()),
+        (json!(4), json!(24)),
+        "{usage}"
+    );
+    let deleted = server
+        .admin(Method::DELETE, "/admin/v1/apps/shop/files/docs/a.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        status_and_code(send(&server, Method::GET, "docs/a.txt", Some(&ada), None).await).await,
+        (404, "file_not_found".into())
+    );
+
     // The owner deletes; then it is gone.
     assert_eq!(
         send(&server, Method::DELETE, &own, Some(&ada), None)

@@ -4,6 +4,7 @@ mod admin;
 mod build;
 mod cron;
 mod deploy;
+mod files;
 mod new;
 mod serve;
 mod users;
@@ -48,6 +49,8 @@ enum Command {
     Runs(cron::RunsArgs),
     /// An app's users and their sessions.
     Users(users::UsersArgs),
+    /// An app's stored files.
+    Files(files::FilesArgs),
     /// An app's token signing keys.
     Keys(users::KeysArgs),
     /// Compiles a component from stdin for `kiln serve` (internal).
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cron(cron::CronCommand::List { app, server }) => cron::list(&app, &server),
         Command::Runs(args) => cron::runs(args),
         Command::Users(args) => users::run(args),
+        Command::Files(args) => files::run(args),
         Command::Keys(args) => users::keys(args),
         Command::CompileComponent {
             max_instances,

@@ -21,6 +21,9 @@
 //! | `DELETE /admin/v1/apps/{app}/users/{id}/sessions` | revokes them all |
 //! | `DELETE /admin/v1/apps/{app}/users/{id}/sessions/{session}` | revokes one |
 //! | `POST /admin/v1/apps/{app}/auth/keys/rotate` | a new signing key; the old ones verify until their tokens expire |
+//! | `GET /admin/v1/apps/{app}/files?prefix=&cursor=&limit=` | the app's files in key order (a bucket: `prefix=BUCKET/`) |
+//! | `DELETE /admin/v1/apps/{app}/files/{key}` | deletes a file (the key percent-encoded as in the client endpoints) |
+//! | `GET /admin/v1/apps/{app}/storage` | files and bytes the app stores |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +36,10 @@ use serde_json::{Value, json};
 
 use super::apps::{Apps, DeployError};
 use super::artifacts::{ArtifactError, digest_of, is_valid_digest};
+use super::platform::files::storage_error;
 use crate::capabilities::auth::AuthError;
 use crate::capabilities::auth::accounts::{session_json, user_json};
+use crate::capabilities::storage::MAX_PAGE;
 use crate::engine::EngineError;
 use crate::invocation::LoadError;
 use crate::store::StoreError;
@@ -125,6 +130,41 @@ pub async fn handle(
         }
         (&Method::GET, ["admin", "v1", "apps", app, "runs"]) => {
             list_runs(cron, app, req.uri().query().unwrap_or("")).await
+        }
+        (&Method::GET, ["admin", "v1", "apps", app, "files"]) => {
+            live(apps, app)?;
+            list_files(apps, app, req.uri().query().unwrap_or("")).await
+        }
+        (&Method::DELETE, ["admin", "v1", "apps", app, "files", _, ..]) => {
+            live(apps, app)?;
+            let prefix = format!("/admin/v1/apps/{app}/files/");
+            let encoded = req.uri().path().strip_prefix(&prefix).unwrap_or("");
+            let key = percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .map_err(|_| ApiError::new(ErrorCode::InvalidFileKey, "the key is not UTF-8"))?;
+            match apps
+                .files()
+                .delete(app, &key)
+                .await
+                .map_err(storage_error)?
+            {
+                true => ok(
+                    StatusCode::OK,
+                    json!({ "app": app, "key": key, "deleted": true }),
+                ),
+                false => Err(ApiError::new(
+                    ErrorCode::FileNotFound,
+                    format!("no file `{}`", key.escape_debug()),
+                )),
+            }
+        }
+        (&Method::GET, ["admin", "v1", "apps", app, "storage"]) => {
+            live(apps, app)?;
+            let (files, bytes) = apps.files().usage(app).await.map_err(storage_error)?;
+            ok(
+                StatusCode::OK,
+                json!({ "app": app, "files": files, "bytes": bytes }),
+            )
         }
         (_, ["admin", "v1", "apps", app, "users", rest @ ..]) => {
             let app = app.to_string();
@@ -228,6 +268,46 @@ struct RolesRequest {
 }
 
 /// An app that is deployed, or 404 (so a typo does not act on nobody).
+async fn list_files(apps: &Apps, app: &str, query: &str) -> Answer {
+    let (mut prefix, mut cursor, mut limit) = (String::new(), None, 100);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "prefix" => prefix = value.into_owned(),
+            "cursor" => cursor = Some(value.into_owned()),
+            "limit" => {
+                limit = value.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidQuery, format!("limit is 1 to {MAX_PAGE}"))
+                })?
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("unknown parameter `{other}` (prefix, cursor, limit)"),
+                ));
+            }
+        }
+    }
+    let listing = apps
+        .files()
+        .list(app, &prefix, cursor.as_deref(), limit)
+        .await
+        .map_err(storage_error)?;
+    let files: Vec<Value> = listing
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "key": f.key, "size": f.size, "content_type": f.content_type,
+                "etag": f.etag, "modified_ms": f.modified_ms,
+            })
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        json!({ "app": app, "files": files, "cursor": listing.cursor }),
+    )
+}
+
 fn live(apps: &Apps, app: &str) -> Result<(), ApiError> {
     match apps.get(app) {
         Some(_) => Ok(()),

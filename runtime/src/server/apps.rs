@@ -128,6 +128,10 @@ impl Apps {
         &self.accounts
     }
 
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
     pub fn documents(&self) -> &Documents {
         &self.documents
     }

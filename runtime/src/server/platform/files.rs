@@ -212,7 +212,8 @@ fn method_not_allowed(allowed: &'static str) -> ApiError {
     .with_header(header::ALLOW, HeaderValue::from_static(allowed))
 }
 
-fn storage_error(err: StorageError) -> ApiError {
+/// The answer to a failed file operation (the admin API's too).
+pub(crate) fn storage_error(err: StorageError) -> ApiError {
     let message = err.to_string();
     let code = match err {
         StorageError::NotFound(_) => ErrorCode::FileNotFound,

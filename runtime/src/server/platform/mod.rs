@@ -3,7 +3,7 @@
 //! reach a function.
 
 mod auth;
-mod files;
+pub(super) mod files;
 
 use std::net::SocketAddr;
 
