@@ -714,3 +714,194 @@ async fn an_upload_over_the_limit_is_refused_while_streaming_and_leaves_nothing(
     let left = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "blobs left in {}", blobs.display());
 }
+
+/// Starts an upload, sends part of it, cuts a request off midway, and
+/// finishes from the offset the server confirmed; the stored file's hash is
+/// the original's.
+async fn an_interrupted_upload_resumes(server: &Server) {
+    let ada = sign_up(server, "ada@example.com").await;
+    let size = 19 * 1024 * 1024 + 4321;
+    let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+    let key = format!("{}/video.bin", ada.id);
+    let start = |who: Option<&User>, body: Value| {
+        let mut request = server
+            .client
+            .post(format!("{}/shop/_kiln/uploads", server.url))
+            .json(&body);
+        if let Some(user) = who {
+            request = request.bearer_auth(&user.token);
+        }
+        request.send()
+    };
+    let body = json!({"bucket": "private", "key": key, "size": size, "content_type": "video/mp4"});
+    assert_eq!(
+        status_and_code(start(None, body.clone()).await.unwrap())
+            .await
+            .0,
+        401
+    );
+    let too_big = json!({"bucket": "avatars", "key": format!("{}/a.png", ada.id), "size": 2 << 20, "content_type": "image/png"});
+    assert_eq!(
+        status_and_code(start(Some(&ada), too_big).await.unwrap()).await,
+        (413, "file_too_large".into())
+    );
+    let started = start(Some(&ada), body).await.unwrap();
+    assert_eq!(started.status(), 201);
+    let started: Value = started.json().await.unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let upload_url = format!("{}/shop/_kiln/uploads/{id}", server.url);
+    let patch = |offset: u64, body: reqwest::Body| {
+        server
+            .client
+            .patch(&upload_url)
+            .header("upload-offset", offset.to_string())
+            .body(body)
+            .send()
+    };
+    let offset_now = || async {
+        let progress: Value = server
+            .client
+            .get(&upload_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        progress["offset"].as_u64().unwrap()
+    };
+
+    // 9 MiB in one request.
+    let first = patch(0, reqwest::Body::from(bytes[..9 << 20].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let confirmed = offset_now().await;
+    assert!(confirmed > 0 && confirmed <= 9 << 20, "{confirmed}");
+    let wrong = patch(confirmed + 1, reqwest::Body::from(vec![0u8]))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(wrong).await,
+        (409, "upload_offset_mismatch".into())
+    );
+    // The next request dies after 6 MiB.
+    let from = confirmed as usize;
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = bytes[from..from + (6 << 20)]
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .chain([Err(std::io::Error::other("the network went away"))])
+        .collect();
+    let cut = patch(
+        confirmed,
+        reqwest::Body::wrap_stream(futures::stream::iter(pieces)),
+    )
+    .await;
+    assert!(cut.is_err() || !cut.unwrap().status().is_success());
+    // The failed request lets the upload go once the server sees it end
+    // (503 `busy` until then); the rest goes from where the server says.
+    let mut last = None;
+    for _ in 0..100 {
+        let confirmed = offset_now().await;
+        assert!(confirmed >= from as u64, "{confirmed} < {from}");
+        let rest = bytes[confirmed as usize..].to_vec();
+        // A busy answer may come before the body is sent: the send fails.
+        let Ok(response) = patch(confirmed, reqwest::Body::from(rest)).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        match response.status().as_u16() {
+            200 => {
+                last = Some(response);
+                break;
+            }
+            503 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+    }
+    let last = last.expect("the upload stayed busy");
+    let done: Value = last.json().await.unwrap();
+    assert_eq!(done["offset"], size);
+    assert_eq!(done["file"]["size"], size);
+    assert_eq!(done["file"]["key"], key.as_str());
+    let stored = send(
+        server,
+        Method::GET,
+        &format!("private/{key}"),
+        Some(&ada),
+        None,
+    )
+    .await;
+    assert_eq!(stored.headers()["content-type"], "video/mp4");
+    let stored = stored.bytes().await.unwrap();
+    use sha2::Digest;
+    assert_eq!(sha2::Sha256::digest(&stored), sha2::Sha256::digest(&bytes));
+    // Finished: the upload is gone.
+    assert_eq!(
+        status_and_code(server.client.get(&upload_url).send().await.unwrap()).await,
+        (404, "upload_not_found".into())
+    );
+
+    // An aborted upload leaves nothing.
+    let other = json!({"bucket": "private", "key": format!("{}/aborted.bin", ada.id), "size": 100});
+    let started: Value = start(Some(&ada), other)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/shop/_kiln/uploads/{}",
+        server.url,
+        started["id"].as_str().unwrap()
+    );
+    server
+        .client
+        .patch(&url)
+        .header("upload-offset", "0")
+        .body(vec![1u8; 40])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        server.client.delete(&url).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(server.client.get(&url).send().await.unwrap().status(), 404);
+    let aborted = send(
+        server,
+        Method::GET,
+        &format!("private/{}/aborted.bin", ada.id),
+        Some(&ada),
+        None,
+    )
+    .await;
+    assert_eq!(aborted.status(), 404);
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_to_the_same_bytes_on_the_local_backend() {
+    let server = server().await;
+    an_interrupted_upload_resumes(&server).await;
+    let staging = server.data_dir.join("objects/uploads/shop");
+    let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "staging files left in {}", staging.display());
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_to_the_same_bytes_on_s3() {
+    let Ok(endpoint) = std::env::var("KILN_TEST_S3_ENDPOINT") else {
+        eprintln!("KILN_TEST_S3_ENDPOINT is not set: skipping the S3 run");
+        return;
+    };
+    let bucket = std::env::var("KILN_TEST_S3_BUCKET").unwrap_or_else(|_| "kiln-test".into());
+    let server = Server::start_with_env(&[
+        ("KILN_S3_BUCKET", &bucket),
+        ("KILN_S3_ENDPOINT", &endpoint),
+        ("KILN_S3_ALLOW_HTTP", "true"),
+    ]);
+    server
+        .deploy_ok("shop", MANIFEST, &[("files", &examples().files)])
+        .await;
+    an_interrupted_upload_resumes(&server).await;
+}

@@ -1,6 +1,8 @@
 //! The physical limit for the HTTP benchmarks: native hyper, 2 workers,
 //! keep-alive, no Nagle. `/json` serialises the same 50-element list as the
-//! `json-work` component; anything else answers like the plain hello.
+//! `json-work` component; `/static/NAME` reads NAME from the folder in
+//! `NATIVE_STATIC_DIR` on every request (the storage benchmark's static
+//! file); anything else answers like the plain hello.
 //!
 //! Usage: native-hello <port>
 
@@ -36,6 +38,28 @@ async fn main() {
 }
 
 async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(name) = req.uri().path().strip_prefix("/static/") {
+        let dir = std::env::var("NATIVE_STATIC_DIR").unwrap_or_else(|_| ".".into());
+        let found = match name.contains('/') || name.contains("..") {
+            true => None,
+            false => tokio::fs::read(std::path::Path::new(&dir).join(name))
+                .await
+                .ok(),
+        };
+        let mut response = match found {
+            Some(bytes) => Response::new(Full::new(Bytes::from(bytes))),
+            None => {
+                let mut missing = Response::new(Full::new(Bytes::new()));
+                *missing.status_mut() = hyper::StatusCode::NOT_FOUND;
+                missing
+            }
+        };
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
+        return Ok(response);
+    }
     let body = if req.uri().path().starts_with("/json") {
         let items: Vec<_> = (0..50)
             .map(|i| serde_json::json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.25, "tags": ["a", "b"]}))

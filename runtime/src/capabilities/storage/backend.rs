@@ -115,6 +115,31 @@ impl Blobs {
         Path::from_iter(["files", app, blob])
     }
 
+    /// The S3 client's multipart API (resumable uploads); `None` locally.
+    pub fn multipart(&self) -> Option<&Arc<AmazonS3>> {
+        self.s3.as_ref()
+    }
+
+    /// The staging file of a resumable upload on the local backend (its
+    /// folder created).
+    pub fn staging(&self, app: &str, blob: &str) -> Result<PathBuf, StorageError> {
+        let root = self.local_root.as_ref().ok_or_else(|| {
+            StorageError::Unavailable("staging files exist on the local backend only".into())
+        })?;
+        let folder = root.join("uploads").join(app);
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| StorageError::Unavailable(format!("staging an upload: {e}")))?;
+        Ok(folder.join(blob))
+    }
+
+    /// Where a blob's file is on the local backend.
+    pub fn local_file(&self, app: &str, blob: &str) -> Result<PathBuf, StorageError> {
+        let root = self.local_root.as_ref().ok_or_else(|| {
+            StorageError::Unavailable("blob files exist on the local backend only".into())
+        })?;
+        Ok(root.join("files").join(app).join(blob))
+    }
+
     /// Options of a new blob: on S3 its content type, which presigned
     /// downloads are served with (the local backend keeps no attributes).
     pub fn put_options(&self, content_type: &str) -> PutMultipartOptions {

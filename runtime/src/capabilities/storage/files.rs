@@ -81,8 +81,8 @@ pub struct Listing {
 
 #[derive(Clone)]
 pub struct Files {
-    documents: Documents,
-    blobs: Arc<Blobs>,
+    pub(super) documents: Documents,
+    pub(super) blobs: Arc<Blobs>,
     write_slots: Arc<WriteSlots>,
     signer: Arc<UrlSigner>,
 }
@@ -175,7 +175,7 @@ impl Files {
 
     /// Switches `key` to the stored `blob`, then deletes the blob it held;
     /// a refused switch deletes `blob`.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         app: &str,
         key: &str,

@@ -508,56 +508,28 @@ async fn upload(
     req: Request<Incoming>,
 ) -> Answer {
     let app = &*storage.app;
-    let key = target.key();
     let headers = req.headers();
-    let exists = storage
-        .files
-        .head(app, &key)
-        .await
-        .map_err(storage_error)?
-        .is_some();
-    if signed(storage, target, query, "PUT")?.is_none() {
-        let action = if exists {
-            Action::Replace
-        } else {
-            Action::Upload
-        };
-        allow(app, auth, target, action, headers).await?;
-    }
-    let create_only = headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == b"*");
-    // Without the right to replace, a file that appeared meanwhile is a
-    // conflict, never overwritten.
-    let overwrite = if exists && !create_only {
-        Overwrite::Allowed
-    } else {
-        Overwrite::Refused
-    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_string();
-    if !target.bucket.accepts(&content_type) {
-        return Err(ApiError::new(
-            ErrorCode::ContentTypeNotAllowed,
-            format!(
-                "bucket `{}` takes {}, not `{}`",
-                target.name,
-                target.bucket.content_types.join(", "),
-                content_type.escape_debug()
-            ),
-        ));
-    }
-    let max = target.bucket.max_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(target.name, max));
-    }
+    let signed = signed(storage, target, query, "PUT")?.is_some();
+    let (key, overwrite, exists) = check_store(
+        storage,
+        auth,
+        target,
+        &content_type,
+        declared,
+        headers,
+        signed,
+    )
+    .await?;
+    let max = target.bucket.max_bytes;
     let _slot = storage
         .files
         .write_slots()
@@ -578,6 +550,92 @@ async fn upload(
         StatusCode::CREATED
     };
     Ok(json_value_response(status, meta_json(target, &meta)))
+}
+
+/// Whether a client may store a file at `bucket`/`path` of `content_type`
+/// and (when declared) `size`: the full key, and whether it may replace one.
+pub(super) async fn allowed_to_store(
+    storage: &AppStorage,
+    auth: &AppAuth,
+    bucket: &str,
+    path: &str,
+    content_type: &str,
+    size: Option<u64>,
+    headers: &HeaderMap,
+) -> Result<(String, Overwrite), ApiError> {
+    let found = storage.buckets.get(bucket).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BucketNotFound,
+            format!(
+                "app `{}` has no bucket `{}`",
+                storage.app,
+                bucket.escape_debug()
+            ),
+        )
+    })?;
+    let target = Target {
+        name: bucket,
+        bucket: found,
+        path: path.to_string(),
+    };
+    crate::capabilities::storage::keys::check(&target.key()).map_err(storage_error)?;
+    let (key, overwrite, _) =
+        check_store(storage, auth, &target, content_type, size, headers, false).await?;
+    Ok((key, overwrite))
+}
+
+/// The rule for storing at `target` (upload, or replace when a file is
+/// there; none for a signed URL), then the bucket's content types and size.
+async fn check_store(
+    storage: &AppStorage,
+    auth: &AppAuth,
+    target: &Target<'_>,
+    content_type: &str,
+    size: Option<u64>,
+    headers: &HeaderMap,
+    signed: bool,
+) -> Result<(String, Overwrite, bool), ApiError> {
+    let app = &*storage.app;
+    let key = target.key();
+    let exists = storage
+        .files
+        .head(app, &key)
+        .await
+        .map_err(storage_error)?
+        .is_some();
+    if !signed {
+        let action = if exists {
+            Action::Replace
+        } else {
+            Action::Upload
+        };
+        allow(app, auth, target, action, headers).await?;
+    }
+    let create_only = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*");
+    // Without the right to replace, a file that appeared meanwhile is a
+    // conflict, never overwritten.
+    let overwrite = if exists && !create_only {
+        Overwrite::Allowed
+    } else {
+        Overwrite::Refused
+    };
+    if !target.bucket.accepts(content_type) {
+        return Err(ApiError::new(
+            ErrorCode::ContentTypeNotAllowed,
+            format!(
+                "bucket `{}` takes {}, not `{}`",
+                target.name,
+                target.bucket.content_types.join(", "),
+                content_type.escape_debug()
+            ),
+        ));
+    }
+    if size.is_some_and(|n| n > target.bucket.max_bytes) {
+        return Err(too_large(target.name, target.bucket.max_bytes));
+    }
+    Ok((key, overwrite, exists))
 }
 
 fn too_large(bucket: &str, max: u64) -> ApiError {

@@ -4,6 +4,7 @@
 
 mod auth;
 pub(super) mod files;
+mod uploads;
 
 use std::net::SocketAddr;
 
@@ -26,6 +27,10 @@ pub async fn handle(
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["auth", rest @ ..] => auth::handle(&live.http.auth, rest, req, peer).await,
+        ["uploads", rest @ ..] => {
+            let rest: Vec<&str> = rest.iter().copied().filter(|s| !s.is_empty()).collect();
+            uploads::handle(&live.storage, &live.http.auth, &rest, req).await
+        }
         ["files", _, ..] => {
             // The key keeps its own slashes: hand over the raw rest of the path.
             let files = rest

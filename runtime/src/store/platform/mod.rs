@@ -19,6 +19,7 @@
 //! | `oidc_states` | a code-flow sign-in awaiting its callback | [`identities`] |
 //! | `files` | a stored file of an app | [`files`] |
 //! | `file_usage` | files and bytes an app stores | [`files`] |
+//! | `uploads` | a resumable upload in progress | [`uploads`] |
 
 pub mod cron;
 pub mod deployments;
@@ -28,6 +29,7 @@ pub mod jobs;
 pub mod runs;
 pub mod sessions;
 pub mod signing_keys;
+pub mod uploads;
 pub mod users;
 
 use serde::Serialize;

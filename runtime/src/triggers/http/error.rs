@@ -84,6 +84,8 @@ error_codes! {
     InvalidSignature = (403, "invalid_signature"),
     SignatureExpired = (403, "signature_expired"),
     FilesUnavailable = (503, "files_unavailable"),
+    UploadNotFound = (404, "upload_not_found"),
+    InvalidUploadOffset = (409, "upload_offset_mismatch"),
     // The admin API.
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),

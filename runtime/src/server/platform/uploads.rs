@@ -1,0 +1,146 @@
+//! Resumable uploads of an app's clients, under `/_kiln/uploads`.
+//!
+//! | method and path | does |
+//! | --- | --- |
+//! | `POST /` | `{bucket, key, size, content_type?}`: starts an upload (201 `{id, offset, size, part_bytes}`), under the bucket's rules and limits as a `PUT` would be |
+//! | `GET /ID` (or `HEAD`) | `{id, key, offset, size}`; `HEAD` answers `Upload-Offset` and `Upload-Length` |
+//! | `PATCH /ID` | `Upload-Offset: N` (the confirmed offset) and the next bytes: `{offset, size, file?}`, `file` once the last byte arrived (the stored file's metadata) |
+//! | `DELETE /ID` | aborts the upload and drops what it stored |
+//!
+//! The upload's id is random (128 bits) and is what lets a client continue
+//! it, as a signed URL would.
+
+use http::header::HeaderValue;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Answer;
+use super::files::{allowed_to_store, storage_error};
+use crate::capabilities::auth::AppAuth;
+use crate::capabilities::storage::uploads::{PART_BYTES, Progress};
+use crate::capabilities::storage::{AppStorage, StorageError};
+use crate::server::json_body::read_json;
+use crate::triggers::http::{ApiError, ErrorCode, json_value_response};
+
+const MAX_START_BODY: usize = 4 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Start {
+    bucket: String,
+    key: String,
+    size: u64,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+fn progress_json(progress: &Progress) -> Value {
+    let file = progress.file.as_ref().map(|f| {
+        let (bucket, key) = f.key.split_once('/').unwrap_or((&f.key, ""));
+        json!({
+            "bucket": bucket, "key": key, "size": f.size, "content_type": f.content_type,
+            "etag": f.etag, "modified_ms": f.modified_ms,
+        })
+    });
+    json!({"id": progress.id, "offset": progress.offset, "size": progress.size, "file": file})
+}
+
+pub async fn handle(
+    storage: &AppStorage,
+    auth: &AppAuth,
+    rest: &[&str],
+    req: Request<Incoming>,
+) -> Answer {
+    let app = &*storage.app;
+    let files = &storage.files;
+    match (req.method().clone(), rest) {
+        (Method::POST, []) => {
+            let headers = req.headers().clone();
+            let start: Start = read_json(req, MAX_START_BODY).await?;
+            let content_type = start
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".to_string());
+            let (key, overwrite) = allowed_to_store(
+                storage,
+                auth,
+                &start.bucket,
+                &start.key,
+                &content_type,
+                Some(start.size),
+                &headers,
+            )
+            .await?;
+            let progress = files
+                .start_upload(app, &key, start.size, &content_type, overwrite)
+                .await
+                .map_err(storage_error)?;
+            let mut body = progress_json(&progress);
+            body["part_bytes"] = json!(PART_BYTES);
+            Ok(json_value_response(StatusCode::CREATED, body))
+        }
+        (method @ (Method::GET | Method::HEAD), [id]) => {
+            let progress = files
+                .upload_progress(app, id)
+                .await
+                .map_err(|err| match err {
+                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                    other => storage_error(other),
+                })?;
+            let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
+            let headers = answer.headers_mut();
+            headers.insert("upload-offset", HeaderValue::from(progress.offset));
+            headers.insert("upload-length", HeaderValue::from(progress.size));
+            if method == Method::HEAD {
+                *answer.body_mut() = http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+            }
+            Ok(answer)
+        }
+        (Method::PATCH, [id]) => {
+            let offset = req
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidUploadOffset,
+                        "send `Upload-Offset: N`, the offset the upload is at",
+                    )
+                })?;
+            let _slot = files.write_slots().take(app).map_err(storage_error)?;
+            let body = req.into_body().into_data_stream();
+            let progress =
+                files
+                    .append_upload(app, id, offset, body)
+                    .await
+                    .map_err(|err| match err {
+                        StorageError::Conflict(m) => {
+                            ApiError::new(ErrorCode::InvalidUploadOffset, m)
+                        }
+                        StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                        other => storage_error(other),
+                    })?;
+            let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
+            answer
+                .headers_mut()
+                .insert("upload-offset", HeaderValue::from(progress.offset));
+            Ok(answer)
+        }
+        (Method::DELETE, [id]) => {
+            files.abort_upload(app, id).await.map_err(|err| match err {
+                StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                other => storage_error(other),
+            })?;
+            Ok(json_value_response(StatusCode::OK, json!({"aborted": id})))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::PlatformRouteNotFound,
+            "uploads: POST /_kiln/uploads, then GET, PATCH or DELETE /_kiln/uploads/ID",
+        )),
+    }
+}

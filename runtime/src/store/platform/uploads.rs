@@ -1,0 +1,107 @@
+//! Resumable uploads in progress (`uploads`): where a client's upload
+//! stands, so any request (and, on S3, any node) can continue it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{collection, from_document, to_document};
+use crate::store::{Documents, Namespace, StoreError};
+
+const UPLOADS: Namespace<'static> = collection("uploads");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Random: knowing it is what lets a client continue the upload.
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub app: String,
+    pub key: String,
+    /// The file's whole size, declared at the start.
+    pub size: u64,
+    pub content_type: String,
+    /// Bytes stored so far.
+    pub offset: u64,
+    /// The blob the file becomes.
+    pub blob: String,
+    /// The S3 multipart upload; none on the local backend.
+    #[serde(default)]
+    pub multipart: Option<String>,
+    /// S3 parts so far, in order.
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// Whether the file may replace one at its key.
+    pub overwrite: bool,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// One request appends at a time: it holds the upload until this.
+    #[serde(default)]
+    pub busy_until_ms: u64,
+}
+
+pub async fn insert(documents: &Documents, record: &UploadRecord) -> Result<(), StoreError> {
+    documents
+        .insert(UPLOADS, vec![to_document(record)])
+        .await
+        .map(|_| ())
+}
+
+pub async fn get(
+    documents: &Documents,
+    app: &str,
+    id: &str,
+) -> Result<Option<UploadRecord>, StoreError> {
+    let Some(doc) = documents.get(UPLOADS, id).await? else {
+        return Ok(None);
+    };
+    let record: UploadRecord = from_document("upload", doc)?;
+    Ok((record.app == app).then_some(record))
+}
+
+/// Uploads `app` has open.
+pub async fn count(documents: &Documents, app: &str) -> Result<u64, StoreError> {
+    documents.count(UPLOADS, &json!({"app": app})).await
+}
+
+/// Takes the upload for one append at `offset` until `until_ms`; none when
+/// it is elsewhere, busy or gone.
+pub async fn claim(
+    documents: &Documents,
+    app: &str,
+    id: &str,
+    offset: u64,
+    now_ms: u64,
+    until_ms: u64,
+) -> Result<Option<UploadRecord>, StoreError> {
+    documents
+        .find_one_and_update(
+            UPLOADS,
+            &json!({"_id": id, "app": app, "offset": offset, "busy_until_ms": {"$lt": now_ms}}),
+            &json!({"$set": {"busy_until_ms": until_ms}}),
+            true,
+            false,
+        )
+        .await?
+        .map(|doc| from_document("upload", doc))
+        .transpose()
+}
+
+/// Records what an append stored, and lets the upload go.
+pub async fn advance(documents: &Documents, record: &UploadRecord) -> Result<(), StoreError> {
+    documents
+        .update(
+            UPLOADS,
+            &json!({"_id": record.id, "app": record.app}),
+            &json!({"$set": {"offset": record.offset, "parts": record.parts, "busy_until_ms": 0}}),
+            false,
+            false,
+        )
+        .await
+        .map(|_| ())
+}
+
+pub async fn delete(documents: &Documents, app: &str, id: &str) -> Result<bool, StoreError> {
+    Ok(documents
+        .delete(UPLOADS, &json!({"_id": id, "app": app}), false)
+        .await?
+        > 0)
+}
