@@ -905,3 +905,79 @@ async fn an_interrupted_upload_resumes_to_the_same_bytes_on_s3() {
         .await;
     an_interrupted_upload_resumes(&server).await;
 }
+
+#[tokio::test]
+async fn one_apps_stalled_uploads_leave_another_app_uploading() {
+    let server = server().await;
+    server
+        .deploy_ok("other", MANIFEST, &[("files", &examples().files)])
+        .await;
+    let attacker = sign_up(&server, "mallory@example.com").await;
+    let (status, tokens) = call(
+        &server,
+        Method::POST,
+        "/other/_kiln/auth/signup",
+        None,
+        Some(json!({"email": "victim@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    let victim_token = tokens["access_token"].as_str().unwrap().to_string();
+    // Eight uploads that send one byte and then nothing: they hold every
+    // write slot of the attacker's app.
+    let stalled: Vec<_> = (0..8)
+        .map(|i| {
+            let body = futures::stream::once(async { Ok::<_, std::io::Error>(vec![1u8]) }).chain(
+                futures::stream::once(async {
+                    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+                    Ok(vec![2u8])
+                }),
+            );
+            let request = server
+                .client
+                .put(url(&server, &format!("docs/stalled-{i}.bin")))
+                .bearer_auth(&attacker.token)
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(body));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let ninth = send(
+        &server,
+        Method::PUT,
+        "docs/ninth.bin",
+        Some(&attacker),
+        Some(("text/plain", b"x".to_vec())),
+    )
+    .await;
+    assert_eq!(status_and_code(ninth).await, (503, "busy".into()));
+    // The other app stores and reads files at once.
+    let started = std::time::Instant::now();
+    let put = server
+        .client
+        .put(format!("{}/other/_kiln/files/docs/mine.txt", server.url))
+        .bearer_auth(&victim_token)
+        .header("content-type", "text/plain")
+        .body("still working")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let got = server
+        .client
+        .get(format!("{}/other/_kiln/files/docs/mine.txt", server.url))
+        .bearer_auth(&victim_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "still working");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the other app waited {:?}",
+        started.elapsed()
+    );
+    for upload in stalled {
+        upload.abort();
+    }
+}
