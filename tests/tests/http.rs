@@ -459,14 +459,15 @@ async fn catch_all_shop(server: &Server) {
 async fn the_platform_namespace_is_never_an_apps_and_never_shadows_one() {
     let server = Server::start_with_env(&[("KILN_APP_DOMAIN", "kiln.test")]);
     catch_all_shop(&server).await;
-    // No app route reaches /_kiln/..., not even a catch-all.
-    for path in ["/shop/_kiln", "/shop/_kiln/files/a.txt"] {
+    // No app route reaches /_kiln/..., not even a catch-all: the platform
+    // answers, whether or not it has an endpoint there.
+    for (path, code) in [
+        ("/shop/_kiln", "platform_route_not_found"),
+        ("/shop/_kiln/nothing/a.txt", "platform_route_not_found"),
+        ("/shop/_kiln/files/a.txt", "bucket_not_found"),
+    ] {
         let (status, body) = json_of(server.get(path).send().await.unwrap()).await;
-        assert_eq!(
-            (status, error_code(&body)),
-            (404, "platform_route_not_found"),
-            "{path}: {body}"
-        );
+        assert_eq!((status, error_code(&body)), (404, code), "{path}: {body}");
     }
     let text = server
         .get("/shop/_kilnish")
