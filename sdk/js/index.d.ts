@@ -176,3 +176,33 @@ export interface Handlers {
   fetch?(request: Request, env: Env, ctx: FetchContext): Response | Promise<Response>;
   scheduled?(event: ScheduledEvent, env: Env, ctx: ScheduledContext): void | Promise<void>;
 }
+
+/** What is known of a stored file. */
+export interface FileMeta {
+  key: string;
+  size: number;
+  contentType: string;
+  /** Changes on every write of the key. */
+  etag: string;
+  modified: Date;
+}
+
+/** The app's files (keys: `/`-separated, at most 512 bytes). */
+export declare const storage: {
+  /** Stores `data` (at most 16 MiB) at `key`, replacing what is there. */
+  put(key: string, data: string | Uint8Array | ArrayBuffer | ArrayBufferView, options?: { contentType?: string }): Promise<FileMeta>;
+  /** The file's bytes (at most 16 MiB). */
+  get(key: string): Promise<Uint8Array>;
+  /** The file as UTF-8 text. */
+  getText(key: string): Promise<string>;
+  /** The file's metadata, or null. */
+  head(key: string): Promise<FileMeta | null>;
+  /** Deletes the file; false when there was none. */
+  delete(key: string): Promise<boolean>;
+  /** One page (1 to 1,000) of files whose key starts with `prefix`. */
+  list(prefix?: string, options?: { cursor?: string; limit?: number }): Promise<{ files: FileMeta[]; cursor: string | null }>;
+  /** Copies `source` to `destination`, replacing what is there. */
+  copy(source: string, destination: string): Promise<FileMeta>;
+  /** A URL allowing `method` on `key` for `expiresSecs` (1 s to 7 days); the key's bucket must be in kiln.toml. */
+  signedUrl(key: string, method?: 'GET' | 'PUT', expiresSecs?: number): Promise<string>;
+};

@@ -71,6 +71,28 @@ async fn dates_go_in_and_come_out_as_dates_and_numbers_as_numbers() {
 }
 
 #[tokio::test]
+async fn a_js_function_stores_reads_lists_and_deletes_files() {
+    let server = probe_server().await;
+    let body = probe(&server, "files").await;
+    assert_eq!(
+        body,
+        json!({
+            "size": 13,
+            "sizeType": "number",
+            "contentType": "text/plain",
+            "modifiedIsDate": true,
+            "text": "hello from js",
+            "sameEtag": true,
+            "missing": null,
+            "copiedBytes": 13,
+            "pages": [["notes/a.txt"], ["notes/b.txt"], null],
+            "bad": {"isKilnError": true, "code": "invalid-input"},
+            "deleted": [true, false],
+        })
+    );
+}
+
+#[tokio::test]
 async fn a_failed_call_is_a_kiln_error_with_a_code() {
     let server = probe_server().await;
     let body = probe(&server, "conflict").await;

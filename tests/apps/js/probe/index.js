@@ -1,10 +1,40 @@
 // Exercises @kiln/sdk for tests/tests/javascript.rs; each route answers
 // what the SDK handed the function, so the test sees it as the user does.
-import { auth, db, KilnError, scheduler } from '@kiln/sdk';
+import { auth, db, KilnError, scheduler, storage } from '@kiln/sdk';
 
 const items = db.collection('items');
 
 const routes = {
+  // The app's files: whole-file calls, metadata as the SDK shapes it, a listing in pages, a refused key.
+  async files() {
+    const put = await storage.put('notes/a.txt', 'hello from js', { contentType: 'text/plain' });
+    const text = await storage.getText('notes/a.txt');
+    const head = await storage.head('notes/a.txt');
+    const missing = await storage.head('notes/none.txt');
+    await storage.copy('notes/a.txt', 'notes/b.txt');
+    const bytes = await storage.get('notes/b.txt');
+    const first = await storage.list('notes/', { limit: 1 });
+    const second = await storage.list('notes/', { cursor: first.cursor, limit: 1 });
+    let bad = null;
+    try {
+      await storage.put('a//b', 'x');
+    } catch (err) {
+      bad = { isKilnError: err instanceof KilnError, code: err.code };
+    }
+    return {
+      size: put.size,
+      sizeType: typeof put.size,
+      contentType: put.contentType,
+      modifiedIsDate: put.modified instanceof Date,
+      text,
+      sameEtag: head.etag === put.etag,
+      missing,
+      copiedBytes: bytes instanceof Uint8Array ? bytes.length : -1,
+      pages: [first.files.map((f) => f.key), second.files.map((f) => f.key), second.cursor],
+      bad,
+      deleted: [await storage.delete('notes/b.txt'), await storage.delete('notes/b.txt')],
+    };
+  },
   // A Date stored, read back by get, find and findOneAndUpdate, and compared in a filter.
   async dates() {
     const at = new Date('2026-01-02T03:04:05.678Z');
