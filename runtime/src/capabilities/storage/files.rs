@@ -245,16 +245,9 @@ impl Files {
         let mut size = 0u64;
         let outcome: Result<(), StorageError> = async {
             loop {
-                let next = tokio::time::timeout(IDLE, body.next()).await.map_err(|_| {
-                    StorageError::InvalidInput(format!(
-                        "the upload sent nothing for {} s",
-                        IDLE.as_secs()
-                    ))
-                })?;
-                let Some(chunk) = next else { return Ok(()) };
-                let chunk = chunk.map_err(|e| {
-                    StorageError::InvalidInput(format!("the upload was cut off: {e}"))
-                })?;
+                let Some(chunk) = next_chunk(&mut body).await? else {
+                    return Ok(());
+                };
                 size += chunk.len() as u64;
                 if size > max_bytes {
                     return Err(StorageError::LimitExceeded(format!(
@@ -305,14 +298,24 @@ impl Files {
         let record = records::get(&self.documents, app, key)
             .await?
             .ok_or_else(|| not_found(key))?;
+        self.open(app, FileMeta::from(&record), range).await
+    }
+
+    /// Reads the version of a file that `meta` (from [`Files::head`])
+    /// describes, or `range` of it, without reading its record again.
+    pub async fn open(
+        &self,
+        app: &str,
+        meta: FileMeta,
+        range: Option<Range<u64>>,
+    ) -> Result<Download, StorageError> {
         let range = match range {
-            None => 0..record.size,
-            Some(r) if r.start >= record.size || r.start >= r.end => {
-                return Err(StorageError::RangeNotSatisfiable(record.size));
+            None => 0..meta.size,
+            Some(r) if r.start >= meta.size || r.start >= r.end => {
+                return Err(StorageError::RangeNotSatisfiable(meta.size));
             }
-            Some(r) => r.start..r.end.min(record.size),
+            Some(r) => r.start..r.end.min(meta.size),
         };
-        let meta = FileMeta::from(&record);
         if range.is_empty() {
             return Ok(Download {
                 meta,
@@ -324,13 +327,21 @@ impl Files {
             range: Some(GetRange::Bounded(range.clone())),
             ..GetOptions::default()
         };
+        // The blob is the version's ETag.
         let found = self
             .blobs
             .store()
-            .get_opts(&self.blobs.path(app, &record.blob), options)
+            .get_opts(&self.blobs.path(app, &meta.etag), options)
             .await
-            .map_err(|e| backend_error(key, e))?;
-        let key = key.to_string();
+            .map_err(|e| match e {
+                // Replaced and deleted since `meta` was read.
+                object_store::Error::NotFound { .. } => StorageError::Conflict(format!(
+                    "{:?} changed while it was read; read it again",
+                    meta.key
+                )),
+                other => backend_error(&meta.key, other),
+            })?;
+        let key = meta.key.clone();
         let body = found
             .into_stream()
             .map(move |chunk| chunk.map_err(|e| backend_error(&key, e)))
@@ -405,6 +416,26 @@ impl Files {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(err) => tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}"),
         }
+    }
+}
+
+/// The next piece of a body: none at its end; `invalid-input` when it was
+/// cut off or sent nothing for [`IDLE`].
+pub(super) async fn next_chunk<S, E>(body: &mut S) -> Result<Option<Bytes>, StorageError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(IDLE, body.next()).await {
+        Err(_) => Err(StorageError::InvalidInput(format!(
+            "the upload sent nothing for {} s",
+            IDLE.as_secs()
+        ))),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(StorageError::InvalidInput(format!(
+            "the upload was cut off: {e}"
+        ))),
     }
 }
 

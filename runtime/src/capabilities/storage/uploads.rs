@@ -12,12 +12,12 @@
 use std::io::SeekFrom;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{Stream, StreamExt};
+use futures::stream::Stream;
 use object_store::PutPayload;
 use object_store::multipart::{MultipartStore, PartId};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::files::{FileMeta, Files, Overwrite};
+use super::files::{FileMeta, Files, Overwrite, next_chunk};
 use super::{StorageError, keys};
 use crate::store::platform::now_ms;
 use crate::store::platform::uploads::{self as records, UploadRecord};
@@ -31,8 +31,6 @@ const LIFETIME_MS: u64 = 24 * 3600 * 1000;
 const LEASE_MS: u64 = 10 * 60 * 1000;
 /// Unfinished uploads one app may have.
 const OPEN_PER_APP: u64 = 100;
-/// Longest wait for the next piece of a request's body.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +192,7 @@ impl Files {
                     .map_err(io)?;
                 let mut written = 0u64;
                 let result = loop {
-                    match next(body).await {
+                    match next_chunk(body).await {
                         Ok(None) => break Ok(()),
                         Ok(Some(chunk)) => {
                             if written + chunk.len() as u64 > room {
@@ -223,7 +221,7 @@ impl Files {
                 let mut buffer = BytesMut::new();
                 let mut received = 0u64;
                 let result = loop {
-                    match next(body).await {
+                    match next_chunk(body).await {
                         Ok(None) => break Ok(()),
                         Ok(Some(chunk)) => {
                             received += chunk.len() as u64;
@@ -344,24 +342,6 @@ impl Files {
             }
         }
         Ok(())
-    }
-}
-
-async fn next<S, E>(body: &mut S) -> Result<Option<Bytes>, StorageError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-    E: std::fmt::Display,
-{
-    match tokio::time::timeout(IDLE, body.next()).await {
-        Err(_) => Err(StorageError::InvalidInput(format!(
-            "the upload sent nothing for {} s",
-            IDLE.as_secs()
-        ))),
-        Ok(None) => Ok(None),
-        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-        Ok(Some(Err(e))) => Err(StorageError::InvalidInput(format!(
-            "the upload was cut off: {e}"
-        ))),
     }
 }
 

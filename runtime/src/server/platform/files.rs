@@ -338,16 +338,12 @@ async fn download(
     } else {
         let download = storage
             .files
-            .get(app, &key, range.clone())
+            .open(app, meta.clone(), range.clone())
             .await
-            .map_err(storage_error)?;
-        if download.meta.etag != meta.etag {
-            // Replaced since the head: serve nothing rather than a mix of headers.
-            return Err(ApiError::new(
-                ErrorCode::FilesUnavailable,
-                "the file changed while it was read; try again",
-            ));
-        }
+            .map_err(|err| match err {
+                StorageError::Conflict(m) => ApiError::new(ErrorCode::FilesUnavailable, m),
+                other => storage_error(other),
+            })?;
         let frames = download.body.map(|chunk| {
             chunk
                 .map(Frame::data)
