@@ -186,8 +186,6 @@ impl AppStorage {
 
 /// One invocation's view: its app's files.
 pub struct AppFiles {
-    files: Files,
-    app: Arc<str>,
     storage: Arc<AppStorage>,
 }
 
@@ -219,7 +217,7 @@ impl Capability for Storage {
         wit::add_to_linker::<T, HasStorage>(linker, |t| {
             let (instances, table) = t.capabilities_and_table();
             StorageHost {
-                files: Pick::<Storage>::pick(instances),
+                storage: &Pick::<Storage>::pick(instances).storage,
                 table,
             }
         })
@@ -243,8 +241,6 @@ impl Capability for Storage {
         _: &mut WasiCtxBuilder,
     ) -> AppFiles {
         AppFiles {
-            files: self.files.clone(),
-            app: storage.app.clone(),
             storage: storage.clone(),
         }
     }
@@ -258,7 +254,7 @@ impl HasData for HasStorage {
 
 /// What the host functions see: the invocation's files and its resources.
 pub struct StorageHost<'a> {
-    files: &'a mut AppFiles,
+    storage: &'a AppStorage,
     table: &'a mut ResourceTable,
 }
 
@@ -290,8 +286,8 @@ impl wit::Host for StorageHost<'_> {
                 "max-bytes is at most {MAX_FILE_BYTES}"
             )));
         }
-        let files = self.files.files.clone();
-        let app = self.files.app.to_string();
+        let files = self.storage.files.clone();
+        let app = self.storage.app.to_string();
         let slot = files.write_slots().take(&app)?;
         let (guest_end, host_end) = tokio::io::duplex(PIPE_BYTES);
         let (finished, told) = oneshot::channel::<()>();
@@ -343,11 +339,11 @@ impl wit::Host for StorageHost<'_> {
                 "`put` takes at most {MAX_WHOLE_BYTES} bytes: write larger files through `write`"
             )));
         }
-        let app = &self.files.app;
-        let _slot = self.files.files.write_slots().take(app)?;
+        let app = &self.storage.app;
+        let _slot = self.storage.files.write_slots().take(app)?;
         let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(data))]);
         let meta = self
-            .files
+            .storage
             .files
             .put(
                 app,
@@ -367,9 +363,13 @@ impl wit::Host for StorageHost<'_> {
         range: Option<(u64, u64)>,
     ) -> Result<(WitMeta, Resource<DynInputStream>), Error> {
         let download = self
+            .storage
             .files
-            .files
-            .get(&self.files.app, &key, range.map(|(start, end)| start..end))
+            .get(
+                &self.storage.app,
+                &key,
+                range.map(|(start, end)| start..end),
+            )
             .await?;
         let reader = StreamReader::new(
             download
@@ -382,7 +382,11 @@ impl wit::Host for StorageHost<'_> {
     }
 
     async fn get(&mut self, key: String) -> Result<Vec<u8>, Error> {
-        let download = self.files.files.get(&self.files.app, &key, None).await?;
+        let download = self
+            .storage
+            .files
+            .get(&self.storage.app, &key, None)
+            .await?;
         if download.meta.size > MAX_WHOLE_BYTES {
             return Err(Error::LimitExceeded(format!(
                 "`get` returns at most {MAX_WHOLE_BYTES} bytes: read larger files through `read`"
@@ -401,15 +405,15 @@ impl wit::Host for StorageHost<'_> {
 
     async fn head(&mut self, key: String) -> Result<Option<WitMeta>, Error> {
         Ok(self
+            .storage
             .files
-            .files
-            .head(&self.files.app, &key)
+            .head(&self.storage.app, &key)
             .await?
             .map(wit_meta))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
-        Ok(self.files.files.delete(&self.files.app, &key).await?)
+        Ok(self.storage.files.delete(&self.storage.app, &key).await?)
     }
 
     async fn list_files(
@@ -419,9 +423,9 @@ impl wit::Host for StorageHost<'_> {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let listing = self
+            .storage
             .files
-            .files
-            .list(&self.files.app, &prefix, cursor.as_deref(), limit)
+            .list(&self.storage.app, &prefix, cursor.as_deref(), limit)
             .await?;
         Ok(ListPage {
             files: listing.files.into_iter().map(wit_meta).collect(),
@@ -435,16 +439,16 @@ impl wit::Host for StorageHost<'_> {
         method: String,
         expires_secs: u32,
     ) -> Result<String, Error> {
-        let storage = self.files.storage.clone();
+        let storage = self.storage.clone();
         let expires_in = std::time::Duration::from_secs(expires_secs.into());
         Ok(storage.signed_url(&key, &method, expires_in).await?)
     }
 
     async fn copy(&mut self, source: String, destination: String) -> Result<WitMeta, Error> {
-        let app = &self.files.app;
-        let _slot = self.files.files.write_slots().take(app)?;
+        let app = &self.storage.app;
+        let _slot = self.storage.files.write_slots().take(app)?;
         Ok(wit_meta(
-            self.files.files.copy(app, &source, &destination).await?,
+            self.storage.files.copy(app, &source, &destination).await?,
         ))
     }
 }
