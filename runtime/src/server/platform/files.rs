@@ -88,7 +88,7 @@ pub async fn handle(
         };
     }
     let key = target.key();
-    crate::capabilities::storage::keys::check(&key).map_err(storage_error)?;
+    crate::capabilities::storage::keys::check(&key).map_err(key_error)?;
     match method {
         Method::GET | Method::HEAD => download(storage, auth, &target, &query, req).await,
         Method::PUT => upload(storage, auth, &target, &query, req).await,
@@ -193,6 +193,11 @@ fn denied_error(app: &str, bucket: &str, action: Action, denied: Denied) -> ApiE
     }
 }
 
+/// A key the rules refuse to spell.
+fn key_error(err: StorageError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidFileKey, err.to_string())
+}
+
 fn not_found(target: &Target<'_>) -> ApiError {
     ApiError::new(
         ErrorCode::FileNotFound,
@@ -218,7 +223,7 @@ pub(crate) fn storage_error(err: StorageError) -> ApiError {
     let code = match err {
         StorageError::NotFound(_) => ErrorCode::FileNotFound,
         StorageError::Conflict(_) => ErrorCode::FileExists,
-        StorageError::InvalidInput(_) => ErrorCode::InvalidFileKey,
+        StorageError::InvalidInput(_) => ErrorCode::InvalidInput,
         StorageError::PermissionDenied(_) => ErrorCode::FileAccessDenied,
         StorageError::LimitExceeded(_) => ErrorCode::FileTooLarge,
         StorageError::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
@@ -574,7 +579,7 @@ pub(super) async fn allowed_to_store(
         bucket: found,
         path: path.to_string(),
     };
-    crate::capabilities::storage::keys::check(&target.key()).map_err(storage_error)?;
+    crate::capabilities::storage::keys::check(&target.key()).map_err(key_error)?;
     let (key, overwrite, _) =
         check_store(storage, auth, &target, content_type, size, headers, false).await?;
     Ok((key, overwrite))
