@@ -4,7 +4,7 @@
 //! while streaming with nothing left behind.
 
 use futures::StreamExt;
-use kiln_tests::{ADMIN_KEY, Server, call, error_code, examples};
+use kiln_tests::{Server, call, error_code, examples};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -352,7 +352,6 @@ async fn every_rule_kind_allows_and_refuses_what_it_should() {
         status_and_code(send(&server, Method::GET, &own, None, None).await).await,
         (404, "file_not_found".into())
     );
-    let _ = ADMIN_KEY;
 }
 
 #[tokio::test]

@@ -102,10 +102,6 @@ impl Files {
         &self.signer
     }
 
-    pub fn blobs(&self) -> &Arc<Blobs> {
-        &self.blobs
-    }
-
     /// Writes in progress, per app.
     pub fn write_slots(&self) -> &WriteSlots {
         &self.write_slots
