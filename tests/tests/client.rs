@@ -1,5 +1,6 @@
 //! `@kiln/client` (sdk/client) against a real server: its own Node tests
-//! (sdk/client/test) run with the `accounts` example deployed.
+//! (sdk/client/test: auth and files) run with the `accounts` example and a
+//! bucket deployed.
 
 use std::process::Command;
 
@@ -16,10 +17,17 @@ component = "accounts.wasm"
 path = "/me"
 function = "accounts"
 auth = "user"
+
+[buckets.docs]
+read = "owner"
+upload = "owner"
+replace = "owner"
+delete = "owner"
+max_size = "64 MiB"
 "#;
 
 #[tokio::test]
-async fn the_client_library_signs_in_refreshes_once_and_calls_routes() {
+async fn the_client_library_signs_in_refreshes_once_calls_routes_and_moves_files() {
     let server = Server::start();
     server
         .deploy_ok("shop", MANIFEST, &[("accounts", &examples().accounts)])
@@ -56,5 +64,5 @@ async fn the_client_library_signs_in_refreshes_once_and_calls_routes() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(run.status.success(), "the client's tests failed:\n{output}");
-    assert!(output.contains("# pass 4"), "{output}");
+    assert!(output.contains("# pass 8"), "{output}");
 }

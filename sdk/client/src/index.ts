@@ -1,6 +1,14 @@
-// @kiln/client: a Kiln app's auth endpoints and routes, from browsers and
-// Node. One refresh runs at a time: Kiln rotates refresh tokens and treats a
-// second use of one as theft, so concurrent refreshes must share one call.
+// @kiln/client: a Kiln app's auth endpoints, routes and files, from
+// browsers and Node. One refresh runs at a time: Kiln rotates refresh tokens
+// and treats a second use of one as theft, so concurrent refreshes must share
+// one call.
+
+import { KilnClientError } from './errors.js';
+import { Files } from './files.js';
+
+export { KilnClientError } from './errors.js';
+export type { FileBody, FileInfo, FileList, SignedUrl, UploadOptions, UploadProgress } from './files.js';
+export { Files } from './files.js';
 
 /** A user as the app's auth endpoints describe it. */
 export interface User {
@@ -78,18 +86,6 @@ export function localStorageStore(key = 'kiln.session'): SessionStore {
   };
 }
 
-/** An error answer of the app, with Kiln's stable code. */
-export class KilnClientError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(message);
-    this.name = 'KilnClientError';
-    this.status = status;
-    this.code = code;
-  }
-}
-
 export interface ClientOptions {
   /** The app's base URL: `https://server/APP` or `https://APP.apps.example.com`. */
   url: string;
@@ -103,6 +99,7 @@ type Listener = (session: Session | null) => void;
 
 export class KilnClient {
   readonly auth: Auth;
+  readonly files: Files;
   private readonly base: string;
   private readonly doFetch: typeof globalThis.fetch;
 
@@ -110,6 +107,7 @@ export class KilnClient {
     this.base = options.url.replace(/\/+$/, '');
     this.doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.auth = new Auth(this, options.store ?? memoryStore(), options.refreshMargin ?? 60);
+    this.files = new Files(this);
   }
 
   /** The absolute URL of an app path. */

@@ -3,8 +3,8 @@
 //! | method and path | does |
 //! | --- | --- |
 //! | `POST /` | `{bucket, key, size, content_type?}`: starts an upload (201 `{id, offset, size, part_bytes}`), under the bucket's rules and limits as a `PUT` would be |
-//! | `GET /ID` (or `HEAD`) | `{id, key, offset, size}`; `HEAD` answers `Upload-Offset` and `Upload-Length` |
-//! | `PATCH /ID` | `Upload-Offset: N` (the confirmed offset) and the next bytes: `{offset, size, file?}`, `file` once the last byte arrived (the stored file's metadata) |
+//! | `GET /ID` (or `HEAD`) | `{id, offset, size, part_bytes}`; `HEAD` answers `Upload-Offset` and `Upload-Length` |
+//! | `PATCH /ID` | `Upload-Offset: N` (the confirmed offset) and the next bytes: `{id, offset, size, part_bytes, file}`, `file` once the last byte arrived (the stored file's metadata) |
 //! | `DELETE /ID` | aborts the upload and drops what it stored |
 //!
 //! The upload's id is random (128 bits) and is what lets a client continue
@@ -45,7 +45,10 @@ fn progress_json(progress: &Progress) -> Value {
             "etag": f.etag, "modified_ms": f.modified_ms,
         })
     });
-    json!({"id": progress.id, "offset": progress.offset, "size": progress.size, "file": file})
+    json!({
+        "id": progress.id, "offset": progress.offset, "size": progress.size,
+        "part_bytes": PART_BYTES, "file": file,
+    })
 }
 
 pub async fn handle(
@@ -77,9 +80,10 @@ pub async fn handle(
                 .start_upload(app, &key, start.size, &content_type, overwrite)
                 .await
                 .map_err(storage_error)?;
-            let mut body = progress_json(&progress);
-            body["part_bytes"] = json!(PART_BYTES);
-            Ok(json_value_response(StatusCode::CREATED, body))
+            Ok(json_value_response(
+                StatusCode::CREATED,
+                progress_json(&progress),
+            ))
         }
         (method @ (Method::GET | Method::HEAD), [id]) => {
             let progress = files
