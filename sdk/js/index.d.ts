@@ -187,8 +187,28 @@ export interface FileMeta {
   modified: Date;
 }
 
+/** A file being written through a stream; dropped unfinished, nothing is stored. */
+export interface FileWriter {
+  /** Appends a piece; resolves once the host took it. */
+  write(data: string | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<void>;
+  /** Stores the file. */
+  finish(): Promise<FileMeta>;
+}
+
+/** A file being read through a stream, with its metadata. */
+export interface FileReader extends FileMeta, AsyncIterable<Uint8Array> {
+  /** The next bytes (at most `maxBytes`, 64 KiB by default), or null at the end. */
+  read(maxBytes?: number): Promise<Uint8Array | null>;
+  /** The rest of the file as a stream, e.g. for `new Response(reader.stream())`. */
+  stream(): ReadableStream<Uint8Array>;
+}
+
 /** The app's files (keys: `/`-separated, at most 512 bytes). */
 export declare const storage: {
+  /** Streams a file of up to 5 GiB into `key`; `ifAbsent` only creates; past `maxBytes`, `limit-exceeded`. */
+  write(key: string, options?: { contentType?: string; ifAbsent?: boolean; maxBytes?: number }): Promise<FileWriter>;
+  /** Opens the file, or bytes `[start, end)` of it (clamped to the end), for reading. */
+  read(key: string, range?: { start?: number; end?: number }): Promise<FileReader>;
   /** Stores `data` (at most 16 MiB) at `key`, replacing what is there. */
   put(key: string, data: string | Uint8Array | ArrayBuffer | ArrayBufferView, options?: { contentType?: string }): Promise<FileMeta>;
   /** The file's bytes (at most 16 MiB). */

@@ -93,6 +93,87 @@ async fn a_js_function_stores_reads_lists_and_deletes_files() {
 }
 
 #[tokio::test]
+async fn a_js_function_streams_files_in_and_out() {
+    let server = probe_server().await;
+    let body = probe(&server, "stream").await;
+    assert_eq!(
+        body,
+        json!({
+            "size": 3_000_004,
+            "readerSize": 3_000_004,
+            "contentType": "application/x-test",
+            "total": 3_000_004,
+            "manyChunks": true,
+            "mismatches": 0,
+            "tail": "tail",
+            "ranged": [250, 0, 1],
+            "conflict": "conflict",
+            "over": "limit-exceeded",
+            "cappedLeft": null,
+        })
+    );
+    // A reader handed to a Response streams the file to the client.
+    let answer = server.get("/js/probe/serve").send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/x-test");
+    let bytes = answer.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 3_000_004);
+    assert_eq!(&bytes[..3], &[0, 1, 2]);
+    assert_eq!(&bytes[bytes.len() - 4..], b"tail");
+}
+
+/// componentize-js 0.23 never frees the buffers of a host call's lists
+/// (ComponentizeJS#330), so what a JS function streams stays in its
+/// instance's memory until the invocation ends. This pins the README's
+/// statement: past `memory_mb` the function traps cleanly, nothing is
+/// stored, and the server goes on. When the dependency is fixed this test
+/// fails, and the README's limit can go.
+#[tokio::test]
+async fn a_js_function_streaming_past_its_memory_traps_and_stores_nothing() {
+    let server = Server::start();
+    let manifest = PROBE_MANIFEST.replace(
+        "component = \"probe.wasm\"",
+        "component = \"probe.wasm\"\nlimits = { memory_mb = 48, timeout = \"60s\" }",
+    );
+    server
+        .deploy_ok("js", &manifest, &[("probe", &examples().js_probe)])
+        .await;
+    let (status, body) = json_of(
+        server
+            .get("/js/probe/passthrough?mib=16")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    assert_eq!(body["size"], 16 * 1024 * 1024);
+    let (status, body) = json_of(
+        server
+            .get("/js/probe/passthrough?mib=96")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (500, "function_trapped"));
+    let (status, body) = json_of(
+        server
+            .get("/js/probe/passthrough?head")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["stored"]["size"],
+        16 * 1024 * 1024,
+        "the trapped write left the earlier file as it was: {body}"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_call_is_a_kiln_error_with_a_code() {
     let server = probe_server().await;
     let body = probe(&server, "conflict").await;

@@ -1,6 +1,13 @@
-// The app's files: whole-file calls of kiln:platform/storage.
+// The app's files: kiln:platform/storage, whole-file calls and streams.
+// Streams are wasi:io streams; a write goes in pieces the host has room
+// for, so a function passes a large file through without holding it.
 import * as wit from 'kiln:platform/storage@0.1.0';
-import { hostCall, invalidInput } from './errors.js';
+import { hostCall, invalidInput, KilnError } from './errors.js';
+
+/** The host's cap on one file written through a stream (5 GiB). */
+const MAX_FILE_BYTES = 5 * 1024 * 1024 * 1024;
+/** Bytes asked of the host per read. */
+const READ_BYTES = 64 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -29,7 +36,128 @@ function keyOf(key, what) {
   return key;
 }
 
+/** A file being written: `write` pieces, then `finish`; unfinished, nothing is stored. */
+class FileWriter {
+  #writer;
+  #body;
+  #what;
+  #failed = null;
+
+  constructor(writer, body, what) {
+    this.#writer = writer;
+    this.#body = body;
+    this.#what = what;
+  }
+
+  /** Appends `data` (a string or bytes); resolves once the host took it. */
+  async write(data) {
+    if (this.#failed) throw this.#failed;
+    const bytes = bytesOf(data, this.#what);
+    let offset = 0;
+    try {
+      while (offset < bytes.length) {
+        const permit = Number(this.#body.checkWrite());
+        if (permit === 0) {
+          // Waits until the host drained the pipe.
+          this.#body.blockingFlush();
+          continue;
+        }
+        const end = Math.min(bytes.length, offset + permit);
+        this.#body.write(bytes.subarray(offset, end));
+        offset = end;
+      }
+    } catch (err) {
+      // The stream breaks when the host's side stopped (past max-bytes, a
+      // backend failure); finishing tells why.
+      this.#failed = this.#why(err);
+      throw this.#failed;
+    }
+  }
+
+  /** Stores the file; resolves to its metadata. */
+  async finish() {
+    if (this.#failed) throw this.#failed;
+    return meta(hostCall(this.#what, () => this.#writer.finish(this.#body)));
+  }
+
+  #why(streamError) {
+    try {
+      hostCall(this.#what, () => this.#writer.finish(this.#body));
+    } catch (err) {
+      if (err instanceof KilnError) return err;
+    }
+    return new KilnError('unavailable', `${this.#what}: the file's stream failed (${streamError?.payload?.tag ?? streamError})`);
+  }
+}
+
+/** A file being read: `read` pieces, iterate with `for await`, or hand `stream()` to a Response. */
+class FileReader {
+  #stream;
+  #what;
+
+  constructor(file, stream, what) {
+    Object.assign(this, file);
+    this.#stream = stream;
+    this.#what = what;
+  }
+
+  /** The next bytes (at most `maxBytes`), or null at the end. */
+  async read(maxBytes = READ_BYTES) {
+    try {
+      return this.#stream.blockingRead(BigInt(maxBytes));
+    } catch (err) {
+      if (err?.payload?.tag === 'closed') return null;
+      throw new KilnError('unavailable', `${this.#what}: reading failed (${err?.payload?.tag ?? err})`);
+    }
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const chunk = await this.read();
+      if (chunk === null) return;
+      if (chunk.length > 0) yield chunk;
+    }
+  }
+
+  /** The rest of the file as a ReadableStream, e.g. `new Response(file.stream())`. */
+  stream() {
+    return new ReadableStream({
+      pull: async (controller) => {
+        const chunk = await this.read();
+        if (chunk === null) controller.close();
+        else controller.enqueue(chunk);
+      },
+    });
+  }
+}
+
+function sizeOf(value, what, name) {
+  if (!Number.isSafeInteger(value) || value < 0) throw invalidInput(`${what}: ${name} is a whole number of bytes`);
+  return BigInt(value);
+}
+
 export const storage = {
+  /**
+   * A writer streaming into `key` (up to 5 GiB): `ifAbsent` only creates
+   * (`conflict` when a file is there), past `maxBytes` it is `limit-exceeded`.
+   */
+  async write(key, { contentType, ifAbsent = false, maxBytes = MAX_FILE_BYTES } = {}) {
+    const what = `storage.write(${JSON.stringify(key)})`;
+    const limit = sizeOf(maxBytes, what, 'maxBytes');
+    const writer = hostCall(what, () => wit.write(keyOf(key, what), contentType ?? undefined, Boolean(ifAbsent), limit));
+    return new FileWriter(writer, hostCall(what, () => writer.body()), what);
+  },
+  /** Opens the file, or bytes `[start, end)` of it: its metadata and a reader. */
+  async read(key, { start, end } = {}) {
+    const what = `storage.read(${JSON.stringify(key)})`;
+    let range;
+    if (start !== undefined || end !== undefined) {
+      range = [sizeOf(start ?? 0, what, 'start'), sizeOf(end ?? Number.MAX_SAFE_INTEGER, what, 'end')];
+    }
+    const [file, stream] = hostCall(what, () => wit.read(keyOf(key, what), range));
+    return new FileReader(meta(file), stream, what);
+  },
+
   /** Stores `data` (string or bytes, at most 16 MiB) at `key`; resolves to its metadata. */
   async put(key, data, { contentType } = {}) {
     const what = `storage.put(${JSON.stringify(key)})`;

@@ -35,6 +35,76 @@ const routes = {
       deleted: [await storage.delete('notes/b.txt'), await storage.delete('notes/b.txt')],
     };
   },
+  // A file streamed in pieces, read back by a reader and a range; a conditional create and a cap refused.
+  async stream() {
+    const piece = new Uint8Array(100_000).map((_, i) => i % 251);
+    const writer = await storage.write('big/a.bin', { contentType: 'application/x-test' });
+    for (let i = 0; i < 30; i += 1) await writer.write(piece);
+    await writer.write('tail');
+    const written = await writer.finish();
+    const reader = await storage.read('big/a.bin');
+    let total = 0;
+    let chunks = 0;
+    let mismatches = 0;
+    let last = null;
+    for await (const chunk of reader) {
+      for (const at of [0, chunk.length - 1]) {
+        const offset = total + at;
+        if (offset < 3_000_000 && chunk[at] !== (offset % 100_000) % 251) mismatches += 1;
+      }
+      total += chunk.length;
+      chunks += 1;
+      last = chunk;
+    }
+    const range = await storage.read('big/a.bin', { start: 250, end: 253 });
+    const ranged = [];
+    for await (const chunk of range) ranged.push(...chunk);
+    const refusal = async (run) => {
+      try {
+        await run();
+        return null;
+      } catch (err) {
+        return err instanceof KilnError ? err.code : String(err);
+      }
+    };
+    const conflict = await refusal(async () => {
+      const again = await storage.write('big/a.bin', { ifAbsent: true });
+      await again.write('x');
+      await again.finish();
+    });
+    const over = await refusal(async () => {
+      const capped = await storage.write('big/capped.bin', { maxBytes: 1000 });
+      await capped.write(piece);
+      await capped.finish();
+    });
+    return {
+      size: written.size,
+      readerSize: reader.size,
+      contentType: reader.contentType,
+      total,
+      manyChunks: chunks > 1,
+      mismatches,
+      tail: new TextDecoder().decode(last.subarray(last.length - 4)),
+      ranged,
+      conflict,
+      over,
+      cappedLeft: await storage.head('big/capped.bin'),
+    };
+  },
+  // `mib` MiB written in 64 KiB pieces; `head` answers whether it was stored.
+  async passthrough(request) {
+    const params = new URL(request.url).searchParams;
+    if (params.has('head')) return { stored: await storage.head('big/pass.bin') };
+    const piece = new Uint8Array(64 * 1024).fill(7);
+    const writer = await storage.write('big/pass.bin');
+    for (let i = 0; i < Number(params.get('mib')) * 16; i += 1) await writer.write(piece);
+    return { size: (await writer.finish()).size };
+  },
+  // The file as the response's body, streamed.
+  async serve() {
+    const file = await storage.read('big/a.bin');
+    return new Response(file.stream(), { headers: { 'content-type': file.contentType, 'x-size': String(file.size) } });
+  },
   // A Date stored, read back by get, find and findOneAndUpdate, and compared in a filter.
   async dates() {
     const at = new Date('2026-01-02T03:04:05.678Z');
@@ -132,7 +202,8 @@ export default {
   async fetch(request, env, ctx) {
     const route = routes[ctx.params.what];
     if (!route) return Response.json({ error: 'no such probe' }, { status: 404 });
-    return Response.json(await route(request, env, ctx));
+    const answer = await route(request, env, ctx);
+    return answer instanceof Response ? answer : Response.json(answer);
   },
 
   async scheduled(event) {
