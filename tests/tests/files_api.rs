@@ -24,6 +24,7 @@ replace = "owner"
 delete = "owner"
 max_size = "1 MiB"
 content_types = ["image/*"]
+thumbs = ["64x64", "100x0", "50x50f"]
 
 [buckets.private]
 read = "owner"
@@ -40,6 +41,14 @@ read = "user"
 upload = "user"
 
 [buckets.locked]
+
+[buckets.photos]
+read = "user"
+upload = "user"
+replace = "user"
+delete = "user"
+max_size = "20 MiB"
+thumbs = ["100x100", "120x120", "140x140", "160x160", "180x180", "200x200", "220x220", "240x240", "260x260", "280x280"]
 "#;
 
 struct User {
@@ -979,4 +988,365 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
     for upload in stalled {
         upload.abort();
     }
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(image)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A JPEG of noise, costly to decode.
+fn noisy_jpeg(side: u32, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    let image = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [a, b, c, _] = state.to_le_bytes();
+        image::Rgb([a, b, c])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
+    out.into_inner()
+}
+
+fn dimensions(bytes: &[u8]) -> (u32, u32) {
+    use image::GenericImageView;
+    image::load_from_memory(bytes).unwrap().dimensions()
+}
+
+/// The thumbnails kept for the file version `etag` of app `shop`.
+fn kept_thumbnails(server: &Server, etag: &str) -> Vec<String> {
+    let folder = server.data_dir.join("objects/thumbs/shop").join(etag);
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn thumbnails_are_made_once_in_declared_sizes_and_go_with_their_file() {
+    let server = server().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let key = format!("avatars/{}/me.png", ada.id);
+    let put = send(
+        &server,
+        Method::PUT,
+        &key,
+        Some(&ada),
+        Some(("image/png", png(300, 200))),
+    )
+    .await;
+    assert_eq!(put.status(), 201);
+    let etag = put.json::<Value>().await.unwrap()["etag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Made on the first request, in the size asked; a public bucket's anonymous reader gets it.
+    let thumb = send(
+        &server,
+        Method::GET,
+        &format!("{key}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/png");
+    assert_eq!(thumb.headers()["cache-control"], "public, max-age=3600");
+    let thumb_etag = thumb.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(thumb_etag, format!("\"{etag}-64x64\""));
+    let first = thumb.bytes().await.unwrap();
+    assert_eq!(dimensions(&first), (64, 64));
+    assert_eq!(kept_thumbnails(&server, &etag), ["64x64.png"]);
+    let again = send(
+        &server,
+        Method::GET,
+        &format!("{key}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(again.bytes().await.unwrap(), first, "kept, not made again");
+    for (size, expected) in [("100x0", (100, 67)), ("50x50f", (50, 33))] {
+        let made = send(
+            &server,
+            Method::GET,
+            &format!("{key}?thumb={size}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(made.status(), 200, "{size}");
+        assert_eq!(dimensions(&made.bytes().await.unwrap()), expected, "{size}");
+    }
+    let not_modified = server
+        .client
+        .get(url(&server, &format!("{key}?thumb=64x64")))
+        .header("if-none-match", &thumb_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+
+    // Only declared sizes, only images, only within the caps.
+    for size in ["65x65", "64x64f", "0x0", "big", "64x64&thumb=100x0"] {
+        let refused = send(
+            &server,
+            Method::GET,
+            &format!("{key}?thumb={size}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            status_and_code(refused).await,
+            (400, "thumbnail_size_not_allowed".into()),
+            "{size}"
+        );
+    }
+    let text_key = format!("private/{}/notes.txt", ada.id);
+    let stored = send(
+        &server,
+        Method::PUT,
+        &text_key,
+        Some(&ada),
+        Some(("text/plain", b"hi".to_vec())),
+    )
+    .await;
+    assert_eq!(stored.status(), 201);
+    let refused = send(
+        &server,
+        Method::GET,
+        &format!("avatars/{}/x.png?thumb=64x64", ada.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status_and_code(refused).await,
+        (404, "file_not_found".into())
+    );
+    let svg = format!("avatars/{}/logo.svg", ada.id);
+    let stored = send(
+        &server,
+        Method::PUT,
+        &svg,
+        Some(&ada),
+        Some(("image/svg+xml", b"<svg/>".to_vec())),
+    )
+    .await;
+    assert_eq!(stored.status(), 201);
+    let refused = send(
+        &server,
+        Method::GET,
+        &format!("{svg}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status_and_code(refused).await,
+        (415, "thumbnail_unsupported".into())
+    );
+    // A PNG header claiming 30000 x 30000 pixels is refused before decoding.
+    let mut bomb = png(1, 1);
+    bomb[16..20].copy_from_slice(&30_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&30_000u32.to_be_bytes());
+    let crc = png_crc(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let bomb_key = format!("avatars/{}/bomb.png", ada.id);
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            &bomb_key,
+            Some(&ada),
+            Some(("image/png", bomb))
+        )
+        .await
+        .status(),
+        201
+    );
+    let refused = send(
+        &server,
+        Method::GET,
+        &format!("{bomb_key}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    let (status, code) = status_and_code(refused).await;
+    assert_eq!((status, code.as_str()), (422, "thumbnail_failed"));
+
+    // A private bucket's thumbnails are under its rule.
+    let private = format!("private/{}/me.png", ada.id);
+    assert_eq!(
+        send(
+            &server,
+            Method::PUT,
+            &private,
+            Some(&ada),
+            Some(("image/png", png(20, 20)))
+        )
+        .await
+        .status(),
+        201
+    );
+    let anonymous = send(
+        &server,
+        Method::GET,
+        &format!("{private}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(anonymous.status(), 401);
+
+    // A new version gets new thumbnails; the old version's go with it, and deleting the file deletes the rest.
+    let put = send(
+        &server,
+        Method::PUT,
+        &key,
+        Some(&ada),
+        Some(("image/png", png(120, 240))),
+    )
+    .await;
+    assert_eq!(put.status(), 200);
+    let new_etag = put.json::<Value>().await.unwrap()["etag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(kept_thumbnails(&server, &etag), Vec::<String>::new());
+    let made = send(
+        &server,
+        Method::GET,
+        &format!("{key}?thumb=64x64"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(dimensions(&made.bytes().await.unwrap()), (64, 64));
+    assert_eq!(kept_thumbnails(&server, &new_etag), ["64x64.png"]);
+    assert_eq!(
+        send(&server, Method::DELETE, &key, Some(&ada), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(kept_thumbnails(&server, &new_etag), Vec::<String>::new());
+}
+
+/// PNG's chunk checksum (CRC-32, reflected, polynomial 0xEDB88320).
+fn png_crc(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn one_apps_thumbnail_flood_does_not_hold_back_another_apps_thumbnails() {
+    let server = server().await;
+    server
+        .deploy_ok("other", MANIFEST, &[("files", &examples().files)])
+        .await;
+    let attacker = sign_up(&server, "mallory@example.com").await;
+    let (status, tokens) = call(
+        &server,
+        Method::POST,
+        "/other/_kiln/auth/signup",
+        None,
+        Some(json!({"email": "victim@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    let victim = tokens["access_token"].as_str().unwrap().to_string();
+    let small = server
+        .client
+        .put(format!("{}/other/_kiln/files/photos/small.png", server.url))
+        .bearer_auth(&victim)
+        .header("content-type", "image/png")
+        .body(png(64, 64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 201);
+    // Costly sources, and every declared size of each: 30 thumbnails to make.
+    let sources = 3;
+    for i in 0..sources {
+        let put = send(
+            &server,
+            Method::PUT,
+            &format!("photos/noise-{i}.jpg"),
+            Some(&attacker),
+            Some(("image/jpeg", noisy_jpeg(1600, i + 1))),
+        )
+        .await;
+        assert_eq!(put.status(), 201);
+    }
+    let started = std::time::Instant::now();
+    let flood: Vec<_> = (0..sources)
+        .flat_map(|i| (0..10).map(move |s| (i, 100 + 20 * s)))
+        .map(|(i, side)| {
+            let request = server
+                .client
+                .get(url(
+                    &server,
+                    &format!("photos/noise-{i}.jpg?thumb={side}x{side}"),
+                ))
+                .bearer_auth(&attacker.token);
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let thumb = server
+        .client
+        .get(format!(
+            "{}/other/_kiln/files/photos/small.png?thumb=100x100",
+            server.url
+        ))
+        .bearer_auth(&victim)
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(thumb.status(), 200);
+    let mut answered = Vec::new();
+    for request in flood {
+        answered.push(request.await.unwrap().unwrap());
+    }
+    let flood_took = started.elapsed();
+    eprintln!("victim waited {waited:?}; the flood took {flood_took:?}: {answered:?}");
+    assert!(
+        answered.iter().all(|s| *s == 200 || *s == 503),
+        "the flood's answers: {answered:?}"
+    );
+    assert!(
+        waited * 4 < flood_took && waited < std::time::Duration::from_secs(5),
+        "the other app waited {waited:?} while the flood took {flood_took:?}"
+    );
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::files::MAX_FILE_BYTES;
+use super::thumbnails::{MAX_SIZES, ThumbSize};
 use crate::capabilities::ConfigureError;
 use crate::capabilities::auth::Identity;
 use crate::capabilities::auth::policy::{POLICY_RULE, Policy, Refusal};
@@ -69,6 +70,8 @@ pub struct Bucket {
     pub max_bytes: u64,
     /// `type/subtype` or `type/*`; empty: any.
     pub content_types: Vec<String>,
+    /// The thumbnail sizes clients may ask for (`?thumb=`).
+    pub thumbs: Vec<ThumbSize>,
 }
 
 /// An app's buckets by name.
@@ -85,6 +88,8 @@ struct BucketSpec {
     max_size: Option<Size>,
     #[serde(default)]
     content_types: Vec<String>,
+    #[serde(default)]
+    thumbs: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +153,19 @@ impl Buckets {
                     ));
                 }
             }
+            if spec.thumbs.len() > MAX_SIZES {
+                return Err(err(
+                    field("thumbs"),
+                    format!("a bucket declares at most {MAX_SIZES} thumbnail sizes"),
+                ));
+            }
+            let mut thumbs = Vec::new();
+            for text in &spec.thumbs {
+                let size = ThumbSize::parse(text).map_err(|m| err(field("thumbs"), m))?;
+                if !thumbs.contains(&size) {
+                    thumbs.push(size);
+                }
+            }
             let bucket = Bucket {
                 read: rule("read", &spec.read)?,
                 upload: rule("upload", &spec.upload)?,
@@ -159,6 +177,7 @@ impl Buckets {
                     .iter()
                     .map(|t| t.to_ascii_lowercase())
                     .collect(),
+                thumbs,
             };
             buckets.insert(name, bucket);
         }

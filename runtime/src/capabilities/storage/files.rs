@@ -15,6 +15,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMulti
 use super::backend::Blobs;
 use super::keys;
 use super::signing::UrlSigner;
+use super::thumbnails::ThumbnailSlots;
 use super::{StorageError, WriteSlots};
 use crate::store::Documents;
 use crate::store::platform::files::{self as records, FileRecord};
@@ -84,6 +85,7 @@ pub struct Files {
     pub(super) documents: Documents,
     pub(super) blobs: Arc<Blobs>,
     write_slots: Arc<WriteSlots>,
+    pub(super) thumbnail_slots: Arc<ThumbnailSlots>,
     signer: Arc<UrlSigner>,
 }
 
@@ -94,6 +96,7 @@ impl Files {
             documents,
             blobs,
             write_slots: Arc::default(),
+            thumbnail_slots: Arc::default(),
             signer: Arc::new(UrlSigner::new(admin_key)),
         }
     }
@@ -412,6 +415,7 @@ impl Files {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(err) => tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}"),
         }
+        self.delete_thumbnails(app, blob).await;
     }
 }
 

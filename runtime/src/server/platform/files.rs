@@ -5,7 +5,7 @@
 //!
 //! | method and path | does |
 //! | --- | --- |
-//! | `GET`, `HEAD /BUCKET/KEY` | the file: `Range` (206), `If-None-Match` (304), `ETag`, `Last-Modified`, `Cache-Control` |
+//! | `GET`, `HEAD /BUCKET/KEY` | the file: `Range` (206), `If-None-Match` (304), `ETag`, `Last-Modified`, `Cache-Control`; `?thumb=SIZE` its thumbnail |
 //! | `PUT /BUCKET/KEY` | stores the body (201 new, 200 replaced); `If-None-Match: *` only creates |
 //! | `DELETE /BUCKET/KEY` | deletes the file |
 //! | `GET /BUCKET?prefix=&cursor=&limit=` | one page of the bucket's files |
@@ -29,6 +29,7 @@ use super::Answer;
 use crate::capabilities::auth::AppAuth;
 use crate::capabilities::storage::buckets::{Action, Bucket, Denied};
 use crate::capabilities::storage::signing::{MAX_EXPIRY_SECS, SignatureError};
+use crate::capabilities::storage::thumbnails::{ThumbSize, ThumbnailError};
 use crate::capabilities::storage::{
     AppStorage, FileMeta, MAX_PAGE, Overwrite, StorageError, URL_SEGMENT,
 };
@@ -120,6 +121,7 @@ struct Query {
     prefix: Option<String>,
     cursor: Option<String>,
     limit: Option<String>,
+    thumb: Option<String>,
 }
 
 impl Query {
@@ -132,6 +134,7 @@ impl Query {
                 "prefix" => &mut parsed.prefix,
                 "cursor" => &mut parsed.cursor,
                 "limit" => &mut parsed.limit,
+                "thumb" => &mut parsed.thumb,
                 _ => continue,
             };
             // A repeated parameter is refused by taking none of it.
@@ -304,6 +307,9 @@ async fn download(
         .await
         .map_err(storage_error)?
         .ok_or_else(|| not_found(target))?;
+    if let Some(size) = &query.thumb {
+        return thumbnail(storage, target, meta, size, headers, head_only).await;
+    }
     let mut response = Response::builder();
     let common = file_headers(target, &meta);
     if matches_none_match(headers, &meta.etag) {
@@ -359,6 +365,86 @@ async fn download(
     let mut answer = response
         .status(status)
         .header(header::CONTENT_LENGTH, length)
+        .body(body)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    answer.headers_mut().extend(common);
+    Ok(answer)
+}
+
+/// `?thumb=SIZE`: the file's thumbnail in one of its bucket's sizes, under
+/// the file's own rule, with an ETag of its own.
+async fn thumbnail(
+    storage: &AppStorage,
+    target: &Target<'_>,
+    meta: FileMeta,
+    size: &str,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Answer {
+    let declared = &target.bucket.thumbs;
+    let size = ThumbSize::parse(size)
+        .ok()
+        .filter(|s| declared.contains(s))
+        .ok_or_else(|| {
+            let sizes: Vec<String> = declared.iter().map(|s| s.to_string()).collect();
+            ApiError::new(
+                ErrorCode::ThumbnailSizeNotAllowed,
+                if sizes.is_empty() {
+                    format!(
+                        "bucket `{}` declares no thumbnail sizes (`thumbs`)",
+                        target.name
+                    )
+                } else {
+                    format!(
+                        "bucket `{}` makes thumbnails of sizes {}",
+                        target.name,
+                        sizes.join(", ")
+                    )
+                },
+            )
+        })?;
+    let thumb_meta = FileMeta {
+        etag: format!("{}-{size}", meta.etag),
+        ..meta.clone()
+    };
+    if matches_none_match(headers, &thumb_meta.etag) {
+        let mut answer = empty(StatusCode::NOT_MODIFIED);
+        answer
+            .headers_mut()
+            .extend(file_headers(target, &thumb_meta));
+        return Ok(answer);
+    }
+    let made = storage
+        .files
+        .thumbnail(&storage.app, &meta, size)
+        .await
+        .map_err(|err| match err {
+            ThumbnailError::Unsupported(m) => ApiError::new(ErrorCode::ThumbnailUnsupported, m),
+            ThumbnailError::Failed(m) => ApiError::new(ErrorCode::ThumbnailFailed, m),
+            ThumbnailError::Storage(StorageError::Conflict(m)) => {
+                ApiError::new(ErrorCode::FilesUnavailable, m)
+            }
+            ThumbnailError::Storage(other) => storage_error(other),
+        })?;
+    let thumb_meta = FileMeta {
+        content_type: made.content_type.to_string(),
+        size: made.bytes.len() as u64,
+        ..thumb_meta
+    };
+    let mut common = file_headers(target, &thumb_meta);
+    common.remove(header::ACCEPT_RANGES);
+    let body: ResponseBody = if head_only {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    } else {
+        http_body_util::Full::new(made.bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    };
+    let mut answer = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_LENGTH, thumb_meta.size)
         .body(body)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     answer.headers_mut().extend(common);
