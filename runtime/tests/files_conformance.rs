@@ -358,6 +358,49 @@ async fn invalid_keys_are_refused(f: Fixture) {
     assert_eq!(f.blob_count().await, 4);
 }
 
+async fn thumbnails_are_kept_and_go_with_their_version(f: Fixture) {
+    use image::GenericImageView;
+    use kiln::capabilities::storage::thumbnails::ThumbSize;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::new(90, 30))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let meta = f
+        .files
+        .put(
+            &f.app,
+            "pics/a.png",
+            Some("image/png"),
+            Overwrite::Allowed,
+            u64::MAX,
+            body(png.into_inner(), 100),
+        )
+        .await
+        .unwrap();
+    let size = ThumbSize::parse("30x30").unwrap();
+    let made = f.files.thumbnail(&f.app, &meta, size).await.unwrap();
+    assert_eq!(made.content_type, "image/png");
+    assert_eq!(
+        image::load_from_memory(&made.bytes).unwrap().dimensions(),
+        (30, 30)
+    );
+    let thumbs = |blob: String| {
+        let store = f.blobs.store().clone();
+        let app = f.app.clone();
+        async move {
+            let prefix =
+                object_store::path::Path::from_iter(["thumbs", app.as_str(), blob.as_str()]);
+            let listed: Vec<_> = store.list(Some(&prefix)).collect().await;
+            listed.into_iter().filter(|m| m.is_ok()).count()
+        }
+    };
+    assert_eq!(thumbs(meta.etag.clone()).await, 1, "kept on the backend");
+    let kept = f.files.thumbnail(&f.app, &meta, size).await.unwrap();
+    assert_eq!(kept.bytes, made.bytes);
+    assert!(f.files.delete(&f.app, "pics/a.png").await.unwrap());
+    assert_eq!(thumbs(meta.etag).await, 0, "deleted with the file");
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -390,4 +433,5 @@ every_backend!(
     multipart_upload_of_a_large_file,
     an_upload_over_its_limit_or_cut_off_leaves_nothing,
     invalid_keys_are_refused,
+    thumbnails_are_kept_and_go_with_their_version,
 );
