@@ -96,7 +96,7 @@ function wrapper(entry, shape) {
   if (shape.hasDefault) {
     lines.push(
       `import { serveFetch } from ${sdkEntry};`,
-      "if (typeof user.default?.fetch === 'function') serveFetch(user.default);",
+      "if (typeof user.default?.fetch === 'function' || typeof user.default?.fileRule === 'function') serveFetch(user.default);",
     );
   }
   return lines.join('\n');

@@ -171,10 +171,30 @@ export interface ScheduledContext {
   waitUntil(promise: Promise<unknown>): void;
 }
 
+/** What a bucket's `function:NAME` rule asks: may this client do this? */
+export interface FileRuleQuestion {
+  action: 'read' | 'upload' | 'replace' | 'delete';
+  bucket: string;
+  /** The key inside the bucket; for a listing, its prefix as sent. */
+  key: string;
+  /** Whether this is a listing (`action` is then `read`). */
+  list: boolean;
+  /** The signed-in caller, or null. */
+  user: { id: string; sessionId: string; roles: string[]; mfa: boolean } | null;
+  /** For upload and replace: the file's content type and declared size (null when not declared). */
+  contentType?: string;
+  size?: number | null;
+}
+
+/** Only `true` (or `{allow: true}`) allows; anything else, or a throw, refuses. */
+export type FileRuleVerdict = boolean | { allow: boolean; reason?: string };
+
 /** What `export default` holds. A throw from `scheduled` fails the run. */
 export interface Handlers {
   fetch?(request: Request, env: Env, ctx: FetchContext): Response | Promise<Response>;
   scheduled?(event: ScheduledEvent, env: Env, ctx: ScheduledContext): void | Promise<void>;
+  /** Decides for a bucket whose rule is `function:NAME` naming this function. */
+  fileRule?(question: FileRuleQuestion, env: Env, ctx: FetchContext): FileRuleVerdict | Promise<FileRuleVerdict>;
 }
 
 /** What is known of a stored file. */

@@ -1350,3 +1350,215 @@ async fn one_apps_thumbnail_flood_does_not_hold_back_another_apps_thumbnails() {
         "the other app waited {waited:?} while the flood took {flood_took:?}"
     );
 }
+
+const RULED_MANIFEST: &str = r#"
+[functions.probe]
+component = "probe.wasm"
+
+[[routes]]
+path = "/probe/:what"
+function = "probe"
+
+[buckets.ruled]
+read = "function:probe"
+upload = "function:probe"
+replace = "function:probe"
+delete = "function:probe"
+"#;
+
+#[tokio::test]
+async fn a_function_rule_decides_and_anything_but_true_refuses() {
+    let server = Server::start();
+    server
+        .deploy_ok("rules", RULED_MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let (status, tokens) = call(
+        &server,
+        Method::POST,
+        "/rules/_kiln/auth/signup",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    let ada = User {
+        id: tokens["user"]["id"].as_str().unwrap().to_string(),
+        token: tokens["access_token"].as_str().unwrap().to_string(),
+    };
+    let at = |path: &str| format!("{}/rules/_kiln/files/ruled/{path}", server.url);
+    let put = |path: &str, who: Option<&User>, content_type: &str, body: Vec<u8>| {
+        let mut request = server
+            .client
+            .put(at(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(user) = who {
+            request = request.bearer_auth(&user.token);
+        }
+        request.send()
+    };
+    let get = |path: &str, who: Option<&User>| {
+        let mut request = server.client.get(at(path));
+        if let Some(user) = who {
+            request = request.bearer_auth(&user.token);
+        }
+        request.send()
+    };
+
+    // Upload: the function sees the caller, the content type and the size.
+    assert_eq!(
+        put("shared/a.txt", Some(&ada), "text/plain", b"hello".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        put(
+            "private/b.txt",
+            Some(&ada),
+            "text/plain",
+            b"secret".to_vec()
+        )
+        .await
+        .unwrap()
+        .status(),
+        201
+    );
+    let refused = put("shared/c.png", Some(&ada), "image/png", b"png".to_vec())
+        .await
+        .unwrap();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(error_code(&body), "file_access_denied", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("text of up to 100 bytes"),
+        "the function's reason is passed on: {body}"
+    );
+    let big = put("shared/big.txt", Some(&ada), "text/plain", vec![b'x'; 200])
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(big).await,
+        (403, "file_access_denied".into())
+    );
+    let anonymous = put("shared/d.txt", None, "text/plain", b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(anonymous).await,
+        (403, "file_access_denied".into())
+    );
+
+    // Read: shared files for anyone, the rest for editors; roles are read per request.
+    let shared = get("shared/a.txt", None).await.unwrap();
+    assert_eq!(shared.status(), 200);
+    assert_eq!(shared.text().await.unwrap(), "hello");
+    assert_eq!(
+        status_and_code(get("private/b.txt", None).await.unwrap()).await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(
+        status_and_code(get("private/b.txt", Some(&ada)).await.unwrap()).await,
+        (403, "file_access_denied".into())
+    );
+    let roles = server
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/apps/rules/users/{}/roles", ada.id),
+        )
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(roles.status(), 200);
+    let editor = get("private/b.txt", Some(&ada)).await.unwrap();
+    assert_eq!(editor.status(), 200);
+    assert_eq!(editor.text().await.unwrap(), "secret");
+    let listing = server
+        .client
+        .get(format!(
+            "{}/rules/_kiln/files/ruled?prefix=shared/",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200, "a listing asks with its prefix");
+
+    // Truthy is not true; a throw or no answer refuses, and the log says why.
+    let delete = server
+        .client
+        .delete(at("shared/a.txt"))
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(delete).await,
+        (403, "file_access_denied".into())
+    );
+    assert_eq!(
+        get("shared/a.txt", None).await.unwrap().status(),
+        200,
+        "still there"
+    );
+    for path in ["trap/x.txt", "silent/x.txt"] {
+        let answer = put(path, Some(&ada), "text/plain", b"x".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            status_and_code(answer).await,
+            (403, "file_access_denied".into()),
+            "{path}"
+        );
+    }
+    let log = server.log();
+    assert!(log.contains("did not decide, so it refused"), "{log}");
+    // A client cannot reach the rule through a route by sending the trigger's header.
+    let spoofed = server
+        .client
+        .get(format!("{}/rules/probe/files", server.url))
+        .header("kiln-trigger", "file-rule")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 200, "the route ran its fetch handler");
+
+    // Deploys: the named function must exist and take HTTP.
+    let manifest = RULED_MANIFEST.replace("read = \"function:probe\"", "read = \"function:nope\"");
+    let (status, body) = server
+        .deploy("rules", &manifest, &[("probe", &examples().js_probe)])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("buckets.ruled.read"),
+        "{body}"
+    );
+    let no_handler = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(no_handler.path(), wat::parse_str("(component)").unwrap()).unwrap();
+    let (status, body) = server
+        .deploy(
+            "rules",
+            &RULED_MANIFEST.replace(
+                "[[routes]]\npath = \"/probe/:what\"\nfunction = \"probe\"\n",
+                "",
+            ),
+            &[("probe", no_handler.path())],
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "missing_export"),
+        "{body}"
+    );
+    assert!(
+        body.to_string().contains("a bucket's rule asks it"),
+        "{body}"
+    );
+}

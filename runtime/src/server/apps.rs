@@ -329,6 +329,11 @@ impl Apps {
             let routed = manifest.routes.iter().any(|r| r.function == *name);
             let cron = manifest.crons.iter().any(|c| c.function == *name);
             let mailer = mail_function == Some(name.as_str());
+            let rule = live
+                .storage
+                .buckets
+                .rule_functions()
+                .any(|(_, function)| function == name);
             let missing = |export, why| DeployError::MissingExport {
                 function: name.clone(),
                 export,
@@ -336,6 +341,9 @@ impl Apps {
             };
             if routed && !http {
                 return Err(missing(HTTP_EXPORT, "a route calls it"));
+            }
+            if rule && !http {
+                return Err(missing(HTTP_EXPORT, "a bucket's rule asks it"));
             }
             if cron && !scheduled {
                 return Err(missing(SCHEDULED_EXPORT, "a cron trigger calls it"));
@@ -438,6 +446,14 @@ impl Apps {
                 Buckets::parse(&manifest.capabilities).map_err(|e| ManifestError(e.to_string()))?,
             ),
         };
+        for (field, function) in storage.buckets.rule_functions() {
+            if !names.iter().any(|name| **name == *function) {
+                return Err(ManifestError(format!(
+                    "{field}: `function:{function}` names no function of the app"
+                ))
+                .into());
+            }
+        }
         let crons = manifest
             .crons
             .iter()

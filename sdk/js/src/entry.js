@@ -34,6 +34,11 @@ class FetchContext {
     return this.#header('kiln-request-id');
   }
 
+  /** Set by the host when it asks rather than a client calls (`file-rule`). */
+  get trigger() {
+    return this.#header('kiln-trigger');
+  }
+
   get params() {
     this.#params ??= Object.fromEntries(new URLSearchParams(this.#header('kiln-params') ?? ''));
     return this.#params;
@@ -55,7 +60,27 @@ function errorResponse(ctx) {
   return new Response(JSON.stringify(body), { status: 500, headers: { 'content-type': 'application/json' } });
 }
 
+/** A bucket rule's question, answered by `handlers.fileRule`; only `true` allows. */
+async function decide(handlers, event, ctx) {
+  try {
+    const asked = await event.request.json();
+    const user = asked.user && { id: asked.user.id, sessionId: asked.user.session_id, roles: asked.user.roles, mfa: asked.user.mfa };
+    const question = { action: asked.action, bucket: asked.bucket, key: asked.key, user, list: asked.list === true };
+    if ('content_type' in asked) Object.assign(question, { contentType: asked.content_type, size: asked.size });
+    const verdict = await handlers.fileRule(question, lazyEnv(), ctx);
+    const body =
+      typeof verdict === 'object' && verdict !== null
+        ? { allow: verdict.allow === true, reason: typeof verdict.reason === 'string' ? verdict.reason : undefined }
+        : { allow: verdict === true };
+    return Response.json(body);
+  } catch (err) {
+    console.error(`uncaught exception in fileRule: ${describeError(err)}`);
+    return errorResponse(ctx);
+  }
+}
+
 async function respond(handlers, event, ctx) {
+  if (typeof handlers.fileRule === 'function' && ctx.trigger === 'file-rule') return decide(handlers, event, ctx);
   try {
     const response = await handlers.fetch(event.request, lazyEnv(), ctx);
     if (!(response instanceof Response)) {
@@ -68,7 +93,7 @@ async function respond(handlers, event, ctx) {
   }
 }
 
-/** Answers fetch events with `handlers.fetch(request, env, ctx)`. */
+/** Answers fetch events with `handlers.fetch(request, env, ctx)`, and the host's rule questions with `handlers.fileRule`. */
 export function serveFetch(handlers) {
   addEventListener('fetch', (event) => event.respondWith(respond(handlers, event, new FetchContext(event))));
 }

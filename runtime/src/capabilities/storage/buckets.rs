@@ -25,6 +25,16 @@ pub enum Rule {
     /// The signed-in user whose id is the first segment of the key in the
     /// bucket (`avatars/<user id>/...`).
     Owner,
+    /// The app's function of this name decides, request by request.
+    Function(String),
+}
+
+/// A rule's answer that needs no refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed<'a> {
+    Yes,
+    /// Only if the app's function of this name says so.
+    IfFunctionAgrees(&'a str),
 }
 
 /// What a client asks to do.
@@ -99,7 +109,7 @@ enum Size {
     Text(String),
 }
 
-const RULE: &str = "is `public`, `user`, `mfa`, `role:NAME` or `owner`";
+const RULE: &str = "is `public`, `user`, `mfa`, `role:NAME`, `owner` or `function:NAME`";
 
 impl Buckets {
     /// The `[buckets]` table of a manifest.
@@ -187,10 +197,35 @@ impl Buckets {
     pub fn get(&self, name: &str) -> Option<&Bucket> {
         self.0.get(name)
     }
+
+    /// The functions `function:` rules name, with the field naming each.
+    pub fn rule_functions(&self) -> impl Iterator<Item = (String, &str)> {
+        self.0.iter().flat_map(|(name, bucket)| {
+            [
+                ("read", &bucket.read),
+                ("upload", &bucket.upload),
+                ("replace", &bucket.replace),
+                ("delete", &bucket.delete),
+            ]
+            .into_iter()
+            .filter_map(move |(action, rule)| match rule {
+                Some(Rule::Function(function)) => {
+                    Some((format!("buckets.{name}.{action}"), function.as_str()))
+                }
+                _ => None,
+            })
+        })
+    }
 }
 
 impl Rule {
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(name) = text.strip_prefix("function:") {
+            if name.is_empty() {
+                return Err("`function:` names one of the app's functions".into());
+            }
+            return Ok(Rule::Function(name.to_string()));
+        }
         match text {
             "owner" => Ok(Rule::Owner),
             other => Policy::parse(other).map(Rule::Policy).map_err(|_| {
@@ -206,13 +241,14 @@ impl Rule {
 impl Bucket {
     /// Whether `identity` may do `action` on `path` (the key inside the
     /// bucket, or a listing prefix). Decided from the rule, the caller and
-    /// the path alone, so a refusal says nothing of whether a file exists.
+    /// the path alone, so a refusal says nothing of whether a file exists;
+    /// a `function:` rule leaves it to the function.
     pub fn allows(
         &self,
         action: Action,
         identity: Option<&Identity>,
         path: &str,
-    ) -> Result<(), Denied> {
+    ) -> Result<Allowed<'_>, Denied> {
         let rule = match action {
             Action::Read => &self.read,
             Action::Upload => &self.upload,
@@ -221,16 +257,22 @@ impl Bucket {
         };
         match rule {
             None => Err(Denied::NoRule),
-            Some(Rule::Policy(policy)) => policy.check(identity).map_err(Denied::Policy),
+            Some(Rule::Policy(policy)) => policy
+                .check(identity)
+                .map(|()| Allowed::Yes)
+                .map_err(Denied::Policy),
             Some(Rule::Owner) => {
                 let user = identity.ok_or(Denied::Policy(Refusal::SignInRequired))?;
                 match path.split_once('/') {
-                    Some((owner, rest)) if owner == user.user && !rest.is_empty() => Ok(()),
+                    Some((owner, rest)) if owner == user.user && !rest.is_empty() => {
+                        Ok(Allowed::Yes)
+                    }
                     // A listing of exactly the user's folder.
-                    None if action == Action::Read && path == user.user => Ok(()),
+                    None if action == Action::Read && path == user.user => Ok(Allowed::Yes),
                     _ => Err(Denied::NotOwner),
                 }
             }
+            Some(Rule::Function(name)) => Ok(Allowed::IfFunctionAgrees(name)),
         }
     }
 
@@ -358,6 +400,8 @@ mod tests {
                 "buckets.a.content_types",
             ),
             ("[buckets.a]\nlist = \"public\"", "buckets"),
+            ("[buckets.a]\nupload = \"function:\"", "buckets.a.upload"),
+            ("[buckets.a]\nthumbs = [\"10x10x\"]", "buckets.a.thumbs"),
         ] {
             let err = buckets(text).unwrap_err();
             assert_eq!(err.field, field, "{text}: {err}");
@@ -372,10 +416,13 @@ mod tests {
             .cloned()
             .unwrap();
         let ada = user("ada", &[]);
-        assert_eq!(bucket.allows(Action::Read, Some(&ada), "ada/x.png"), Ok(()));
+        assert_eq!(
+            bucket.allows(Action::Read, Some(&ada), "ada/x.png"),
+            Ok(Allowed::Yes)
+        );
         assert_eq!(
             bucket.allows(Action::Read, Some(&ada), "ada"),
-            Ok(()),
+            Ok(Allowed::Yes),
             "her folder's listing"
         );
         for path in ["bob/x.png", "adam/x.png", "ada", "x.png", "ada/"] {
@@ -402,7 +449,23 @@ mod tests {
         );
         assert_eq!(
             bucket.allows(Action::Delete, Some(&user("root", &["admin"])), "ada/x.png"),
-            Ok(())
+            Ok(Allowed::Yes)
+        );
+    }
+
+    #[test]
+    fn a_function_rule_leaves_the_decision_to_its_function() {
+        let all =
+            buckets("[buckets.a]\nread = \"public\"\nupload = \"function:may-upload\"").unwrap();
+        let bucket = all.get("a").unwrap();
+        assert_eq!(
+            bucket.allows(Action::Upload, None, "x.png"),
+            Ok(Allowed::IfFunctionAgrees("may-upload"))
+        );
+        assert_eq!(bucket.allows(Action::Read, None, "x.png"), Ok(Allowed::Yes));
+        assert_eq!(
+            all.rule_functions().collect::<Vec<_>>(),
+            [("buckets.a.upload".to_string(), "may-upload")]
         );
     }
 }

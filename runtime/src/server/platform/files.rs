@@ -14,6 +14,7 @@
 //! The key is the rest of the path, percent-decoded once; the rules and the
 //! store see the same decoded key, so no spelling reaches another file.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,14 +27,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Answer;
-use crate::capabilities::auth::AppAuth;
-use crate::capabilities::storage::buckets::{Action, Bucket, Denied};
+use crate::capabilities::storage::buckets::{Action, Allowed, Bucket, Denied};
 use crate::capabilities::storage::signing::{MAX_EXPIRY_SECS, SignatureError};
 use crate::capabilities::storage::thumbnails::{ThumbSize, ThumbnailError};
 use crate::capabilities::storage::{
     AppStorage, FileMeta, MAX_PAGE, Overwrite, StorageError, URL_SEGMENT,
 };
+use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
+use crate::triggers::http::ask::ask;
 use crate::triggers::http::{
     ApiError, ErrorCode, ResponseBody, identify, json_value_response, refusal_error,
 };
@@ -64,12 +66,8 @@ impl Target<'_> {
     }
 }
 
-pub async fn handle(
-    storage: &AppStorage,
-    auth: &AppAuth,
-    rest: &str,
-    req: Request<Incoming>,
-) -> Answer {
+pub async fn handle(live: &LiveApp, rest: &str, req: Request<Incoming>) -> Answer {
+    let storage = &live.storage;
     let app = &*storage.app;
     let (name, encoded) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket = storage.buckets.get(name).ok_or_else(|| {
@@ -84,17 +82,17 @@ pub async fn handle(
     let method = req.method().clone();
     if target.path.is_empty() {
         return match method {
-            Method::GET => list(storage, auth, &target, &query, req.headers()).await,
+            Method::GET => list(live, &target, &query, req.headers()).await,
             _ => Err(method_not_allowed("GET")),
         };
     }
     let key = target.key();
     crate::capabilities::storage::keys::check(&key).map_err(key_error)?;
     match method {
-        Method::GET | Method::HEAD => download(storage, auth, &target, &query, req).await,
-        Method::PUT => upload(storage, auth, &target, &query, req).await,
+        Method::GET | Method::HEAD => download(live, &target, &query, req).await,
+        Method::PUT => upload(live, &target, &query, req).await,
         Method::DELETE => {
-            allow(app, auth, &target, Action::Delete, req.headers()).await?;
+            allow(live, &target, Action::Delete, req.headers(), Asked::File).await?;
             match storage
                 .files
                 .delete(app, &key)
@@ -108,7 +106,7 @@ pub async fn handle(
                 false => Err(not_found(&target)),
             }
         }
-        Method::POST => sign(storage, auth, &target, req).await,
+        Method::POST => sign(live, &target, req).await,
         _ => Err(method_not_allowed("GET, HEAD, PUT, DELETE, POST")),
     }
 }
@@ -160,19 +158,94 @@ fn decode(encoded: &str) -> Result<String, ApiError> {
         })
 }
 
-/// Checks the bucket's rule for `action` against the caller.
+/// What a rule's function is told besides the action and the key.
+enum Asked<'a> {
+    File,
+    /// A write's content type and declared size.
+    Store {
+        content_type: &'a str,
+        size: Option<u64>,
+    },
+    /// A listing, with its prefix as sent.
+    List {
+        prefix: &'a str,
+    },
+}
+
+/// Checks the bucket's rule for `action` against the caller; a `function:`
+/// rule asks the function, and anything but `{"allow": true}` refuses.
 async fn allow(
-    app: &str,
-    auth: &AppAuth,
+    live: &LiveApp,
     target: &Target<'_>,
     action: Action,
     headers: &HeaderMap,
+    asked: Asked<'_>,
 ) -> Result<(), ApiError> {
-    let identity = identify(auth, headers).await?;
-    target
+    let app = &*live.storage.app;
+    let identity = identify(&live.http.auth, headers).await?;
+    let function = match target
         .bucket
         .allows(action, identity.as_ref(), &target.path)
-        .map_err(|denied| denied_error(app, target.name, action, denied))
+        .map_err(|denied| denied_error(app, target.name, action, denied))?
+    {
+        Allowed::Yes => return Ok(()),
+        Allowed::IfFunctionAgrees(function) => function,
+    };
+    let user = identity
+        .as_ref()
+        .map(|i| json!({"id": i.user, "session_id": i.session, "roles": i.roles, "mfa": i.mfa}));
+    let mut question = json!({
+        "action": action.name(), "bucket": target.name, "key": target.path, "user": user,
+    });
+    match asked {
+        Asked::File => {}
+        Asked::Store { content_type, size } => {
+            question["content_type"] = json!(content_type);
+            question["size"] = json!(size);
+        }
+        Asked::List { prefix } => {
+            question["key"] = json!(prefix);
+            question["list"] = json!(true);
+        }
+    }
+    let request_id: Arc<str> = crate::store::query::new_id().into();
+    let refused = |why: String| {
+        ApiError::new(
+            ErrorCode::FileAccessDenied,
+            format!(
+                "bucket `{}`'s rule for {} is function `{function}`, which {why}",
+                target.name,
+                action.name()
+            ),
+        )
+    };
+    match ask(
+        &live.app,
+        function,
+        "file-rule",
+        &question,
+        identity,
+        &request_id,
+    )
+    .await
+    {
+        Ok(answer) if answer["allow"] == json!(true) => Ok(()),
+        Ok(answer) => {
+            let reason = answer["reason"]
+                .as_str()
+                .map(|r| r.chars().take(200).collect::<String>());
+            Err(refused(match reason {
+                Some(reason) => format!("refused: {reason}"),
+                None => "refused".to_string(),
+            }))
+        }
+        Err(err) => {
+            tracing::warn!(app, %request_id, bucket = target.name, "a file rule's function did not decide, so it refused: {err}");
+            Err(refused(format!(
+                "did not decide (request id {request_id}; see the server log), so it refused"
+            )))
+        }
+    }
 }
 
 fn denied_error(app: &str, bucket: &str, action: Action, denied: Denied) -> ApiError {
@@ -288,15 +361,15 @@ fn now_secs() -> u64 {
 }
 
 async fn download(
-    storage: &AppStorage,
-    auth: &AppAuth,
+    live: &LiveApp,
     target: &Target<'_>,
     query: &Query,
     req: Request<Incoming>,
 ) -> Answer {
+    let storage = &live.storage;
     let app = &*storage.app;
     if signed(storage, target, query, "GET")?.is_none() {
-        allow(app, auth, target, Action::Read, req.headers()).await?;
+        allow(live, target, Action::Read, req.headers(), Asked::File).await?;
     }
     let key = target.key();
     let headers = req.headers();
@@ -588,12 +661,12 @@ fn empty(status: StatusCode) -> Response<ResponseBody> {
 }
 
 async fn upload(
-    storage: &AppStorage,
-    auth: &AppAuth,
+    live: &LiveApp,
     target: &Target<'_>,
     query: &Query,
     req: Request<Incoming>,
 ) -> Answer {
+    let storage = &live.storage;
     let app = &*storage.app;
     let headers = req.headers();
     let content_type = headers
@@ -606,16 +679,8 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let signed = signed(storage, target, query, "PUT")?.is_some();
-    let (key, overwrite, exists) = check_store(
-        storage,
-        auth,
-        target,
-        &content_type,
-        declared,
-        headers,
-        signed,
-    )
-    .await?;
+    let (key, overwrite, exists) =
+        check_store(live, target, &content_type, declared, headers, signed).await?;
     let max = target.bucket.max_bytes;
     let _slot = storage
         .files
@@ -642,14 +707,14 @@ async fn upload(
 /// Whether a client may store a file at `bucket`/`path` of `content_type`
 /// and (when declared) `size`: the full key, and whether it may replace one.
 pub(super) async fn allowed_to_store(
-    storage: &AppStorage,
-    auth: &AppAuth,
+    live: &LiveApp,
     bucket: &str,
     path: &str,
     content_type: &str,
     size: Option<u64>,
     headers: &HeaderMap,
 ) -> Result<(String, Overwrite), ApiError> {
+    let storage = &live.storage;
     let found = storage.buckets.get(bucket).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BucketNotFound,
@@ -667,21 +732,21 @@ pub(super) async fn allowed_to_store(
     };
     crate::capabilities::storage::keys::check(&target.key()).map_err(key_error)?;
     let (key, overwrite, _) =
-        check_store(storage, auth, &target, content_type, size, headers, false).await?;
+        check_store(live, &target, content_type, size, headers, false).await?;
     Ok((key, overwrite))
 }
 
 /// The rule for storing at `target` (upload, or replace when a file is
 /// there; none for a signed URL), then the bucket's content types and size.
 async fn check_store(
-    storage: &AppStorage,
-    auth: &AppAuth,
+    live: &LiveApp,
     target: &Target<'_>,
     content_type: &str,
     size: Option<u64>,
     headers: &HeaderMap,
     signed: bool,
 ) -> Result<(String, Overwrite, bool), ApiError> {
+    let storage = &live.storage;
     let app = &*storage.app;
     let key = target.key();
     let exists = storage
@@ -696,7 +761,14 @@ async fn check_store(
         } else {
             Action::Upload
         };
-        allow(app, auth, target, action, headers).await?;
+        allow(
+            live,
+            target,
+            action,
+            headers,
+            Asked::Store { content_type, size },
+        )
+        .await?;
     }
     let create_only = headers
         .get(header::IF_NONE_MATCH)
@@ -747,13 +819,8 @@ fn meta_json(target: &Target<'_>, meta: &FileMeta) -> Value {
     })
 }
 
-async fn list(
-    storage: &AppStorage,
-    auth: &AppAuth,
-    target: &Target<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-) -> Answer {
+async fn list(live: &LiveApp, target: &Target<'_>, query: &Query, headers: &HeaderMap) -> Answer {
+    let storage = &live.storage;
     let app = &*storage.app;
     let prefix = query.prefix.clone().unwrap_or_default();
     let limit = match &query.limit {
@@ -776,7 +843,14 @@ async fn list(
         bucket: target.bucket,
         path: folder.to_string(),
     };
-    allow(app, auth, &ruled, Action::Read, headers).await?;
+    allow(
+        live,
+        &ruled,
+        Action::Read,
+        headers,
+        Asked::List { prefix: &prefix },
+    )
+    .await?;
     let full_prefix = format!("{}/{prefix}", target.name);
     let cursor = query
         .cursor
@@ -799,12 +873,8 @@ async fn list(
     ))
 }
 
-async fn sign(
-    storage: &AppStorage,
-    auth: &AppAuth,
-    target: &Target<'_>,
-    req: Request<Incoming>,
-) -> Answer {
+async fn sign(live: &LiveApp, target: &Target<'_>, req: Request<Incoming>) -> Answer {
+    let storage = &live.storage;
     let app = &*storage.app;
     let headers = req.headers().clone();
     let body: SignRequest = read_json(req, MAX_SIGN_BODY).await?;
@@ -836,7 +906,7 @@ async fn sign(
             ));
         }
     };
-    allow(app, auth, target, action, &headers).await?;
+    allow(live, target, action, &headers, Asked::File).await?;
     let url = storage
         .signed_url(
             &target.key(),

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 
 use super::Answer;
 use super::files::{allowed_to_store, storage_error};
-use crate::capabilities::auth::AppAuth;
+use crate::capabilities::storage::StorageError;
 use crate::capabilities::storage::uploads::{PART_BYTES, Progress};
-use crate::capabilities::storage::{AppStorage, StorageError};
+use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
 use crate::triggers::http::{ApiError, ErrorCode, json_value_response};
 
@@ -51,14 +51,9 @@ fn progress_json(progress: &Progress) -> Value {
     })
 }
 
-pub async fn handle(
-    storage: &AppStorage,
-    auth: &AppAuth,
-    rest: &[&str],
-    req: Request<Incoming>,
-) -> Answer {
-    let app = &*storage.app;
-    let files = &storage.files;
+pub async fn handle(live: &LiveApp, rest: &[&str], req: Request<Incoming>) -> Answer {
+    let app = &*live.storage.app;
+    let files = &live.storage.files;
     match (req.method().clone(), rest) {
         (Method::POST, []) => {
             let headers = req.headers().clone();
@@ -67,8 +62,7 @@ pub async fn handle(
                 .content_type
                 .unwrap_or_else(|| "application/octet-stream".to_string());
             let (key, overwrite) = allowed_to_store(
-                storage,
-                auth,
+                live,
                 &start.bucket,
                 &start.key,
                 &content_type,

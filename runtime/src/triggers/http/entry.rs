@@ -1,7 +1,8 @@
 //! `wasi:http/incoming-handler` as an entry point of the invocation core.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tokio::sync::oneshot;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -19,13 +20,18 @@ pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 
 type ResponseSender = oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
 
-/// One request for the guest, and where its response goes.
-pub struct HttpEntry {
-    pub request: Request<LimitedRequestBody<Incoming>>,
+/// One request for the guest, and where its response goes: a client's
+/// (the default body) or one the host makes up (`ask`).
+pub struct HttpEntry<B = LimitedRequestBody<Incoming>> {
+    pub request: Request<B>,
     pub response: ResponseSender,
 }
 
-impl EntryPoint for HttpEntry {
+impl<B> EntryPoint for HttpEntry<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     const EXPORT: &'static str = HTTP_EXPORT;
     type Resolved = ProxyPre<InvocationState>;
     type Output = ();

@@ -1,6 +1,7 @@
 //! The HTTP trigger: routes a request to a function of an app and calls its
 //! `wasi:http/incoming-handler` through the invocation core.
 
+pub mod ask;
 mod auth;
 mod body;
 mod dispatch;

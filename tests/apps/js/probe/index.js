@@ -206,6 +206,19 @@ export default {
     return answer instanceof Response ? answer : Response.json(answer);
   },
 
+  // The rule of tests/tests/files_api.rs's bucket `ruled`: only `true` allows.
+  async fileRule({ action, key, user, contentType, size }) {
+    if (key.startsWith('trap/')) throw new Error('the rule failed on purpose');
+    if (key.startsWith('silent/')) return new Promise(() => {});
+    if (action === 'read') return key.startsWith('shared/') || (user?.roles.includes('editor') ?? false);
+    if (action === 'upload') {
+      const fine = user !== null && contentType === 'text/plain' && size !== null && size <= 100;
+      return fine || { allow: false, reason: 'signed-in users store text of up to 100 bytes' };
+    }
+    if (action === 'delete') return 'yes';
+    return false;
+  },
+
   async scheduled(event) {
     if (event.payload?.fail) {
       throw new Error(`job failed on purpose; the payload's date came back as a ${event.payload.at?.constructor?.name}`);
