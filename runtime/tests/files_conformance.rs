@@ -10,12 +10,13 @@ use futures::StreamExt;
 use kiln::capabilities::storage::backend::{BlobSettings, Blobs};
 use kiln::capabilities::storage::{Files, Overwrite, StorageError};
 use kiln::store::{Documents, StoreLimits};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
 struct Fixture {
     files: Files,
     blobs: Arc<Blobs>,
+    documents: Documents,
     app: String,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -38,12 +39,14 @@ fn documents(dir: &tempfile::TempDir) -> Documents {
 async fn fixture(settings: BlobSettings, mut dirs: Vec<tempfile::TempDir>) -> Fixture {
     let db = tempfile::tempdir().unwrap();
     let blobs = Arc::new(Blobs::open(&settings).unwrap());
-    let files = Files::new(documents(&db), blobs.clone(), "admin key");
+    let documents = documents(&db);
+    let files = Files::new(documents.clone(), blobs.clone(), "admin key");
     files.create_indexes().await.unwrap();
     dirs.push(db);
     Fixture {
         files,
         blobs,
+        documents,
         app: unique_app(),
         _dirs: dirs,
     }
@@ -401,6 +404,94 @@ async fn thumbnails_are_kept_and_go_with_their_version(f: Fixture) {
     assert_eq!(thumbs(meta.etag).await, 0, "deleted with the file");
 }
 
+async fn the_sweep_drops_expired_uploads_and_left_behind_blobs_only(f: Fixture) {
+    use kiln::capabilities::storage::sweep::{PENDING_GRACE_MS, Swept};
+    use kiln::store::platform::now_ms;
+    use kiln::store::platform::pending_blobs::{self, PendingBlob};
+    let now = now_ms();
+    // An upload left half done: kept while it may be continued, swept after.
+    let upload = f
+        .files
+        .start_upload(
+            &f.app,
+            "big/left.bin",
+            10,
+            "application/octet-stream",
+            Overwrite::Allowed,
+        )
+        .await
+        .unwrap();
+    f.files
+        .append_upload(&f.app, &upload.id, 0, body(vec![1; 4], 4))
+        .await
+        .unwrap();
+    assert_eq!(f.files.sweep(now).await.unwrap(), Swept::default());
+    let later = now + 25 * 3600 * 1000;
+    assert_eq!(f.files.sweep(later).await.unwrap().uploads, 1);
+    assert!(matches!(
+        f.files.upload_progress(&f.app, &upload.id).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // Writes settle what they marked: nothing is pending after them.
+    f.put("docs/kept.txt", b"first").await;
+    f.put("docs/kept.txt", b"second").await;
+    f.files.delete(&f.app, "docs/kept.txt").await.unwrap();
+    f.put("docs/kept.txt", b"kept").await;
+    assert_eq!(
+        pending_blobs::stale(&f.documents, u64::MAX, 10)
+            .await
+            .unwrap(),
+        Vec::<PendingBlob>::new()
+    );
+    let blobs_before = f.blob_count().await;
+    // A crash between a blob and its record: the blob is pending, no record points at it.
+    let orphan = "orphan0123456789".to_string();
+    f.blobs
+        .store()
+        .put(
+            &f.blobs.path(&f.app, &orphan),
+            object_store::PutPayload::from_static(b"orphaned"),
+        )
+        .await
+        .unwrap();
+    // A crash after the record switched, before the mark was cleared.
+    let current = f
+        .files
+        .head(&f.app, "docs/kept.txt")
+        .await
+        .unwrap()
+        .unwrap();
+    let old = now - PENDING_GRACE_MS - 1;
+    for (blob, key) in [
+        (&orphan, "docs/orphan.txt"),
+        (&current.etag, "docs/kept.txt"),
+    ] {
+        let pending = PendingBlob {
+            blob: blob.clone(),
+            app: f.app.clone(),
+            key: key.to_string(),
+            created_ms: old,
+        };
+        pending_blobs::mark(&f.documents, &pending).await.unwrap();
+    }
+    assert_eq!(f.blob_count().await, blobs_before + 1);
+    let swept = f.files.sweep(now).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            uploads: 0,
+            blobs: 1
+        }
+    );
+    assert_eq!(f.blob_count().await, blobs_before);
+    assert_eq!(f.read("docs/kept.txt", None).await.unwrap(), b"kept");
+    assert_eq!(
+        f.files.sweep(now).await.unwrap(),
+        Swept::default(),
+        "settled"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -434,4 +525,5 @@ every_backend!(
     an_upload_over_its_limit_or_cut_off_leaves_nothing,
     invalid_keys_are_refused,
     thumbnails_are_kept_and_go_with_their_version,
+    the_sweep_drops_expired_uploads_and_left_behind_blobs_only,
 );

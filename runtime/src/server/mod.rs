@@ -84,6 +84,7 @@ pub struct RunningServer {
     serving: tokio::task::JoinHandle<()>,
     scheduling: tokio::task::JoinHandle<()>,
     refreshing: tokio::task::JoinHandle<()>,
+    sweeping: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
@@ -160,13 +161,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
     let apps = Arc::new(Apps::new(
         invoker,
         accounts,
-        files,
+        files.clone(),
         artifacts,
         documents.clone(),
         settings.limits,
     ));
     apps.refresh().await?;
     let refreshing = tokio::spawn(refresh_apps(apps.clone()));
+    let sweeping = tokio::spawn(crate::capabilities::storage::sweep::run(files));
     let cron_source = {
         let apps = apps.clone();
         Arc::new(move || apps.live_crons())
@@ -212,6 +214,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         serving,
         scheduling,
         refreshing,
+        sweeping,
     })
 }
 
@@ -252,6 +255,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.scheduling.abort();
         self.refreshing.abort();
+        self.sweeping.abort();
         let _ = self.shutdown.send(true);
         tokio::join!(self.cron.drain(self.shutdown_grace), async {
             let _ = self.serving.await;

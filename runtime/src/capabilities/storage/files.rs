@@ -20,6 +20,8 @@ use super::{StorageError, WriteSlots};
 use crate::store::Documents;
 use crate::store::platform::files::{self as records, FileRecord};
 use crate::store::platform::now_ms;
+use crate::store::platform::pending_blobs::{self as pending, PendingBlob};
+use crate::store::platform::uploads;
 use crate::store::query::new_id;
 
 /// Bytes buffered per part of an upload (S3's smallest part is 5 MiB).
@@ -111,7 +113,10 @@ impl Files {
     }
 
     pub async fn create_indexes(&self) -> Result<(), StorageError> {
-        Ok(records::create_indexes(&self.documents).await?)
+        records::create_indexes(&self.documents).await?;
+        pending::create_indexes(&self.documents).await?;
+        uploads::create_indexes(&self.documents).await?;
+        Ok(())
     }
 
     /// Streams `body` into a new file at `key`, refusing it as soon as it
@@ -137,11 +142,17 @@ impl Files {
             return Err(conflict(key));
         }
         let blob = new_id();
-        let size = self
-            .write_blob(app, &blob, &content_type, max_bytes, body)
-            .await?;
-        self.commit(app, key, blob, size, content_type, overwrite)
-            .await
+        self.mark_pending(app, key, &blob).await?;
+        let result = async {
+            let size = self
+                .write_blob(app, &blob, &content_type, max_bytes, body)
+                .await?;
+            self.commit(app, key, blob.clone(), size, content_type, overwrite)
+                .await
+        }
+        .await;
+        self.settle(&blob).await;
+        result
     }
 
     /// Copies the file at `from` to `to` (replacing what is there).
@@ -152,24 +163,54 @@ impl Files {
             .await?
             .ok_or_else(|| not_found(from))?;
         let blob = new_id();
-        self.blobs
-            .store()
-            .copy(
-                &self.blobs.path(app, &source.blob),
-                &self.blobs.path(app, &blob),
+        self.mark_pending(app, to, &blob).await?;
+        let result = async {
+            self.blobs
+                .store()
+                .copy(
+                    &self.blobs.path(app, &source.blob),
+                    &self.blobs.path(app, &blob),
+                )
+                .await
+                .map_err(|e| backend_error(from, e))?;
+            self.blobs.make_durable(app, &blob).await?;
+            self.commit(
+                app,
+                to,
+                blob.clone(),
+                source.size,
+                source.content_type,
+                Overwrite::Allowed,
             )
             .await
-            .map_err(|e| backend_error(from, e))?;
-        self.blobs.make_durable(app, &blob).await?;
-        self.commit(
-            app,
-            to,
-            blob,
-            source.size,
-            source.content_type,
-            Overwrite::Allowed,
-        )
-        .await
+        }
+        .await;
+        self.settle(&blob).await;
+        result
+    }
+
+    /// Notes `blob` as not settled before writing or deleting it, so a
+    /// crash in between leaves something the sweep finds.
+    pub(super) async fn mark_pending(
+        &self,
+        app: &str,
+        key: &str,
+        blob: &str,
+    ) -> Result<(), StorageError> {
+        let pending = PendingBlob {
+            blob: blob.to_string(),
+            app: app.to_string(),
+            key: key.to_string(),
+            created_ms: now_ms(),
+        };
+        Ok(pending::mark(&self.documents, &pending).await?)
+    }
+
+    /// The blob's fate is settled; a failure here only leaves work for the sweep.
+    pub(super) async fn settle(&self, blob: &str) {
+        if let Err(err) = pending::settle(&self.documents, blob).await {
+            tracing::warn!(blob, "a settled blob stays listed for the sweep: {err}");
+        }
     }
 
     /// Switches `key` to the stored `blob`, then deletes the blob it held;
@@ -198,24 +239,24 @@ impl Files {
             Overwrite::Refused => match records::create(&self.documents, &record).await {
                 Ok(true) => None,
                 Ok(false) => {
-                    self.delete_blob(app, &record.blob).await;
+                    self.delete_blob(app, key, &record.blob).await;
                     return Err(conflict(key));
                 }
                 Err(err) => {
-                    self.delete_blob(app, &record.blob).await;
+                    self.delete_blob(app, key, &record.blob).await;
                     return Err(err.into());
                 }
             },
             Overwrite::Allowed => match records::replace(&self.documents, &record).await {
                 Ok(before) => before,
                 Err(err) => {
-                    self.delete_blob(app, &record.blob).await;
+                    self.delete_blob(app, key, &record.blob).await;
                     return Err(err.into());
                 }
             },
         };
         if let Some(old) = replaced {
-            self.delete_blob(app, &old.blob).await;
+            self.delete_blob(app, key, &old.blob).await;
         }
         Ok(FileMeta::from(&record))
     }
@@ -353,7 +394,7 @@ impl Files {
         keys::check(key)?;
         match records::delete(&self.documents, app, key).await? {
             Some(record) => {
-                self.delete_blob(app, &record.blob).await;
+                self.delete_blob(app, key, &record.blob).await;
                 Ok(true)
             }
             None => Ok(false),
@@ -407,15 +448,31 @@ impl Files {
         Ok(records::usage(&self.documents, app).await?)
     }
 
-    /// Deletes a blob no record points at; a failure leaves an orphan,
-    /// logged, never an error for the caller whose write already counted.
-    async fn delete_blob(&self, app: &str, blob: &str) {
+    /// Deletes a blob no record points at (it was `key`'s). A failure is
+    /// logged, never an error for the caller whose write already counted:
+    /// the blob stays pending, and the sweep deletes it later.
+    async fn delete_blob(&self, app: &str, key: &str, blob: &str) {
+        if let Err(err) = self.mark_pending(app, key, blob).await {
+            tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}");
+            return;
+        }
+        if self.delete_blob_now(app, blob).await {
+            self.settle(blob).await;
+        }
+    }
+
+    /// Deletes a blob and its thumbnails; false when the backend failed.
+    pub(super) async fn delete_blob_now(&self, app: &str, blob: &str) -> bool {
         let path = self.blobs.path(app, blob);
         match self.blobs.store().delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(err) => tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}"),
+            Err(err) => {
+                tracing::warn!(app, blob, "a replaced file's bytes were kept: {err}");
+                return false;
+            }
         }
         self.delete_thumbnails(app, blob).await;
+        true
     }
 }
 

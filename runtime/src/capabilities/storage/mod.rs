@@ -11,6 +11,7 @@ pub mod buckets;
 mod files;
 pub mod keys;
 pub mod signing;
+pub mod sweep;
 pub mod thumbnails;
 pub mod uploads;
 

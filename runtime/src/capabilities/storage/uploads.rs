@@ -76,7 +76,7 @@ impl Files {
                 "a resumable upload has at least 1 byte; store an empty file with PUT".into(),
             ));
         }
-        if records::count(&self.documents, app).await? >= OPEN_PER_APP {
+        if records::count(&self.documents, app, now_ms()).await? >= OPEN_PER_APP {
             return Err(StorageError::Busy(format!(
                 "app `{app}` already has {OPEN_PER_APP} unfinished uploads"
             )));
@@ -270,6 +270,15 @@ impl Files {
     }
 
     async fn finish_upload(&self, record: &UploadRecord) -> Result<Progress, StorageError> {
+        // From here the blob is no longer the upload's: pending until the record points at it.
+        self.mark_pending(&record.app, &record.key, &record.blob)
+            .await?;
+        let result = self.complete_upload(record).await;
+        self.settle(&record.blob).await;
+        result
+    }
+
+    async fn complete_upload(&self, record: &UploadRecord) -> Result<Progress, StorageError> {
         let path = self.blobs.path(&record.app, &record.blob);
         match (&record.multipart, self.blobs.multipart()) {
             (Some(multipart), Some(s3)) => {
@@ -325,23 +334,46 @@ impl Files {
             .await?
             .ok_or_else(|| gone(id))?;
         records::delete(&self.documents, app, id).await?;
+        self.discard_upload(&record).await;
+        Ok(())
+    }
+
+    /// Uploads past their time, swept: returns how many were dropped.
+    pub(super) async fn sweep_uploads(
+        &self,
+        now_ms: u64,
+        limit: u64,
+    ) -> Result<usize, StorageError> {
+        let mut dropped = 0;
+        for record in records::expired(&self.documents, now_ms, limit).await? {
+            if records::delete_expired(&self.documents, &record.id, now_ms).await? {
+                self.discard_upload(&record).await;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Drops the bytes of an upload whose record is gone.
+    async fn discard_upload(&self, record: &UploadRecord) {
+        let app = &record.app;
         match (&record.multipart, self.blobs.multipart()) {
             (Some(multipart), Some(s3)) => {
                 let path = self.blobs.path(app, &record.blob);
                 if let Err(err) = s3.abort_multipart(&path, multipart).await {
                     tracing::warn!(
                         app,
-                        upload = id,
+                        upload = record.id,
                         "an aborted upload left parts behind: {err}"
                     );
                 }
             }
             _ => {
-                let staging = self.blobs.staging(app, &record.blob)?;
-                let _ = tokio::fs::remove_file(staging).await;
+                if let Ok(staging) = self.blobs.staging(app, &record.blob) {
+                    let _ = tokio::fs::remove_file(staging).await;
+                }
             }
         }
-        Ok(())
     }
 }
 

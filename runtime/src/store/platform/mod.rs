@@ -26,6 +26,7 @@ pub mod deployments;
 pub mod files;
 pub mod identities;
 pub mod jobs;
+pub mod pending_blobs;
 pub mod runs;
 pub mod sessions;
 pub mod signing_keys;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{collection, from_document, to_document};
-use crate::store::{Documents, Namespace, StoreError};
+use crate::store::{Documents, FindOptions, Namespace, StoreError};
 
 const UPLOADS: Namespace<'static> = collection("uploads");
 
@@ -38,6 +38,12 @@ pub struct UploadRecord {
     pub busy_until_ms: u64,
 }
 
+pub async fn create_indexes(documents: &Documents) -> Result<(), StoreError> {
+    documents
+        .create_index(UPLOADS, &json!({"expires_ms": 1}), false)
+        .await
+}
+
 pub async fn insert(documents: &Documents, record: &UploadRecord) -> Result<(), StoreError> {
     documents
         .insert(UPLOADS, vec![to_document(record)])
@@ -57,9 +63,45 @@ pub async fn get(
     Ok((record.app == app).then_some(record))
 }
 
-/// Uploads `app` has open.
-pub async fn count(documents: &Documents, app: &str) -> Result<u64, StoreError> {
-    documents.count(UPLOADS, &json!({"app": app})).await
+/// Uploads `app` has open (expired ones do not count).
+pub async fn count(documents: &Documents, app: &str, now_ms: u64) -> Result<u64, StoreError> {
+    documents
+        .count(UPLOADS, &json!({"app": app, "expires_ms": {"$gt": now_ms}}))
+        .await
+}
+
+/// At most `limit` uploads past their time and not being appended to.
+pub async fn expired(
+    documents: &Documents,
+    now_ms: u64,
+    limit: u64,
+) -> Result<Vec<UploadRecord>, StoreError> {
+    let page = documents
+        .find(
+            UPLOADS,
+            &json!({"expires_ms": {"$lte": now_ms}, "busy_until_ms": {"$lt": now_ms}}),
+            FindOptions {
+                limit: Some(limit),
+                ..FindOptions::default()
+            },
+        )
+        .await?;
+    page.documents
+        .into_iter()
+        .map(|doc| from_document("upload", doc))
+        .collect()
+}
+
+/// Deletes the upload if it is still expired and idle (another node may
+/// have swept it first).
+pub async fn delete_expired(
+    documents: &Documents,
+    id: &str,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let filter =
+        json!({"_id": id, "expires_ms": {"$lte": now_ms}, "busy_until_ms": {"$lt": now_ms}});
+    Ok(documents.delete(UPLOADS, &filter, false).await? > 0)
 }
 
 /// Takes the upload for one append at `offset` until `until_ms`; none when
@@ -75,7 +117,10 @@ pub async fn claim(
     documents
         .find_one_and_update(
             UPLOADS,
-            &json!({"_id": id, "app": app, "offset": offset, "busy_until_ms": {"$lt": now_ms}}),
+            &json!({
+                "_id": id, "app": app, "offset": offset,
+                "busy_until_ms": {"$lt": now_ms}, "expires_ms": {"$gt": now_ms},
+            }),
             &json!({"$set": {"busy_until_ms": until_ms}}),
             true,
             false,
