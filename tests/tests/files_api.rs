@@ -931,18 +931,19 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
     .await;
     assert_eq!(status, 201, "{tokens}");
     let victim_token = tokens["access_token"].as_str().unwrap().to_string();
-    // Eight uploads that send one byte and then nothing: they hold every
-    // write slot of the attacker's app.
+    // Eight uploads that send one byte and then nothing, four from each of
+    // two addresses (a client's cap): they hold every write slot of the
+    // attacker's app.
     let stalled: Vec<_> = (0..8)
         .map(|i| {
+            let client = from_address(if i < 4 { "127.0.0.1" } else { "127.0.0.3" });
             let body = futures::stream::once(async { Ok::<_, std::io::Error>(vec![1u8]) }).chain(
                 futures::stream::once(async {
                     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
                     Ok(vec![2u8])
                 }),
             );
-            let request = server
-                .client
+            let request = client
                 .put(url(&server, &format!("docs/stalled-{i}.bin")))
                 .bearer_auth(&attacker.token)
                 .header("content-type", "application/octet-stream")
@@ -951,19 +952,40 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let ninth = send(
-        &server,
-        Method::PUT,
-        "docs/ninth.bin",
-        Some(&attacker),
-        Some(("text/plain", b"x".to_vec())),
-    )
-    .await;
-    assert_eq!(status_and_code(ninth).await, (503, "busy".into()));
-    // The other app stores and reads files at once.
-    let started = std::time::Instant::now();
-    let put = server
+    let ninth = from_address("127.0.0.4")
+        .put(url(&server, "docs/ninth.bin"))
+        .bearer_auth(&attacker.token)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = ninth.json().await.unwrap();
+    assert_eq!(error_code(&body), "busy", "{body}");
+    assert!(
+        body.to_string().contains("app `shop`"),
+        "the app's cap: {body}"
+    );
+    // The attacker's addresses are at their cap in every app.
+    let elsewhere = server
         .client
+        .put(format!("{}/other/_kiln/files/docs/theirs.txt", server.url))
+        .bearer_auth(&victim_token)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = elsewhere.json().await.unwrap();
+    assert!(
+        body.to_string()
+            .contains("this client is already uploading"),
+        "{body}"
+    );
+    // The other app's users, from their own address, store and read files at once.
+    let victim = from_address("127.0.0.2");
+    let started = std::time::Instant::now();
+    let put = victim
         .put(format!("{}/other/_kiln/files/docs/mine.txt", server.url))
         .bearer_auth(&victim_token)
         .header("content-type", "text/plain")
@@ -972,8 +994,7 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
         .await
         .unwrap();
     assert_eq!(put.status(), 201);
-    let got = server
-        .client
+    let got = victim
         .get(format!("{}/other/_kiln/files/docs/mine.txt", server.url))
         .bearer_auth(&victim_token)
         .send()
@@ -988,6 +1009,15 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
     for upload in stalled {
         upload.abort();
     }
+}
+
+/// A client whose connections come from `address` (any of 127.0.0.0/8).
+fn from_address(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {

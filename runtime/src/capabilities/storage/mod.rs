@@ -16,6 +16,7 @@ pub mod thumbnails;
 pub mod uploads;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -47,6 +48,11 @@ pub const URL_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
     .remove(b'~');
 /// Files one app may be writing at once (functions and clients).
 const WRITES_PER_APP: usize = 8;
+/// Files one client address may be uploading at once, across apps.
+const WRITES_PER_CLIENT: usize = 4;
+/// Files the server writes at once: each buffers at most about 15 MiB (two
+/// parts in flight and one filling), so writes hold at most about 2 GiB.
+const WRITES_PER_SERVER: usize = 128;
 
 /// Why a storage operation failed; each case is one a caller can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,15 +103,77 @@ impl From<StorageError> for Error {
     }
 }
 
-/// Writes in progress per app, so one app cannot hold every upload slot.
-#[derive(Default)]
+/// Writes in progress: per app, per client address and on the whole
+/// server. Each write buffers up to two parts, so the server's cap bounds
+/// the memory writes take; the others keep one app, or one client, from
+/// holding every slot.
 pub struct WriteSlots {
     apps: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Writes per client address (an IPv6 address counts by its /64).
+    clients: ClientWrites,
+    server: Arc<Semaphore>,
+}
+
+impl Default for WriteSlots {
+    fn default() -> Self {
+        WriteSlots {
+            apps: Mutex::default(),
+            clients: Arc::default(),
+            server: Arc::new(Semaphore::new(WRITES_PER_SERVER)),
+        }
+    }
+}
+
+/// A write's slot, given back when dropped.
+pub struct WriteSlot {
+    _app: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+    client: Option<(IpAddr, ClientWrites)>,
+}
+
+/// Writes in progress per client address; an address at none is removed.
+type ClientWrites = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        if let Some((address, clients)) = self.client.take() {
+            let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = clients.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    clients.remove(&address);
+                }
+            }
+        }
+    }
+}
+
+/// The address a client's writes count under.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+        v4 => v4,
+    }
 }
 
 impl WriteSlots {
-    /// A slot for one more write of `app`, or `Busy` at once.
-    pub fn take(&self, app: &str) -> Result<OwnedSemaphorePermit, StorageError> {
+    /// A slot for one more write of `app` (from `client`, for a client's
+    /// upload), or `Busy` at once.
+    pub fn take(&self, app: &str, client: Option<IpAddr>) -> Result<WriteSlot, StorageError> {
+        let client = client.map(client_key);
+        if let Some(address) = client {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.get(&address).copied().unwrap_or(0) >= WRITES_PER_CLIENT {
+                return Err(StorageError::Busy(format!(
+                    "this client is already uploading {WRITES_PER_CLIENT} files"
+                )));
+            }
+        }
         let slots = self
             .apps
             .lock()
@@ -113,10 +181,29 @@ impl WriteSlots {
             .entry(app.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(WRITES_PER_APP)))
             .clone();
-        slots.try_acquire_owned().map_err(|_| {
+        let app_permit = slots.try_acquire_owned().map_err(|_| {
             StorageError::Busy(format!(
                 "app `{app}` is already writing {WRITES_PER_APP} files"
             ))
+        })?;
+        let server_permit = self.server.clone().try_acquire_owned().map_err(|_| {
+            StorageError::Busy(format!(
+                "the server is already writing {WRITES_PER_SERVER} files"
+            ))
+        })?;
+        let client = client.map(|address| {
+            *self
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(address)
+                .or_insert(0) += 1;
+            (address, self.clients.clone())
+        });
+        Ok(WriteSlot {
+            _app: app_permit,
+            _server: server_permit,
+            client,
         })
     }
 }
@@ -290,7 +377,7 @@ impl wit::Host for StorageHost<'_> {
         }
         let files = self.storage.files.clone();
         let app = self.storage.app.to_string();
-        let slot = files.write_slots().take(&app)?;
+        let slot = files.write_slots().take(&app, None)?;
         let (guest_end, host_end) = tokio::io::duplex(PIPE_BYTES);
         let (finished, told) = oneshot::channel::<()>();
         // The pipe's end is the file's end only once `finish` says so.
@@ -342,7 +429,7 @@ impl wit::Host for StorageHost<'_> {
             )));
         }
         let app = &self.storage.app;
-        let _slot = self.storage.files.write_slots().take(app)?;
+        let _slot = self.storage.files.write_slots().take(app, None)?;
         let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(data))]);
         let meta = self
             .storage
@@ -448,7 +535,7 @@ impl wit::Host for StorageHost<'_> {
 
     async fn copy(&mut self, source: String, destination: String) -> Result<WitMeta, Error> {
         let app = &self.storage.app;
-        let _slot = self.storage.files.write_slots().take(app)?;
+        let _slot = self.storage.files.write_slots().take(app, None)?;
         Ok(wit_meta(
             self.storage.files.copy(app, &source, &destination).await?,
         ))
@@ -496,5 +583,68 @@ impl wit::HostWriter for StorageHost<'_> {
         // Dropping the sender abandons an unfinished upload.
         self.table.delete(writer)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn a_client_an_app_and_the_server_each_have_a_cap() {
+        let slots = WriteSlots::default();
+        let mine: Vec<_> = (0..WRITES_PER_CLIENT)
+            .map(|i| slots.take(&format!("app{i}"), ip("10.0.0.1")).unwrap())
+            .collect();
+        assert!(
+            matches!(slots.take("other", ip("10.0.0.1")), Err(StorageError::Busy(m)) if m.contains("client"))
+        );
+        // One IPv6 client is its /64; an IPv4-mapped address is its IPv4 address.
+        let v6: Vec<_> = (0..WRITES_PER_CLIENT)
+            .map(|i| slots.take("v6", ip(&format!("2001:db8::{i}"))).unwrap())
+            .collect();
+        assert!(slots.take("v6b", ip("2001:db8::ffff:1")).is_err());
+        assert!(slots.take("v6b", ip("2001:db8:0:1::1")).is_ok());
+        assert!(slots.take("v4", ip("::ffff:10.0.0.1")).is_err());
+        drop(mine);
+        assert!(
+            slots.take("other", ip("10.0.0.1")).is_ok(),
+            "given back on drop"
+        );
+        drop(v6);
+        assert!(
+            slots.clients.lock().unwrap().len() <= 1,
+            "idle clients are forgotten"
+        );
+
+        let mut held = Vec::new();
+        for i in 0..WRITES_PER_APP {
+            held.push(
+                slots
+                    .take("busy", None)
+                    .unwrap_or_else(|e| panic!("{i}: {e}")),
+            );
+        }
+        assert!(
+            matches!(slots.take("busy", None), Err(StorageError::Busy(m)) if m.contains("app `busy`"))
+        );
+        let mut apps = 0;
+        while held.len() < WRITES_PER_SERVER {
+            for _ in 0..WRITES_PER_APP {
+                if held.len() < WRITES_PER_SERVER {
+                    held.push(slots.take(&format!("filler{apps}"), None).unwrap());
+                }
+            }
+            apps += 1;
+        }
+        assert!(
+            matches!(slots.take("late", None), Err(StorageError::Busy(m)) if m.contains("server"))
+        );
+        held.pop();
+        assert!(slots.take("late", None).is_ok());
     }
 }

@@ -14,6 +14,7 @@
 //! The key is the rest of the path, percent-decoded once; the rules and the
 //! store see the same decoded key, so no spelling reaches another file.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -66,7 +67,7 @@ impl Target<'_> {
     }
 }
 
-pub async fn handle(live: &LiveApp, rest: &str, req: Request<Incoming>) -> Answer {
+pub async fn handle(live: &LiveApp, rest: &str, req: Request<Incoming>, client: IpAddr) -> Answer {
     let storage = &live.storage;
     let app = &*storage.app;
     let (name, encoded) = rest.split_once('/').unwrap_or((rest, ""));
@@ -90,7 +91,7 @@ pub async fn handle(live: &LiveApp, rest: &str, req: Request<Incoming>) -> Answe
     crate::capabilities::storage::keys::check(&key).map_err(key_error)?;
     match method {
         Method::GET | Method::HEAD => download(live, &target, &query, req).await,
-        Method::PUT => upload(live, &target, &query, req).await,
+        Method::PUT => upload(live, &target, &query, req, client).await,
         Method::DELETE => {
             allow(live, &target, Action::Delete, req.headers(), Asked::File).await?;
             match storage
@@ -665,6 +666,7 @@ async fn upload(
     target: &Target<'_>,
     query: &Query,
     req: Request<Incoming>,
+    client: IpAddr,
 ) -> Answer {
     let storage = &live.storage;
     let app = &*storage.app;
@@ -685,7 +687,7 @@ async fn upload(
     let _slot = storage
         .files
         .write_slots()
-        .take(app)
+        .take(app, Some(client))
         .map_err(storage_error)?;
     let body = req.into_body().into_data_stream();
     let meta = storage

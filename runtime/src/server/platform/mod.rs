@@ -29,7 +29,7 @@ pub async fn handle(
         ["auth", rest @ ..] => auth::handle(&live.http.auth, rest, req, peer).await,
         ["uploads", rest @ ..] => {
             let rest: Vec<&str> = rest.iter().copied().filter(|s| !s.is_empty()).collect();
-            uploads::handle(live, &rest, req).await
+            uploads::handle(live, &rest, req, peer.ip()).await
         }
         ["files", _, ..] => {
             // The key keeps its own slashes: hand over the raw rest of the path.
@@ -37,7 +37,7 @@ pub async fn handle(
                 .trim_start_matches('/')
                 .strip_prefix("files/")
                 .unwrap_or("");
-            files::handle(live, files, req).await
+            files::handle(live, files, req, peer.ip()).await
         }
         _ => Err(ApiError::new(
             ErrorCode::PlatformRouteNotFound,

@@ -10,6 +10,8 @@
 //! The upload's id is random (128 bits) and is what lets a client continue
 //! it, as a signed URL would.
 
+use std::net::IpAddr;
+
 use http::header::HeaderValue;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -51,7 +53,12 @@ fn progress_json(progress: &Progress) -> Value {
     })
 }
 
-pub async fn handle(live: &LiveApp, rest: &[&str], req: Request<Incoming>) -> Answer {
+pub async fn handle(
+    live: &LiveApp,
+    rest: &[&str],
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Answer {
     let app = &*live.storage.app;
     let files = &live.storage.files;
     match (req.method().clone(), rest) {
@@ -110,7 +117,10 @@ pub async fn handle(live: &LiveApp, rest: &[&str], req: Request<Incoming>) -> An
                         "send `Upload-Offset: N`, the offset the upload is at",
                     )
                 })?;
-            let _slot = files.write_slots().take(app).map_err(storage_error)?;
+            let _slot = files
+                .write_slots()
+                .take(app, Some(client))
+                .map_err(storage_error)?;
             let body = req.into_body().into_data_stream();
             let progress =
                 files
