@@ -65,11 +65,15 @@ async fn server() -> Server {
 }
 
 async fn sign_up(server: &Server, email: &str) -> User {
+    sign_up_in(server, "shop", email).await
+}
+
+async fn sign_up_in(server: &Server, app: &str, email: &str) -> User {
     let body = json!({"email": email, "password": "correct horse battery"});
     let (status, tokens) = call(
         server,
         Method::POST,
-        "/shop/_kiln/auth/signup",
+        &format!("/{app}/_kiln/auth/signup"),
         None,
         Some(body),
     )
@@ -921,16 +925,9 @@ async fn one_apps_stalled_uploads_leave_another_app_uploading() {
         .deploy_ok("other", MANIFEST, &[("files", &examples().files)])
         .await;
     let attacker = sign_up(&server, "mallory@example.com").await;
-    let (status, tokens) = call(
-        &server,
-        Method::POST,
-        "/other/_kiln/auth/signup",
-        None,
-        Some(json!({"email": "victim@example.com", "password": "correct horse battery"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{tokens}");
-    let victim_token = tokens["access_token"].as_str().unwrap().to_string();
+    let victim_token = sign_up_in(&server, "other", "victim@example.com")
+        .await
+        .token;
     // Eight uploads that send one byte and then nothing, four from each of
     // two addresses (a client's cap): they hold every write slot of the
     // attacker's app.
@@ -1304,16 +1301,9 @@ async fn one_apps_thumbnail_flood_does_not_hold_back_another_apps_thumbnails() {
         .deploy_ok("other", MANIFEST, &[("files", &examples().files)])
         .await;
     let attacker = sign_up(&server, "mallory@example.com").await;
-    let (status, tokens) = call(
-        &server,
-        Method::POST,
-        "/other/_kiln/auth/signup",
-        None,
-        Some(json!({"email": "victim@example.com", "password": "correct horse battery"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{tokens}");
-    let victim = tokens["access_token"].as_str().unwrap().to_string();
+    let victim = sign_up_in(&server, "other", "victim@example.com")
+        .await
+        .token;
     let small = server
         .client
         .put(format!("{}/other/_kiln/files/photos/small.png", server.url))
@@ -1402,19 +1392,7 @@ async fn a_function_rule_decides_and_anything_but_true_refuses() {
     server
         .deploy_ok("rules", RULED_MANIFEST, &[("probe", &examples().js_probe)])
         .await;
-    let (status, tokens) = call(
-        &server,
-        Method::POST,
-        "/rules/_kiln/auth/signup",
-        None,
-        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{tokens}");
-    let ada = User {
-        id: tokens["user"]["id"].as_str().unwrap().to_string(),
-        token: tokens["access_token"].as_str().unwrap().to_string(),
-    };
+    let ada = sign_up_in(&server, "rules", "ada@example.com").await;
     let at = |path: &str| format!("{}/rules/_kiln/files/ruled/{path}", server.url);
     let put = |path: &str, who: Option<&User>, content_type: &str, body: Vec<u8>| {
         let mut request = server
