@@ -75,11 +75,35 @@ async fn serves_the_rust_and_js_hello_functions_with_their_config() {
         "the guest sees the app-relative path"
     );
 
+    // Parameters arrive percent-decoded once; one that is not UTF-8 then is refused.
+    let (status, body) = json_of(
+        server
+            .get("/examples/hello/Ada%20Lovelace%2525")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Howdy, Ada Lovelace%25!");
+    let (status, body) = json_of(server.get("/examples/hello/%FF").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+
     let (status, body) =
         json_of(server.get("/examples/hello-js/grace").send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "Howdy, grace!");
     assert_eq!(body["runtime"], "js");
+    let (status, body) = json_of(
+        server
+            .get("/examples/hello-js/Grace%20Hopper")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Howdy, Grace Hopper!");
 }
 
 #[tokio::test]

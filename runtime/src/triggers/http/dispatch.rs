@@ -67,6 +67,7 @@ pub async fn handle(
         ));
     }
 
+    let params = decode_params(params)?;
     let trigger_headers = guest_headers(&app.name, &pattern, &params, request_id);
     prepare_guest_request(&mut req, path, &trigger_headers);
     let exceeded = Arc::new(AtomicBool::new(false));
@@ -278,6 +279,27 @@ fn prepare_guest_request<B>(
     if let Ok(new_uri) = http::Uri::from_parts(uri) {
         *req.uri_mut() = new_uri;
     }
+}
+
+/// Route parameters as the function sees them: percent-decoded once, as
+/// Express and Workers routers do (`/files/a%20b` gives `a b`); one that is
+/// not UTF-8 once decoded is refused rather than altered.
+fn decode_params(params: Vec<(String, String)>) -> Result<Vec<(String, String)>, ApiError> {
+    params
+        .into_iter()
+        .map(|(name, raw)| {
+            let value = percent_encoding::percent_decode_str(&raw)
+                .decode_utf8()
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!("route parameter `{name}` is not UTF-8 once percent-decoded"),
+                    )
+                })?
+                .into_owned();
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// Percent-encodes everything but unreserved characters.
