@@ -18,6 +18,7 @@ mod error;
 pub mod outbound;
 pub mod scheduler;
 pub mod storage;
+mod turns;
 
 use std::sync::Arc;
 

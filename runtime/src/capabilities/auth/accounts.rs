@@ -87,8 +87,8 @@ impl From<StoreError> for AuthError {
     }
 }
 
-impl From<super::hashing::Busy> for AuthError {
-    fn from(_: super::hashing::Busy) -> Self {
+impl From<crate::capabilities::turns::Busy> for AuthError {
+    fn from(_: crate::capabilities::turns::Busy) -> Self {
         AuthError::Busy
     }
 }

@@ -8,15 +8,15 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::backend::Blobs;
 use super::keys;
 use super::signing::UrlSigner;
-use super::thumbnails::ThumbnailSlots;
 use super::{StorageError, WriteSlots};
+use crate::capabilities::turns::BlockingTurns;
 use crate::store::Documents;
 use crate::store::platform::files::{self as records, FileRecord};
 use crate::store::platform::now_ms;
@@ -75,6 +75,25 @@ pub struct Download {
     pub body: BoxStream<'static, Result<Bytes, StorageError>>,
 }
 
+impl Download {
+    /// The bytes, read whole; more than the range holds (the blob and its
+    /// record disagree) is `unavailable`.
+    pub async fn into_bytes(mut self) -> Result<Bytes, StorageError> {
+        let expected = self.range.end - self.range.start;
+        let mut bytes = BytesMut::with_capacity(expected as usize);
+        while let Some(chunk) = self.body.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > expected {
+                return Err(StorageError::Unavailable(format!(
+                    "{:?} is longer than its record says",
+                    self.meta.key
+                )));
+            }
+        }
+        Ok(bytes.freeze())
+    }
+}
+
 /// One page of a listing.
 pub struct Listing {
     pub files: Vec<FileMeta>,
@@ -87,7 +106,7 @@ pub struct Files {
     pub(super) documents: Documents,
     pub(super) blobs: Arc<Blobs>,
     write_slots: Arc<WriteSlots>,
-    pub(super) thumbnail_slots: Arc<ThumbnailSlots>,
+    pub(super) thumbnail_turns: Arc<BlockingTurns>,
     signer: Arc<UrlSigner>,
 }
 
@@ -98,7 +117,7 @@ impl Files {
             documents,
             blobs,
             write_slots: Arc::default(),
-            thumbnail_slots: Arc::default(),
+            thumbnail_turns: Arc::default(),
             signer: Arc::new(UrlSigner::new(admin_key)),
         }
     }
@@ -142,17 +161,14 @@ impl Files {
             return Err(conflict(key));
         }
         let blob = new_id();
-        self.mark_pending(app, key, &blob).await?;
-        let result = async {
+        self.while_pending(app, key, &blob, async {
             let size = self
                 .write_blob(app, &blob, &content_type, max_bytes, body)
                 .await?;
             self.commit(app, key, blob.clone(), size, content_type, overwrite)
                 .await
-        }
-        .await;
-        self.settle(&blob).await;
-        result
+        })
+        .await
     }
 
     /// Copies the file at `from` to `to` (replacing what is there).
@@ -163,8 +179,7 @@ impl Files {
             .await?
             .ok_or_else(|| not_found(from))?;
         let blob = new_id();
-        self.mark_pending(app, to, &blob).await?;
-        let result = async {
+        self.while_pending(app, to, &blob, async {
             self.blobs
                 .store()
                 .copy(
@@ -183,15 +198,28 @@ impl Files {
                 Overwrite::Allowed,
             )
             .await
-        }
-        .await;
-        self.settle(&blob).await;
+        })
+        .await
+    }
+
+    /// Runs `work`, which writes `blob` for `key` and points the record at
+    /// it, with the blob noted as pending meanwhile.
+    pub(super) async fn while_pending<T>(
+        &self,
+        app: &str,
+        key: &str,
+        blob: &str,
+        work: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        self.mark_pending(app, key, blob).await?;
+        let result = work.await;
+        self.settle(blob).await;
         result
     }
 
     /// Notes `blob` as not settled before writing or deleting it, so a
     /// crash in between leaves something the sweep finds.
-    pub(super) async fn mark_pending(
+    async fn mark_pending(
         &self,
         app: &str,
         key: &str,

@@ -126,23 +126,26 @@ impl Default for WriteSlots {
 
 /// A write's slot, given back when dropped.
 pub struct WriteSlot {
+    _client: Option<ClientSlot>,
     _app: OwnedSemaphorePermit,
     _server: OwnedSemaphorePermit,
-    client: Option<(IpAddr, ClientWrites)>,
 }
 
-/// Writes in progress per client address; an address at none is removed.
+/// One of a client address's writes; an address at none is forgotten.
+struct ClientSlot {
+    address: IpAddr,
+    clients: ClientWrites,
+}
+
 type ClientWrites = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
-impl Drop for WriteSlot {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
-        if let Some((address, clients)) = self.client.take() {
-            let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = clients.get_mut(&address) {
-                *count -= 1;
-                if *count == 0 {
-                    clients.remove(&address);
-                }
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = clients.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                clients.remove(&self.address);
             }
         }
     }
@@ -165,15 +168,24 @@ impl WriteSlots {
     /// A slot for one more write of `app` (from `client`, for a client's
     /// upload), or `Busy` at once.
     pub fn take(&self, app: &str, client: Option<IpAddr>) -> Result<WriteSlot, StorageError> {
-        let client = client.map(client_key);
-        if let Some(address) = client {
-            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            if clients.get(&address).copied().unwrap_or(0) >= WRITES_PER_CLIENT {
-                return Err(StorageError::Busy(format!(
-                    "this client is already uploading {WRITES_PER_CLIENT} files"
-                )));
-            }
-        }
+        // Counted and checked under one lock, so racing writes cannot pass the cap.
+        let client = client
+            .map(|address| {
+                let address = client_key(address);
+                let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+                let count = clients.entry(address).or_insert(0);
+                if *count >= WRITES_PER_CLIENT {
+                    return Err(StorageError::Busy(format!(
+                        "this client is already uploading {WRITES_PER_CLIENT} files"
+                    )));
+                }
+                *count += 1;
+                Ok(ClientSlot {
+                    address,
+                    clients: self.clients.clone(),
+                })
+            })
+            .transpose()?;
         let slots = self
             .apps
             .lock()
@@ -191,19 +203,10 @@ impl WriteSlots {
                 "the server is already writing {WRITES_PER_SERVER} files"
             ))
         })?;
-        let client = client.map(|address| {
-            *self
-                .clients
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(address)
-                .or_insert(0) += 1;
-            (address, self.clients.clone())
-        });
         Ok(WriteSlot {
+            _client: client,
             _app: app_permit,
             _server: server_permit,
-            client,
         })
     }
 }
@@ -481,15 +484,7 @@ impl wit::Host for StorageHost<'_> {
                 "`get` returns at most {MAX_WHOLE_BYTES} bytes: read larger files through `read`"
             )));
         }
-        let mut bytes = Vec::with_capacity(download.meta.size as usize);
-        let mut body = download.body;
-        while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk?);
-            if bytes.len() as u64 > MAX_WHOLE_BYTES {
-                return Err(Error::Unavailable("the file grew while it was read".into()));
-            }
-        }
-        Ok(bytes)
+        Ok(download.into_bytes().await?.to_vec())
     }
 
     async fn head(&mut self, key: String) -> Result<Option<WitMeta>, Error> {

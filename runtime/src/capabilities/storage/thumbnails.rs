@@ -5,26 +5,24 @@
 //!
 //! Decoding is the costly, attacker-shaped part, so it is bounded before it
 //! starts: the source's bytes and its pixel count (read from the header)
-//! are capped, it runs on a blocking thread, one per app at a time and at
-//! most one per core across apps, and only declared sizes are made, so a
-//! client cannot fill the backend with variants.
+//! are capped, it runs in fair turns on the blocking pool (one per app,
+//! one per core: [`BlockingTurns`](crate::capabilities::turns::BlockingTurns)),
+//! and only declared sizes are made, so a client cannot fill the backend
+//! with variants.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use tokio::sync::Semaphore;
 
 use super::StorageError;
 use super::files::{FileMeta, Files};
+use crate::capabilities::turns::Busy;
 
 /// Largest side of a thumbnail.
 pub const MAX_SIDE: u32 = 2048;
@@ -34,8 +32,6 @@ pub const MAX_SOURCE_BYTES: u64 = 20 * 1024 * 1024;
 pub const MAX_SOURCE_PIXELS: u64 = 25_000_000;
 /// Sizes one bucket may declare.
 pub const MAX_SIZES: usize = 10;
-/// How long a request waits for its app's turn.
-const QUEUE_WAIT: Duration = Duration::from_secs(10);
 const JPEG_QUALITY: u8 = 80;
 
 /// The content types thumbnails are made of.
@@ -149,33 +145,6 @@ pub struct Thumbnail {
     pub bytes: Bytes,
 }
 
-/// Turns to make thumbnails: one per app, one per core across apps.
-pub struct ThumbnailSlots {
-    apps: Mutex<HashMap<String, Arc<Semaphore>>>,
-    server: Arc<Semaphore>,
-}
-
-impl Default for ThumbnailSlots {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ThumbnailSlots {
-            apps: Mutex::default(),
-            server: Arc::new(Semaphore::new(cores)),
-        }
-    }
-}
-
-impl ThumbnailSlots {
-    fn app(&self, app: &str) -> Arc<Semaphore> {
-        self.apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(app.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
-            .clone()
-    }
-}
-
 /// JPEGs stay JPEGs; everything else becomes PNG (keeping transparency).
 fn output_type(source_type: &str) -> (&'static str, &'static str) {
     if source_type == "image/jpeg" {
@@ -205,18 +174,12 @@ impl Files {
             )));
         }
         let (content_type, extension) = output_type(&meta.content_type);
-        let path = Path::from_iter(["thumbs", app, &meta.etag, &format!("{size}.{extension}")]);
-        let store = self.blobs.store();
-        match store.get(&path).await {
-            Ok(found) => {
-                let bytes = found.bytes().await.map_err(|e| backend(&path, e))?;
-                return Ok(Thumbnail {
-                    content_type,
-                    bytes,
-                });
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(backend(&path, e).into()),
+        let path = thumbs_folder(app, &meta.etag).join(format!("{size}.{extension}"));
+        if let Some(bytes) = self.kept_thumbnail(&path).await? {
+            return Ok(Thumbnail {
+                content_type,
+                bytes,
+            });
         }
         if meta.size > MAX_SOURCE_BYTES {
             return Err(ThumbnailError::Failed(format!(
@@ -224,39 +187,33 @@ impl Files {
                 meta.size
             )));
         }
-        let busy =
-            || StorageError::Busy(format!("app `{app}` is making other thumbnails; try again"));
-        let app_slot =
-            tokio::time::timeout(QUEUE_WAIT, self.thumbnail_slots.app(app).acquire_owned())
-                .await
-                .map_err(|_| busy())?
-                .map_err(|_| busy())?;
-        let server_slot = tokio::time::timeout(
-            QUEUE_WAIT,
-            self.thumbnail_slots.server.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
+        let turn = self.thumbnail_turns.turn(app).await.map_err(|Busy| {
+            StorageError::Busy(format!("app `{app}` is making other thumbnails; try again"))
+        })?;
         // Another request may have made it while this one waited.
-        if let Ok(found) = store.get(&path).await
-            && let Ok(bytes) = found.bytes().await
-        {
+        if let Ok(Some(bytes)) = self.kept_thumbnail(&path).await {
             return Ok(Thumbnail {
                 content_type,
                 bytes,
             });
         }
-        let source = self.read_source(app, meta).await?;
-        let made = tokio::task::spawn_blocking(move || {
-            let _slots = (app_slot, server_slot);
-            render(&source, size, content_type)
-        })
-        .await
-        .map_err(|e| ThumbnailError::Failed(format!("making the thumbnail stopped: {e}")))??;
+        let source = self
+            .open(app, meta.clone(), None)
+            .await?
+            .into_bytes()
+            .await?;
+        let made = turn
+            .run(move || render(&source, size, content_type))
+            .await
+            .map_err(|Busy| ThumbnailError::Failed("making the thumbnail stopped".into()))??;
         let bytes = Bytes::from(made);
         // A thumbnail that cannot be kept is still served; the next request makes it again.
-        if let Err(e) = store.put(&path, PutPayload::from(bytes.clone())).await {
+        if let Err(e) = self
+            .blobs
+            .store()
+            .put(&path, PutPayload::from(bytes.clone()))
+            .await
+        {
             tracing::warn!(app, key = meta.key, "a thumbnail was not kept: {e}");
         }
         Ok(Thumbnail {
@@ -265,19 +222,12 @@ impl Files {
         })
     }
 
-    async fn read_source(&self, app: &str, meta: &FileMeta) -> Result<Bytes, StorageError> {
-        let mut download = self.open(app, meta.clone(), None).await?;
-        let mut bytes = BytesMut::with_capacity(meta.size as usize);
-        while let Some(chunk) = download.body.next().await {
-            bytes.extend_from_slice(&chunk?);
-            if bytes.len() as u64 > meta.size {
-                return Err(StorageError::Unavailable(format!(
-                    "{:?} is longer than its record says",
-                    meta.key
-                )));
-            }
+    async fn kept_thumbnail(&self, path: &Path) -> Result<Option<Bytes>, StorageError> {
+        match self.blobs.store().get(path).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(|e| backend(path, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(path, e)),
         }
-        Ok(bytes.freeze())
     }
 
     /// Deletes the thumbnails of a blob (a version being deleted).

@@ -271,11 +271,13 @@ impl Files {
 
     async fn finish_upload(&self, record: &UploadRecord) -> Result<Progress, StorageError> {
         // From here the blob is no longer the upload's: pending until the record points at it.
-        self.mark_pending(&record.app, &record.key, &record.blob)
-            .await?;
-        let result = self.complete_upload(record).await;
-        self.settle(&record.blob).await;
-        result
+        self.while_pending(
+            &record.app,
+            &record.key,
+            &record.blob,
+            self.complete_upload(record),
+        )
+        .await
     }
 
     async fn complete_upload(&self, record: &UploadRecord) -> Result<Progress, StorageError> {

@@ -18,7 +18,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -38,7 +37,8 @@ use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
 use crate::triggers::http::ask::ask;
 use crate::triggers::http::{
-    ApiError, ErrorCode, ResponseBody, identify, json_value_response, refusal_error,
+    ApiError, ErrorCode, ResponseBody, empty_body, full_body, identify, json_value_response,
+    refusal_error,
 };
 
 /// Largest body of a signing call.
@@ -417,9 +417,7 @@ async fn download(
         );
     }
     let body: ResponseBody = if head_only || length == 0 {
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync()
+        empty_body()
     } else {
         let download = storage
             .files
@@ -508,13 +506,9 @@ async fn thumbnail(
     let mut common = file_headers(target, &thumb_meta);
     common.remove(header::ACCEPT_RANGES);
     let body: ResponseBody = if head_only {
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync()
+        empty_body()
     } else {
-        http_body_util::Full::new(made.bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync()
+        full_body(made.bytes)
     };
     let mut answer = Response::builder()
         .status(StatusCode::OK)
@@ -652,11 +646,7 @@ fn wanted_range(headers: &HeaderMap, meta: &FileMeta) -> Result<Option<std::ops:
 }
 
 fn empty(status: StatusCode) -> Response<ResponseBody> {
-    let mut response = Response::new(
-        http_body_util::Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(empty_body());
     *response.status_mut() = status;
     response
 }

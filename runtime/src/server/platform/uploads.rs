@@ -25,7 +25,7 @@ use crate::capabilities::storage::StorageError;
 use crate::capabilities::storage::uploads::{PART_BYTES, Progress};
 use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
-use crate::triggers::http::{ApiError, ErrorCode, json_value_response};
+use crate::triggers::http::{ApiError, ErrorCode, empty_body, json_value_response};
 
 const MAX_START_BODY: usize = 4 * 1024;
 
@@ -99,9 +99,7 @@ pub async fn handle(
             headers.insert("upload-offset", HeaderValue::from(progress.offset));
             headers.insert("upload-length", HeaderValue::from(progress.size));
             if method == Method::HEAD {
-                *answer.body_mut() = http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync();
+                *answer.body_mut() = empty_body();
             }
             Ok(answer)
         }

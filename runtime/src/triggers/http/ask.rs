@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::Value;
 
-use super::HttpEntry;
+use super::entry::{Handled, call_handler};
 use crate::capabilities::auth::Identity;
 use crate::invocation::{App, Outcome};
 
@@ -68,35 +68,26 @@ pub async fn ask(
     request
         .headers_mut()
         .extend(trigger_headers.iter().cloned());
-    let (response, receiver) = tokio::sync::oneshot::channel();
     let timeout = function.limits.timeout;
-    let task = {
-        let (function, request_id) = (function.clone(), request_id.clone());
-        tokio::spawn(async move {
-            function
-                .invoke(
-                    &request_id,
-                    trigger_headers,
-                    identity,
-                    HttpEntry { request, response },
-                )
-                .await
-                .outcome
-        })
-    };
-    let answer = match receiver.await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(code)) => return Err(failed(format!("answered with an error: {code:?}"))),
-        Err(_) => {
-            let why = match task.await {
-                Ok(Outcome::TimedOut(t)) => format!("did not answer within {t:?}"),
-                Ok(Outcome::Trapped(trap)) => format!("trapped: {trap:#}"),
-                Ok(Outcome::Overloaded(o)) => format!("was not run: {o}"),
-                Ok(Outcome::Unavailable(m)) => format!("was not run: {m}"),
-                Ok(Outcome::Returned(())) => "returned without answering".to_string(),
-                Err(join) => format!("stopped: {join}"),
-            };
-            return Err(failed(why));
+    let answer = match call_handler(
+        function.clone(),
+        request_id,
+        trigger_headers,
+        identity,
+        request,
+    )
+    .await
+    {
+        Handled::Answered(answer) => answer,
+        Handled::Refused(code) => return Err(failed(format!("answered with an error: {code:?}"))),
+        Handled::Ended(outcome) => {
+            return Err(failed(match outcome {
+                Outcome::TimedOut(t) => format!("did not answer within {t:?}"),
+                Outcome::Trapped(trap) => format!("trapped: {trap:#}"),
+                Outcome::Overloaded(o) => format!("was not run: {o}"),
+                Outcome::Unavailable(m) => format!("was not run: {m}"),
+                Outcome::Returned(()) => "returned without answering".to_string(),
+            }));
         }
     };
     let status = answer.status();

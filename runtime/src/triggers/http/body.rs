@@ -7,11 +7,26 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use wasmtime_wasi_http::Error as HttpError;
 
 /// The body of every response the server sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A response body of no bytes.
+pub fn empty_body() -> ResponseBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A response body of `bytes`, already in memory.
+pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// A request body that fails once more than `remaining` bytes arrive, and
 /// records that it did so the trigger can answer 413; `kiln-*` trailers are

@@ -10,10 +10,9 @@ use hyper::body::Incoming;
 
 use super::auth::{check, identify};
 use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
+use super::entry::{Handled, call_handler};
 use super::error::{ApiError, ErrorCode};
-use super::{
-    BodyLimits, HttpEntry, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch, RouteTarget,
-};
+use super::{BodyLimits, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch, RouteTarget};
 use crate::capabilities::auth::Policy;
 use crate::invocation::{App, Outcome, Overloaded};
 
@@ -73,38 +72,21 @@ pub async fn handle(
     let exceeded = Arc::new(AtomicBool::new(false));
     let request =
         req.map(|body| LimitedRequestBody::new(body, limits.max_request_body, exceeded.clone()));
-    let (response, receiver) = tokio::sync::oneshot::channel();
-    // The guest keeps running after it sends the response head, to stream
-    // the body; so it runs in its own task, bounded by its deadline.
-    let task = {
-        let request_id = request_id.clone();
-        tokio::spawn(async move {
-            function
-                .invoke(
-                    &request_id,
-                    trigger_headers,
-                    identity,
-                    HttpEntry { request, response },
-                )
-                .await
-                .outcome
-        })
-    };
-    let started = match receiver.await {
+    let started = match call_handler(function, request_id, trigger_headers, identity, request).await
+    {
         // The guest answered after reading past the limit: its answer is about a cut-off body.
-        Ok(Ok(_)) if exceeded.load(Ordering::Relaxed) => return Err(body_too_large(&limits)),
-        Ok(Ok(resp)) => resp,
-        Ok(Err(code)) => {
+        Handled::Answered(_) if exceeded.load(Ordering::Relaxed) => {
+            return Err(body_too_large(&limits));
+        }
+        Handled::Answered(resp) => resp,
+        Handled::Refused(code) => {
             tracing::warn!(%request_id, "function answered with an error: {code:?}");
             return Err(ApiError::new(
                 ErrorCode::FunctionError,
                 format!("the function failed: {code:?}"),
             ));
         }
-        Err(_) => {
-            let outcome = task
-                .await
-                .unwrap_or_else(|join| Outcome::Trapped(join.into()));
+        Handled::Ended(outcome) => {
             if exceeded.load(Ordering::Relaxed) {
                 return Err(body_too_large(&limits));
             }

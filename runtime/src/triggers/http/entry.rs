@@ -12,13 +12,67 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
 use super::body::LimitedRequestBody;
-use crate::invocation::{EntryPoint, InvocationState};
+use crate::capabilities::auth::Identity;
+use crate::invocation::{EntryPoint, Function, InvocationState, Outcome};
 
 /// The export of HTTP functions (any 0.2.x version).
 pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 
 type ResponseSender = oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
+
+/// How a handler call began.
+pub enum Handled {
+    /// The guest sent this response head; its body streams while it runs.
+    Answered(http::Response<HyperOutgoingBody>),
+    /// The guest answered with an error instead of a response.
+    Refused(ErrorCode),
+    /// The invocation ended without answering.
+    Ended(Outcome<()>),
+}
+
+/// Calls `function`'s HTTP handler with `request`. The guest keeps running
+/// after it sends the response head, to stream the body, so it runs in its
+/// own task, bounded by its deadline.
+pub async fn call_handler<B>(
+    function: Arc<Function>,
+    request_id: &Arc<str>,
+    trigger_headers: Vec<(HeaderName, HeaderValue)>,
+    identity: Option<Identity>,
+    request: Request<B>,
+) -> Handled
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (response, receiver) = oneshot::channel();
+    let task = {
+        let request_id = request_id.clone();
+        tokio::spawn(async move {
+            function
+                .invoke(
+                    &request_id,
+                    trigger_headers,
+                    identity,
+                    HttpEntry { request, response },
+                )
+                .await
+                .outcome
+        })
+    };
+    match receiver.await {
+        Ok(Ok(answer)) => Handled::Answered(answer),
+        Ok(Err(code)) => Handled::Refused(code),
+        Err(_) => Handled::Ended(
+            task.await
+                .unwrap_or_else(|join| Outcome::Trapped(join.into())),
+        ),
+    }
+}
 
 /// One request for the guest, and where its response goes: a client's
 /// (the default body) or one the host makes up (`ask`).

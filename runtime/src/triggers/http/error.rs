@@ -2,12 +2,11 @@
 //! admin API alike: `{"error": {"code": "...", "message": "..."}}`, with the
 //! status and stable code of each defined once, in [`ErrorCode`].
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use super::ResponseBody;
+use super::body::full_body;
 
 macro_rules! error_codes {
     ($($variant:ident = ($status:literal, $code:literal),)*) => {
@@ -159,11 +158,7 @@ pub fn json_value_response(status: StatusCode, body: Value) -> Response<Response
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<ResponseBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(full_body(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -10,7 +10,7 @@ pub mod error;
 pub mod router;
 
 pub use self::auth::{bearer_token, identify, refusal_error};
-pub use self::body::ResponseBody;
+pub use self::body::{ResponseBody, empty_body, full_body};
 pub use self::dispatch::{handle, is_platform_path};
 pub use self::entry::{HTTP_EXPORT, HttpEntry};
 pub use self::error::{ApiError, ErrorCode, json_value_response};
