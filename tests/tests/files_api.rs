@@ -1570,3 +1570,56 @@ async fn a_function_rule_decides_and_anything_but_true_refuses() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_rule_function_that_never_decides_holds_back_only_its_own_app() {
+    let server = server().await;
+    // The rule's function spins until its timeout, two at a time at most.
+    let manifest = RULED_MANIFEST.replace(
+        "component = \"probe.wasm\"",
+        "component = \"probe.wasm\"\nlimits = { timeout = \"2s\", max_concurrency = 2 }",
+    );
+    server
+        .deploy_ok("rules", &manifest, &[("probe", &examples().js_probe)])
+        .await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mine = format!("avatars/{}/me.png", ada.id);
+    let put = send(
+        &server,
+        Method::PUT,
+        &mine,
+        Some(&ada),
+        Some(("image/png", png(8, 8))),
+    )
+    .await;
+    assert_eq!(put.status(), 201);
+    let flood: Vec<_> = (0..20)
+        .map(|i| {
+            let request = server.client.get(format!(
+                "{}/rules/_kiln/files/ruled/spin/{i}.txt",
+                server.url
+            ));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The other app's public file comes at once, again and again.
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let got = send(&server, Method::GET, &mine, None, None).await;
+        assert_eq!(got.status(), 200);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the other app waited {:?}",
+            started.elapsed()
+        );
+    }
+    for request in flood {
+        let answer = request.await.unwrap().unwrap();
+        assert_eq!(
+            status_and_code(answer).await,
+            (403, "file_access_denied".into()),
+            "a rule that does not decide refuses"
+        );
+    }
+}

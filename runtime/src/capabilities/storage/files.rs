@@ -219,12 +219,7 @@ impl Files {
 
     /// Notes `blob` as not settled before writing or deleting it, so a
     /// crash in between leaves something the sweep finds.
-    async fn mark_pending(
-        &self,
-        app: &str,
-        key: &str,
-        blob: &str,
-    ) -> Result<(), StorageError> {
+    async fn mark_pending(&self, app: &str, key: &str, blob: &str) -> Result<(), StorageError> {
         let pending = PendingBlob {
             blob: blob.to_string(),
             app: app.to_string(),
