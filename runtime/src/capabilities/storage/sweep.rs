@@ -52,7 +52,9 @@ impl Files {
 
 /// Sweeps every [`SWEEP_EVERY`] until the task is aborted.
 pub async fn run(files: Files) {
-    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    // Not at start-up: what it finds is a day old anyway.
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
