@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod engine;
 pub mod invocation;
 pub mod server;
+pub mod sizes;
 pub mod store;
 pub mod triggers;
 

@@ -414,6 +414,7 @@ async fn the_sweep_drops_expired_uploads_and_left_behind_blobs_only(f: Fixture) 
         .files
         .start_upload(
             &f.app,
+            Some("ada"),
             "big/left.bin",
             10,
             "application/octet-stream",
@@ -421,15 +422,42 @@ async fn the_sweep_drops_expired_uploads_and_left_behind_blobs_only(f: Fixture) 
         )
         .await
         .unwrap();
+    // 128 random bits; and the upload is its owner's alone.
+    assert_eq!(upload.id.len(), 32);
+    assert!(upload.id.bytes().all(|b| b.is_ascii_hexdigit()));
+    for stranger in [None, Some("bob")] {
+        assert!(matches!(
+            f.files
+                .append_upload(&f.app, &upload.id, stranger, 0, body(vec![2; 4], 4))
+                .await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(matches!(
+            f.files.upload_progress(&f.app, &upload.id, stranger).await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(matches!(
+            f.files.abort_upload(&f.app, &upload.id, stranger).await,
+            Err(StorageError::NotFound(_))
+        ));
+    }
     f.files
-        .append_upload(&f.app, &upload.id, 0, body(vec![1; 4], 4))
+        .append_upload(&f.app, &upload.id, Some("ada"), 0, body(vec![1; 4], 4))
         .await
         .unwrap();
+    assert_eq!(
+        f.files
+            .upload_progress(&f.app, &upload.id, Some("ada"))
+            .await
+            .unwrap()
+            .offset,
+        4
+    );
     assert_eq!(f.files.sweep(now).await.unwrap(), Swept::default());
     let later = now + 25 * 3600 * 1000;
     assert_eq!(f.files.sweep(later).await.unwrap().uploads, 1);
     assert!(matches!(
-        f.files.upload_progress(&f.app, &upload.id).await,
+        f.files.upload_progress(&f.app, &upload.id, Some("ada")).await,
         Err(StorageError::NotFound(_))
     ));
     // Writes settle what they marked: nothing is pending after them.

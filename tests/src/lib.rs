@@ -178,6 +178,18 @@ impl Server {
         server
     }
 
+    /// Starts a server whose process starts with these soft and hard
+    /// limits on open files (as `ulimit -Sn` and `-Hn` set them), with a
+    /// new temporary data directory and extra environment variables.
+    pub fn start_with_open_files(soft: u64, hard: u64, env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server =
+            Server::spawn_limited(&dir, Some(ADMIN_KEY), true, env, Some((soft, hard)));
+        server._temp = Some(temp);
+        server
+    }
+
     /// Starts a server on `data_dir`; with no admin key, the server uses the
     /// one stored in its data directory (generating it on first start). With
     /// `shared_cache`, compiled components are cached for every test's server;
@@ -198,6 +210,16 @@ impl Server {
         shared_cache: bool,
         env: &[(&str, &str)],
     ) -> Server {
+        Server::spawn_limited(data_dir, admin_key, shared_cache, env, None)
+    }
+
+    fn spawn_limited(
+        data_dir: &Path,
+        admin_key: Option<&str>,
+        shared_cache: bool,
+        env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = log_path(data_dir);
         let mut command = Command::new(kiln_binary());
@@ -217,6 +239,23 @@ impl Server {
             Some(key) => command.env("KILN_ADMIN_KEY", key),
             None => command.env_remove("KILN_ADMIN_KEY"),
         };
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: only setrlimit runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -242,9 +281,9 @@ impl Server {
             _temp: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
-                // Under the server's 30 s idle timeout, so the client never
+                // Under the server's 10 s idle timeout, so the client never
                 // reuses a connection the server is closing.
-                .pool_idle_timeout(Duration::from_secs(15))
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
         }

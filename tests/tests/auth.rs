@@ -224,6 +224,79 @@ async fn sign_up_sign_in_refresh_and_sign_out() {
 }
 
 #[tokio::test]
+async fn an_email_with_a_trailing_dot_or_another_case_is_the_same_account() {
+    let server = server_with(&["shop"]).await;
+    let tokens = sign_up(&server, "shop", "ada@example.com").await;
+    for same in ["ada@example.com.", "ADA@EXAMPLE.COM.", "ada@Example.Com"] {
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            "/shop/_kiln/auth/signup",
+            None,
+            Some(json!({"email": same, "password": "correct horse battery"})),
+        )
+        .await;
+        assert_eq!((status, error_code(&body)), (409, "email_taken"), "{same}");
+    }
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/shop/_kiln/auth/signin",
+        None,
+        Some(json!({"email": "Ada@example.com.", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["id"], tokens["user"]["id"]);
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_bodies_a_browser_may_send_cross_site() {
+    let server = server_with(&["shop"]).await;
+    sign_up(&server, "shop", "ada@example.com").await;
+    let credentials = json!({"email": "ada@example.com", "password": "correct horse battery"}).to_string();
+    // What a cross-site form or fetch without a preflight can send.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        for path in ["/shop/_kiln/auth/signin", "/shop/_kiln/auth/signup"] {
+            let mut request = server.post(path).body(credentials.clone());
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let (status, body) = json_of(request.send().await.unwrap()).await;
+            assert_eq!(
+                (status, error_code(&body)),
+                (415, "unsupported_media_type"),
+                "{path} with {content_type:?}"
+            );
+        }
+    }
+    // The admin API too.
+    let response = server
+        .admin(Method::POST, "/admin/v1/apps/shop/deployments")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, error_code(&body)), (415, "unsupported_media_type"));
+    // The same sign-in labelled as JSON works.
+    let response = server
+        .post("/shop/_kiln/auth/signin")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn a_reused_refresh_token_revokes_its_session() {
     let server = server_with(&["shop"]).await;
     let tokens = sign_up(&server, "shop", "eve@example.com").await;

@@ -262,6 +262,40 @@ async fn one_app_cannot_take_every_instance_slot() {
 }
 
 #[tokio::test]
+async fn an_app_whose_guests_spin_leaves_another_apps_requests_quick() {
+    let manifest = MISBEHAVE.replace("timeout = \"20s\"", "timeout = \"4s\"");
+    let server = two_apps(&[], &manifest).await;
+    for path in ["/victim/ok", "/bad/ok"] {
+        assert_eq!(server.get(path).send().await.unwrap().status(), 200);
+    }
+    // More spinning guests than cores, all of one app.
+    let spins: Vec<_> = (0..16)
+        .map(|_| {
+            let request = server.get("/bad/spin").send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut waits = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let response = server.get("/victim/ok").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        waits.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waits.sort();
+    let (median, p90) = (waits[20], waits[36]);
+    assert!(
+        median < Duration::from_millis(15) && p90 < Duration::from_millis(40),
+        "the other app waited {median:?} (median), {p90:?} (p90) behind the spinning app"
+    );
+    for spin in spins {
+        assert_eq!(spin.await.unwrap(), 504);
+    }
+}
+
+#[tokio::test]
 async fn a_full_instance_pool_answers_503_overloaded_not_a_trap() {
     let manifest = MISBEHAVE.replace("timeout = \"20s\"", "timeout = \"2s\"");
     let env = [("KILN_MAX_INSTANCES", "2"), ("KILN_APP_MAX_INSTANCES", "2")];
@@ -345,6 +379,29 @@ async fn guest_output_is_one_bounded_log_event_and_counted_per_app() {
         "the app wrote {grown} bytes of log in a minute"
     );
     victim_answers(&server, "/ok", Duration::from_secs(1)).await;
+    // What left no event is still counted: one line for the app within
+    // seconds, with the invocations' streams and bytes dropped.
+    let reported = |log: &str| {
+        log[before..]
+            .lines()
+            .filter(|l| l.contains("guest output dropped") && l.contains("app=bad"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while reported(&server.log()).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lines = reported(&server.log());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("dropped_events="), "{}", lines[0]);
+    let bytes: u64 = lines[0]
+        .split("dropped_bytes=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes >= 500_000, "{}", lines[0]);
 }
 
 /// A connection from `source` (another loopback address than the tests'
@@ -409,6 +466,46 @@ async fn slow_clients_cannot_hold_every_connection() {
     let idle_since = Instant::now();
     assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
     assert!(idle_since.elapsed() >= Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn a_flood_of_unfinished_heads_past_the_descriptor_limit_leaves_new_clients_answered() {
+    // The soft limit is raised to the hard one at start, and logged.
+    let raised = Server::start_with_open_files(128, 256, &[]);
+    let log = raised.log();
+    assert!(log.contains("open_files=256"), "{log}");
+    drop(raised);
+
+    // A head timeout far past the test: only shedding can make room.
+    let server = Server::start_with_open_files(256, 256, &[("KILN_HEADER_TIMEOUT", "30s")]);
+    let component = &examples().misbehave;
+    server.deploy_ok("victim", MISBEHAVE, &[("bad", component)]).await;
+    let addr = server.addr();
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        flood.push(half_open(&format!("127.0.0.{}", 2 + i % 20), addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new client, on a connection of its own each time, is answered.
+    for _ in 0..5 {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let response = client
+            .get(format!("{}/victim/ok", server.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("the server stayed reachable");
+        assert_eq!(response.status(), 200);
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(1), "answered after {elapsed:?}");
+    }
+    // The oldest unfinished heads were the ones closed.
+    assert!(closed_within(&mut flood[0], Duration::from_millis(500)).await);
+    assert!(server.log().contains("had not sent a request head"));
 }
 
 #[tokio::test]

@@ -766,6 +766,7 @@ async fn an_interrupted_upload_resumes(server: &Server) {
         server
             .client
             .patch(&upload_url)
+            .bearer_auth(&ada.token)
             .header("upload-offset", offset.to_string())
             .body(body)
             .send()
@@ -774,6 +775,7 @@ async fn an_interrupted_upload_resumes(server: &Server) {
         let progress: Value = server
             .client
             .get(&upload_url)
+            .bearer_auth(&ada.token)
             .send()
             .await
             .unwrap()
@@ -783,6 +785,24 @@ async fn an_interrupted_upload_resumes(server: &Server) {
         progress["offset"].as_u64().unwrap()
     };
 
+    // The id is 128 random bits, and the upload is Ada's alone: to anyone
+    // else, signed in or not, it does not exist.
+    assert_eq!(id.len(), 32, "{id}");
+    let bob = sign_up(server, "bob@example.com").await;
+    for stranger in [None, Some(&bob)] {
+        for method in [Method::PATCH, Method::HEAD, Method::GET, Method::DELETE] {
+            let mut request = server
+                .client
+                .request(method.clone(), &upload_url)
+                .header("upload-offset", "0")
+                .body(vec![9u8; 16]);
+            if let Some(user) = stranger {
+                request = request.bearer_auth(&user.token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 404, "{method} by {:?}", stranger.map(|u| &u.id));
+        }
+    }
     // 9 MiB in one request.
     let first = patch(0, reqwest::Body::from(bytes[..9 << 20].to_vec()))
         .await
@@ -850,7 +870,16 @@ async fn an_interrupted_upload_resumes(server: &Server) {
     assert_eq!(sha2::Sha256::digest(&stored), sha2::Sha256::digest(&bytes));
     // Finished: the upload is gone.
     assert_eq!(
-        status_and_code(server.client.get(&upload_url).send().await.unwrap()).await,
+        status_and_code(
+            server
+                .client
+                .get(&upload_url)
+                .bearer_auth(&ada.token)
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
         (404, "upload_not_found".into())
     );
 
@@ -870,16 +899,15 @@ async fn an_interrupted_upload_resumes(server: &Server) {
     server
         .client
         .patch(&url)
+        .bearer_auth(&ada.token)
         .header("upload-offset", "0")
         .body(vec![1u8; 40])
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        server.client.delete(&url).send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(server.client.get(&url).send().await.unwrap().status(), 404);
+    let as_ada = |request: reqwest::RequestBuilder| request.bearer_auth(&ada.token).send();
+    assert_eq!(as_ada(server.client.delete(&url)).await.unwrap().status(), 200);
+    assert_eq!(as_ada(server.client.get(&url)).await.unwrap().status(), 404);
     let aborted = send(
         server,
         Method::GET,

@@ -270,6 +270,46 @@ async fn a_response_body_over_the_limit_is_cut_off() {
     );
 }
 
+/// Reads a streamed body to its end: the bytes received and whether it
+/// ended in an error rather than cleanly.
+async fn read_to_end(response: reqwest::Response) -> (usize, bool) {
+    let mut received = 0usize;
+    let mut stream = response.bytes_stream();
+    while let Some(part) = stream.next().await {
+        match part {
+            Ok(bytes) => received += bytes.len(),
+            Err(_) => return (received, true),
+        }
+    }
+    (received, false)
+}
+
+#[tokio::test]
+async fn a_body_cut_by_the_deadline_or_a_trap_does_not_look_complete() {
+    let server = misbehave_server().await;
+    for (path, why) in [("/bad/drip", "timed out"), ("/bad/trap-mid-body", "trapped")] {
+        let response = server.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let request_id = response.headers()["kiln-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (received, failed) = read_to_end(response).await;
+        assert!(received >= 64 * 1024, "{path}: only {received} bytes");
+        assert!(failed, "{path}: a body cut when the function {why} ended cleanly");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = server.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&request_id) && l.contains("response cut off")),
+            "{path}: no log line names request {request_id}"
+        );
+    }
+    // A body the function finishes still ends cleanly.
+    let (_, failed) = read_to_end(server.get("/bad/ok").send().await.unwrap()).await;
+    assert!(!failed);
+}
+
 #[tokio::test]
 async fn a_trap_gets_500_and_a_silent_function_gets_500() {
     let server = misbehave_server().await;
@@ -284,8 +324,23 @@ async fn a_trap_gets_500_and_a_silent_function_gets_500() {
 #[tokio::test]
 async fn memory_past_the_limit_gets_500_and_the_server_keeps_serving() {
     let server = misbehave_server().await;
-    let (status, body) = json_of(server.get("/bad/alloc/64").send().await.unwrap()).await;
+    let response = server.get("/bad/alloc/64").send().await.unwrap();
+    let request_id = response.headers()["kiln-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = json_of(response).await;
     assert_eq!((status, error_code(&body)), (500, "function_trapped"));
+    // The log says which limit the function reached.
+    let log = server.log();
+    let trapped = log
+        .lines()
+        .find(|l| l.contains(&request_id) && l.contains("trapped"))
+        .unwrap_or_else(|| panic!("no trap logged for {request_id}"));
+    assert!(
+        trapped.contains("reached its memory limit (limits.memory_mb = 32)"),
+        "{trapped}"
+    );
     let (status, _) = json_of(server.get("/bad/alloc/8").send().await.unwrap()).await;
     assert_eq!(status, 200, "an allocation under the limit works");
     let (status, _) = json_of(server.get("/bad/ok").send().await.unwrap()).await;
@@ -561,16 +616,27 @@ async fn app_names_in_a_host_are_not_case_sensitive() {
 }
 
 #[tokio::test]
-async fn spins_wildcard_route_is_refused_naming_rest() {
+async fn a_catch_all_route_answers_the_apps_root_and_spins_wildcard_is_one() {
     let server = Server::start();
-    let manifest = "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/...\"\nfunction = \"plain\"\n";
-    let (status, body) = server
-        .deploy("spin", manifest, &[("plain", &examples().plain)])
+    catch_all_shop(&server).await;
+    let spin = "[functions.plain]\ncomponent = \"plain.wasm\"\n[[routes]]\npath = \"/...\"\nfunction = \"plain\"\n";
+    server
+        .deploy_ok("spin", spin, &[("plain", &examples().plain)])
         .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (400, "invalid_routes"),
-        "{body}"
-    );
-    assert!(body.to_string().contains("*rest"), "{body}");
+    for (path, seen) in [
+        ("/shop/", "/"),
+        ("/shop", "/"),
+        ("/shop/a/b", "/a/b"),
+        ("/spin/", "/"),
+        ("/spin/x?y=1", "/x?y=1"),
+    ] {
+        let response = server.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let text = response.text().await.unwrap();
+        assert_eq!(
+            text,
+            format!("plain wasi:http says hi to Method::Get {seen}\n"),
+            "{path}"
+        );
+    }
 }

@@ -23,6 +23,8 @@
 //! - `/forward?URL`: the same GET as a transparent proxy would send it: with
 //!   the `kiln-*` headers the request came with, and `kiln-note` set by the
 //!   function itself;
+//! - `/drip`: streams 4 KiB every 10 ms until stopped; `/trap-mid-body`
+//!   traps after 64 KiB of it;
 //! - `/ok`: answers 200.
 
 use kiln_sdk::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -68,6 +70,8 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
         }
         "flood" => flood(out),
+        "drip" => drip(out, false),
+        "trap-mid-body" => drip(out, true),
         "silent" => drop(out),
         "env" => Response::json(&std::env::vars().collect::<Vec<_>>()).send(out),
         "escape" => Response::json(&escape_attempts(req.query())).send(out),
@@ -341,6 +345,25 @@ fn flood(out: ResponseOutparam) {
     let stream = body.write().expect("a new body has a stream");
     let chunk = [b'x'; 4096];
     while stream.blocking_write_and_flush(&chunk).is_ok() {}
+}
+
+/// Sends 4 KiB every 10 ms without end, or traps after the first 64 KiB.
+fn drip(out: ResponseOutparam, trap: bool) {
+    use kiln_sdk::bindings::wasi::http::types::{Fields, OutgoingResponse};
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("a new response has a body");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("a new body has a stream");
+    let chunk = [b'x'; 4096];
+    for sent in 1.. {
+        if stream.blocking_write_and_flush(&chunk).is_err() {
+            return;
+        }
+        if trap && sent == 16 {
+            panic!("misbehave: trapping mid-body on purpose");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 kiln_sdk::raw_http_function!(handle);

@@ -65,12 +65,16 @@ pub struct ServeArgs {
     /// Client connections open at once from one IP address (default 1000).
     #[arg(long, env = "KILN_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
-    /// Time to send a request head, and the longest idle keep-alive (default 30s, at most 30s).
+    /// Time to send a request head, and the longest idle keep-alive (default 10s, at most 30s).
     #[arg(long, env = "KILN_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     header_timeout: Option<std::time::Duration>,
     /// Bytes of guest output one app may write to the server log per minute (default 1 MiB).
     #[arg(long, env = "KILN_APP_LOG_BYTES_PER_MINUTE")]
     app_log_bytes_per_minute: Option<usize>,
+    /// Cores one app's guests may keep busy at once: more guests running
+    /// past a 10 ms slice take turns (default: half the cores, at least 1).
+    #[arg(long, env = "KILN_APP_GUEST_CORES")]
+    app_guest_cores: Option<usize>,
     /// How long a shutdown waits for in-flight requests and runs (default 30s).
     #[arg(long, env = "KILN_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     shutdown_grace: Option<std::time::Duration>,
@@ -101,7 +105,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .header_timeout
         .or(file.header_timeout)
         .unwrap_or(defaults.header_timeout);
-    if header_timeout.is_zero() || header_timeout > defaults.header_timeout {
+    if header_timeout.is_zero() || header_timeout > ServerLimits::MAX_HEADER_TIMEOUT {
         anyhow::bail!("header_timeout must be between 1ms and 30s");
     }
     let limits = ServerLimits {
@@ -122,10 +126,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .app_log_bytes_per_minute
             .or(file.app_log_bytes_per_minute)
             .unwrap_or(defaults.app_log_bytes_per_minute),
+        app_guest_cores: args
+            .app_guest_cores
+            .or(file.app_guest_cores)
+            .unwrap_or(defaults.app_guest_cores),
     };
     if limits.max_connections == 0
         || limits.max_connections_per_ip == 0
         || limits.app_max_instances == 0
+        || limits.app_guest_cores == 0
     {
         anyhow::bail!("connection and instance limits must be at least 1");
     }

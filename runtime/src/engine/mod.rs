@@ -17,7 +17,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
 
 pub use self::cache::CompileCache;
 use self::compiler::{CompileSettings, Compiler, Tier};
@@ -74,9 +77,108 @@ impl EngineSettings {
     }
 }
 
+/// Turns at running guest code, shared by the stores of one tenant: at
+/// most this many of its guests run at once for longer than an epoch tick,
+/// so a tenant whose guests spin cannot take every thread from the others.
+/// A turn lasts one tick, whatever the guest does meanwhile (a guest that
+/// waits on the host does not keep it); guests waiting for one are served
+/// in order.
+#[derive(Clone)]
+pub struct Turns(Arc<tokio::sync::Semaphore>);
+
+impl Turns {
+    pub fn new(at_once: usize) -> Self {
+        Turns(Arc::new(tokio::sync::Semaphore::new(at_once.max(1))))
+    }
+
+    fn all_taken(&self) -> bool {
+        self.0.available_permits() == 0
+    }
+
+    /// Yields, then waits for a turn, held for one tick.
+    async fn take(self) {
+        tokio::task::yield_now().await;
+        if let Ok(turn) = self.0.acquire_owned().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(EPOCH_TICK).await;
+                drop(turn);
+            });
+        }
+    }
+}
+
 /// What the engine needs of a store's data: the limits it enforces.
 pub trait StoreData: Send + 'static {
-    fn store_limits(&mut self) -> &mut StoreLimits;
+    fn limiter(&mut self) -> &mut dyn ResourceLimiter;
+}
+
+/// [`StoreLimits`] that remember whether they refused a memory its growth,
+/// so a trap that follows can be put down to the memory limit.
+pub struct MemoryLimits {
+    limits: StoreLimits,
+    refused: bool,
+}
+
+impl MemoryLimits {
+    /// Linear memory of at most `bytes`; a refused growth fails the guest's
+    /// `memory.grow` (it may cope) rather than trapping at once.
+    pub fn new(bytes: usize) -> Self {
+        MemoryLimits {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(bytes)
+                .trap_on_grow_failure(false)
+                .build(),
+            refused: false,
+        }
+    }
+
+    /// Whether a memory growth was refused for being over the limit.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl ResourceLimiter for MemoryLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// The engine shared by every app on the server, for stores holding `T`.
@@ -136,13 +238,19 @@ impl<T: StoreData> Engine<T> {
             .map_err(EngineError::Link)
     }
 
-    /// A fresh store for one invocation. A running guest yields to other
-    /// tasks at every epoch tick; the caller bounds it with its deadline.
-    pub fn new_store(&self, data: T) -> Store<T> {
+    /// A fresh store for one invocation, running guest code in `turns`:
+    /// at every epoch tick a running guest yields to other tasks and waits
+    /// for a turn before it goes on; while every turn is taken, a new
+    /// guest waits for one before it starts. The caller bounds it with its
+    /// deadline.
+    pub fn new_store(&self, data: T, turns: &Turns) -> Store<T> {
         let mut store = Store::new(&self.wasmtime, data);
-        store.limiter(|data| data.store_limits());
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        store.limiter(|data| data.limiter());
+        store.set_epoch_deadline(if turns.all_taken() { 0 } else { 1 });
+        let turns = turns.clone();
+        store.epoch_deadline_callback(move |_| {
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(turns.clone().take())))
+        });
         store
     }
 

@@ -120,7 +120,7 @@ impl Function {
                 .capabilities()
                 .prepare(&self.capabilities, &invocation, wasi)
         });
-        let mut store = loaded.engine.new_store(state);
+        let mut store = loaded.engine.new_store(state, self.quota.turns());
         let result = tokio::time::timeout_at(deadline, entry.call(&resolved, &mut store)).await;
         drop(admission);
         let (stdout, stdout_dropped) = store.data().stdout.take();
@@ -136,6 +136,14 @@ impl Function {
             Ok(Err(err)) if is_pool_exhausted(&err) => {
                 Outcome::Overloaded(super::Overloaded::Server)
             }
+            // A guest refused memory usually traps soon after (Rust aborts
+            // on a failed allocation): say which limit it reached.
+            Ok(Err(trap)) if store.data().memory_refused() => Outcome::Trapped(trap.context(
+                format!(
+                    "the function reached its memory limit (limits.memory_mb = {})",
+                    self.limits.memory_mb
+                ),
+            )),
             Ok(Err(trap)) => Outcome::Trapped(trap),
             Err(_) => Outcome::TimedOut(self.limits.timeout),
         };

@@ -1,5 +1,7 @@
 //! Guest output in the server log.
 
+use std::sync::Arc;
+
 use super::function::Function;
 use super::quota::AppQuota;
 
@@ -8,7 +10,7 @@ use super::quota::AppQuota;
 /// multiply events), and only as much as the app's log allowance has left.
 pub(super) fn emit(
     function: &Function,
-    quota: &AppQuota,
+    quota: &Arc<AppQuota>,
     request_id: &str,
     stream: &str,
     text: &str,
@@ -23,8 +25,10 @@ pub(super) fn emit(
     while !escaped.is_char_boundary(keep) {
         keep -= 1;
     }
-    // An app past its allowance writes nothing, not even a count.
+    // Past its allowance an app writes no event; what it dropped is
+    // counted and reported once per interval.
     if keep == 0 {
+        quota.count_unlogged(escaped.len() + dropped);
         return;
     }
     let dropped = dropped + (escaped.len() - keep);

@@ -6,12 +6,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::engine::Turns;
+
 /// The window the log allowance refills over.
 const LOG_WINDOW: Duration = Duration::from_secs(60);
+/// How long after an app's first unlogged output its count is written:
+/// at most one such line per app per interval.
+const DROPPED_REPORT_AFTER: Duration = Duration::from_secs(5);
 
 /// One app's share of the server; kept across deploys.
 pub struct AppQuota {
+    app: Arc<str>,
     instances: Arc<Semaphore>,
+    /// Turns at running guest code past one epoch tick.
+    turns: Turns,
     max_instances: u32,
     log_bytes_per_window: usize,
     log: Mutex<LogWindow>,
@@ -20,6 +28,16 @@ pub struct AppQuota {
 struct LogWindow {
     started: Instant,
     used: usize,
+    /// Output that left no log event at all, not yet reported.
+    unlogged: Unlogged,
+    /// Whether a report of `unlogged` is scheduled.
+    report_pending: bool,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Unlogged {
+    events: u64,
+    bytes: u64,
 }
 
 /// Why an invocation was not admitted.
@@ -40,14 +58,24 @@ pub struct Admission {
 }
 
 impl AppQuota {
-    pub fn new(max_instances: u32, log_bytes_per_minute: usize) -> Self {
+    /// `guest_turns`: the app's guests that may run past an epoch tick at once.
+    pub fn new(
+        app: Arc<str>,
+        max_instances: u32,
+        guest_turns: usize,
+        log_bytes_per_minute: usize,
+    ) -> Self {
         AppQuota {
+            app,
             instances: Arc::new(Semaphore::new(max_instances as usize)),
+            turns: Turns::new(guest_turns),
             max_instances,
             log_bytes_per_window: log_bytes_per_minute,
             log: Mutex::new(LogWindow {
                 started: Instant::now(),
                 used: 0,
+                unlogged: Unlogged::default(),
+                report_pending: false,
             }),
         }
     }
@@ -75,6 +103,10 @@ impl AppQuota {
         })
     }
 
+    pub fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
     /// How many of `wanted` bytes of guest output the app may still write
     /// to the server log in this minute; takes them from the allowance.
     pub fn take_log_bytes(&self, wanted: usize) -> usize {
@@ -87,6 +119,42 @@ impl AppQuota {
         log.used += granted;
         granted
     }
+
+    /// Counts output the allowance left no event for (`bytes` of one
+    /// stream of one invocation), to be reported in one line per app
+    /// within [`DROPPED_REPORT_AFTER`].
+    pub fn count_unlogged(self: &Arc<Self>, bytes: usize) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.unlogged.events += 1;
+        log.unlogged.bytes += bytes as u64;
+        if log.report_pending {
+            return;
+        }
+        log.report_pending = true;
+        let quota = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(DROPPED_REPORT_AFTER).await;
+            if let Some(quota) = quota.upgrade() {
+                quota.report_unlogged();
+            }
+        });
+    }
+
+    fn report_unlogged(&self) {
+        let unlogged = {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.report_pending = false;
+            std::mem::take(&mut log.unlogged)
+        };
+        tracing::warn!(
+            target: "kiln::guest",
+            app = %self.app,
+            dropped_events = unlogged.events,
+            dropped_bytes = unlogged.bytes,
+            "guest output dropped: the app is past its log allowance of {} bytes a minute",
+            self.log_bytes_per_window
+        );
+    }
 }
 
 #[cfg(test)]
@@ -95,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_app_gets_its_share_and_no_more() {
-        let quota = AppQuota::new(2, 10);
+        let quota = AppQuota::new("shop".into(), 2, 1, 10);
         let function = Arc::new(Semaphore::new(10));
         let soon = || tokio::time::Instant::now() + Duration::from_millis(20);
         let a = quota.admit(&function, 10, soon()).await.unwrap();

@@ -1,14 +1,14 @@
 //! The data of one invocation's store: the sandbox (WASI with nothing
 //! granted), captured stdio, memory limits, and each capability's state.
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Limits;
 use crate::capabilities::Instances;
-use crate::engine::StoreData;
+use crate::engine::{MemoryLimits, StoreData};
 use crate::engine::logs::LogCapture;
 
 /// Most bytes of stdout and of stderr kept per invocation.
@@ -18,7 +18,7 @@ const LOG_LIMIT: usize = 64 * 1024;
 pub struct InvocationState {
     pub(super) stdout: LogCapture,
     pub(super) stderr: LogCapture,
-    limits: StoreLimits,
+    limits: MemoryLimits,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -44,10 +44,7 @@ impl InvocationState {
         InvocationState {
             stdout,
             stderr,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes())
-                .trap_on_grow_failure(false)
-                .build(),
+            limits: MemoryLimits::new(limits.memory_bytes()),
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -56,8 +53,15 @@ impl InvocationState {
     }
 }
 
+impl InvocationState {
+    /// Whether the guest asked for memory past its limit.
+    pub(super) fn memory_refused(&self) -> bool {
+        self.limits.refused()
+    }
+}
+
 impl StoreData for InvocationState {
-    fn store_limits(&mut self) -> &mut StoreLimits {
+    fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
     }
 }

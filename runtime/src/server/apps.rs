@@ -113,7 +113,9 @@ impl Apps {
             .entry(app.to_string())
             .or_insert_with(|| {
                 Arc::new(AppQuota::new(
+                    app.into(),
                     self.limits.app_max_instances,
+                    self.limits.app_guest_cores,
                     self.limits.app_log_bytes_per_minute,
                 ))
             })

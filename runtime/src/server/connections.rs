@@ -1,15 +1,20 @@
 //! Caps on open client connections, for the whole server and per client
-//! address, so no client (a slowloris, say) takes every file descriptor.
+//! address, so no client (a slowloris, say) takes every file descriptor;
+//! and, when descriptors run out anyway, the connections to shed first:
+//! those waiting for a request head, oldest first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::future::AbortHandle;
 
 /// Open connections, counted; a [`Slot`] is held per open connection.
 pub struct Connections {
     max: usize,
     max_per_ip: usize,
     open: Mutex<Open>,
+    waiting: Mutex<Waiting>,
 }
 
 #[derive(Default)]
@@ -18,10 +23,22 @@ struct Open {
     by_ip: HashMap<IpAddr, usize>,
 }
 
+/// Connections waiting for a request head (new, or idle between requests),
+/// by the order they started waiting.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    by_age: BTreeMap<u64, AbortHandle>,
+}
+
 /// One open connection; dropping it frees its place.
 pub struct Slot {
     connections: Arc<Connections>,
     ip: IpAddr,
+    /// Ends the connection's task when it is shed.
+    abort: OnceLock<AbortHandle>,
+    /// Its place among the waiting, while it waits for a head.
+    waiting_since: Mutex<Option<u64>>,
 }
 
 /// Why a connection was refused.
@@ -37,11 +54,12 @@ impl Connections {
             max,
             max_per_ip,
             open: Mutex::new(Open::default()),
+            waiting: Mutex::new(Waiting::default()),
         })
     }
 
     /// A place for a new connection from `ip`, if both caps allow it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<Slot>, Refused> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.max {
             return Err(Refused::ServerFull);
@@ -52,15 +70,75 @@ impl Connections {
         }
         *from_ip += 1;
         open.total += 1;
-        Ok(Slot {
+        Ok(Arc::new(Slot {
             connections: self.clone(),
             ip,
-        })
+            abort: OnceLock::new(),
+            waiting_since: Mutex::new(None),
+        }))
+    }
+
+    /// Ends up to `count` of the connections that have waited longest for
+    /// a request head; returns how many. Their descriptors close as their
+    /// tasks stop, at the runtime's next turn.
+    pub fn shed_waiting(&self, count: usize) -> usize {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shed = 0;
+        while shed < count {
+            let Some((_, abort)) = waiting.by_age.pop_first() else {
+                break;
+            };
+            abort.abort();
+            shed += 1;
+        }
+        shed
+    }
+
+    fn start_waiting(&self, abort: &AbortHandle) -> u64 {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let key = waiting.next;
+        waiting.next += 1;
+        waiting.by_age.insert(key, abort.clone());
+        key
+    }
+
+    fn stop_waiting(&self, key: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.by_age.remove(&key);
+    }
+}
+
+impl Slot {
+    /// The connection's task is running under `abort`; it waits for its
+    /// first request head.
+    pub fn serving(&self, abort: AbortHandle) {
+        let _ = self.abort.set(abort);
+        self.waiting();
+    }
+
+    /// A request head arrived: the connection is busy, not to be shed.
+    pub fn busy(&self) {
+        let mut since = self.waiting_since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = since.take() {
+            self.connections.stop_waiting(key);
+        }
+    }
+
+    /// The response was sent: the connection waits for its next head.
+    pub fn waiting(&self) {
+        let Some(abort) = self.abort.get() else {
+            return;
+        };
+        let mut since = self.waiting_since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_none() {
+            *since = Some(self.connections.start_waiting(abort));
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.busy();
         let mut open = self
             .connections
             .open
@@ -91,5 +169,30 @@ mod tests {
         assert_eq!(connections.admit(b).err(), Some(Refused::ServerFull));
         drop(a1);
         assert!(connections.admit(b).is_ok());
+    }
+
+    #[test]
+    fn sheds_the_longest_waiting_connections_and_never_a_busy_one() {
+        let connections = Connections::new(10, 10);
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let slots: Vec<_> = (0..4)
+            .map(|_| {
+                let slot = connections.admit(ip).unwrap();
+                let (abort, _) = AbortHandle::new_pair();
+                slot.serving(abort.clone());
+                (slot, abort)
+            })
+            .collect();
+        // The first is serving a request; the second went idle after one.
+        slots[0].0.busy();
+        slots[1].0.busy();
+        slots[1].0.waiting();
+        assert_eq!(connections.shed_waiting(2), 2);
+        let aborted: Vec<bool> = slots.iter().map(|(_, a)| a.is_aborted()).collect();
+        assert_eq!(aborted, [false, false, true, true]);
+        assert_eq!(connections.shed_waiting(5), 1);
+        assert!(slots[1].1.is_aborted() && !slots[0].1.is_aborted());
+        drop(slots);
+        assert_eq!(connections.shed_waiting(5), 0);
     }
 }

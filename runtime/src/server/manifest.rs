@@ -41,6 +41,7 @@ use serde::Deserialize;
 use crate::capabilities::Capabilities;
 use crate::capabilities::auth::Policy;
 use crate::invocation::Limits;
+use crate::sizes::ByteSize;
 use crate::triggers::cron::CronSpec;
 use crate::triggers::http::BodyLimits;
 
@@ -91,8 +92,8 @@ pub struct LimitsSpec {
     pub timeout: Option<Duration>,
     pub memory_mb: Option<u32>,
     pub max_concurrency: Option<u32>,
-    pub max_request_body: Option<u64>,
-    pub max_response_body: Option<u64>,
+    pub max_request_body: Option<ByteSize>,
+    pub max_response_body: Option<ByteSize>,
 }
 
 impl LimitsSpec {
@@ -108,8 +109,12 @@ impl LimitsSpec {
     pub fn body(&self) -> BodyLimits {
         let default = BodyLimits::default();
         BodyLimits {
-            max_request_body: self.max_request_body.unwrap_or(default.max_request_body),
-            max_response_body: self.max_response_body.unwrap_or(default.max_response_body),
+            max_request_body: self
+                .max_request_body
+                .map_or(default.max_request_body, |size| size.0),
+            max_response_body: self
+                .max_response_body
+                .map_or(default.max_response_body, |size| size.0),
         }
     }
 }
@@ -145,8 +150,8 @@ impl Manifest {
     /// triggers read (variables, outbound hosts, schedules, route patterns)
     /// is checked when a deploy configures them.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let manifest: Manifest = toml::from_str(text)
-            .map_err(|e| ManifestError(e.to_string().trim().replace('\n', " ")))?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| ManifestError(toml_error(text, &e)))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -233,6 +238,33 @@ impl Manifest {
 }
 
 /// A key of `table` that no capability reads.
+/// A TOML error as `line L, column C: MESSAGE`, then the line it is on
+/// and a caret under the spot, each on its own line.
+pub fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim();
+    let Some(span) = err.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = &text[line_start..line_end];
+    let width = text[start..span.end.clamp(start, line_end)]
+        .trim_end()
+        .chars()
+        .count()
+        .max(1);
+    let gutter = line_no.to_string().len();
+    format!(
+        "line {line_no}, column {column}: {message}\n{blank:gutter$} |\n{line_no} | {line}\n{blank:gutter$} | {pad}{carets}",
+        blank = "",
+        pad = " ".repeat(column - 1),
+        carets = "^".repeat(width),
+    )
+}
+
 fn unknown_key(table: &toml::Table, read: impl Iterator<Item = &'static str>) -> Option<String> {
     let read: Vec<&str> = read.collect();
     table.keys().find(|k| !read.contains(&k.as_str())).cloned()
@@ -302,6 +334,46 @@ mod tests {
             f.limits.invocation().timeout,
             std::time::Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn body_limits_take_numbers_or_sizes_with_units() {
+        let sized = GOOD.replace(
+            "memory_mb = 64 }",
+            "memory_mb = 64, max_request_body = \"200MiB\", max_response_body = 2048 }",
+        );
+        let body = Manifest::parse(&sized).unwrap().functions["hello"].limits.body();
+        assert_eq!(body.max_request_body, 200 << 20);
+        assert_eq!(body.max_response_body, 2048);
+        let spaced = GOOD.replace("memory_mb = 64 }", "memory_mb = 64, max_request_body = \"10 MiB\" }");
+        let body = Manifest::parse(&spaced).unwrap().functions["hello"].limits.body();
+        assert_eq!(body.max_request_body, 10 << 20);
+    }
+
+    #[test]
+    fn a_toml_error_names_its_line_and_points_at_the_value_on_lines_of_its_own() {
+        let bad = GOOD.replace(
+            "memory_mb = 64 }",
+            "memory_mb = 64, max_request_body = \"200 parsecs\" }",
+        );
+        let message = error_of(&bad);
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 4, "{message}");
+        let line_no = bad
+            .lines()
+            .position(|l| l.contains("parsecs"))
+            .unwrap()
+            + 1;
+        assert!(
+            lines[0].starts_with(&format!("kiln.toml: line {line_no}, column ")),
+            "{message}"
+        );
+        assert!(lines[0].contains("`200 parsecs` is not a size"), "{message}");
+        assert!(lines[2].contains("max_request_body = \"200 parsecs\""), "{message}");
+        // The caret is under the value.
+        let caret = lines[3].find('^').unwrap();
+        assert_eq!(&lines[2][caret..caret + 13], "\"200 parsecs\"", "{message}");
+        assert_eq!(lines[3].matches('^').count(), 13, "{message}");
     }
 
     fn error_of(text: &str) -> String {

@@ -107,7 +107,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         path: objects_dir.clone(),
         source,
     })?;
-    raise_file_limit();
+    match raise_file_limit() {
+        Some(open_files) => tracing::info!(open_files, "open-file limit (raised to the hard limit)"),
+        None => tracing::warn!("cannot read or raise the open-file limit"),
+    }
     let (admin_key, admin_key_source) = match settings.admin_key.clone() {
         Some(key) => (key, AdminKeySource::Configured),
         None => {
@@ -283,14 +286,27 @@ async fn accept_loop(
         .keep_alive(true)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
+    let mut shedding = SheddingReport::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
+                Err(err) if is_out_of_descriptors(&err) => {
+                    // Make room from connections that have not sent a head
+                    // (slowloris), oldest first, instead of waiting for
+                    // their timeout while every new client is refused.
+                    let shed = connections.shed_waiting(SHED_AT_ONCE);
+                    shedding.add(shed);
+                    let wait = if shed > 0 { SHED_SETTLE } else { ACCEPT_BACKOFF };
+                    if shed == 0 {
+                        tracing::warn!("accept failed with no connection to shed: {err}");
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -304,15 +320,22 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(dispatch(&shared, req, peer).await) }
-        });
+        let service = {
+            let (shared, slot) = (shared.clone(), slot.clone());
+            hyper::service::service_fn(move |req| {
+                let (shared, slot) = (shared.clone(), slot.clone());
+                slot.busy();
+                async move {
+                    let response = dispatch(&shared, req, peer).await;
+                    Ok::<_, Infallible>(response.map(|body| BusyBody { body, slot }))
+                }
+            })
+        };
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let (conn, abort) = futures::future::abortable(graceful.watch(conn));
+        slot.serving(abort);
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            if let Ok(Err(err)) = conn.await {
                 tracing::debug!("connection ended: {err}");
             }
             drop(slot);
@@ -324,6 +347,80 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {grace:?}");
+    }
+}
+
+/// Connections shed at once when accepting fails for lack of descriptors.
+const SHED_AT_ONCE: usize = 16;
+/// Time for shed connections' tasks to stop and close their descriptors.
+const SHED_SETTLE: Duration = Duration::from_millis(1);
+/// The wait before accepting again after any other failure.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Whether an accept failed for lack of file descriptors (the process's or
+/// the system's), which shedding idle connections can cure.
+fn is_out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Connections shed for descriptors, logged at most once a second.
+struct SheddingReport {
+    shed: usize,
+    since: std::time::Instant,
+}
+
+impl Default for SheddingReport {
+    fn default() -> Self {
+        SheddingReport {
+            shed: 0,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl SheddingReport {
+    fn add(&mut self, shed: usize) {
+        self.shed += shed;
+        if self.shed > 0 && self.since.elapsed() >= Duration::from_secs(1) {
+            tracing::warn!(
+                shed = self.shed,
+                "out of file descriptors: closed connections that had not sent a request head"
+            );
+            *self = SheddingReport::default();
+        }
+    }
+}
+
+/// A response body that marks its connection as waiting for the next
+/// request head once the body is done (dropped).
+struct BusyBody {
+    body: ResponseBody,
+    slot: Arc<connections::Slot>,
+}
+
+impl hyper::body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for BusyBody {
+    fn drop(&mut self) {
+        self.slot.waiting();
     }
 }
 
@@ -360,20 +457,29 @@ fn make_owner_only(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard limit, so the
-/// connection caps, not the descriptor limit, decide who is refused.
-fn raise_file_limit() {
+/// connection caps, not the descriptor limit, decide who is refused;
+/// returns the limit now in force.
+fn raise_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: get/setrlimit read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
         }
     }
+    Some(limit.rlim_cur as u64)
 }
 
 /// Where a request goes: the admin API, or an app. A `Host` naming an app

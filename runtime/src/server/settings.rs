@@ -56,19 +56,33 @@ pub struct ServerLimits {
     pub app_max_instances: u32,
     /// Bytes of guest output one app may write to the server log per minute.
     pub app_log_bytes_per_minute: usize,
+    /// Guests of one app that may run at once past an epoch tick: the cores
+    /// one app may keep busy while others wait.
+    pub app_guest_cores: usize,
 }
 
 impl ServerLimits {
+    /// The longest `header_timeout` a server may be given.
+    pub const MAX_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
     /// The defaults for a server with `max_instances` slots.
     pub fn for_instances(max_instances: u32) -> Self {
         ServerLimits {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
-            header_timeout: std::time::Duration::from_secs(30),
+            header_timeout: std::time::Duration::from_secs(10),
             app_max_instances: (max_instances / 4).max(1),
             app_log_bytes_per_minute: 1024 * 1024,
+            app_guest_cores: default_app_guest_cores(),
         }
     }
+}
+
+/// Half the machine's cores, at least one: an app that spins leaves the
+/// other half to everyone else.
+fn default_app_guest_cores() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
 }
 
 /// The `[server]` table of a config file; every field optional.
@@ -93,6 +107,7 @@ pub struct FileSettings {
     pub header_timeout: Option<std::time::Duration>,
     pub app_max_instances: Option<u32>,
     pub app_log_bytes_per_minute: Option<usize>,
+    pub app_guest_cores: Option<usize>,
     pub app_domain: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<std::time::Duration>,
@@ -126,7 +141,7 @@ impl FileSettings {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+            toml::from_str(&text).map_err(|e| err(super::manifest::toml_error(&text, &e)))?;
         Ok(file.server)
     }
 }

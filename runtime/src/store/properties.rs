@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::keys::index_keys;
-use super::query::{Budget, Filter, QueryError, Sort, Update, check_document};
+use super::query::value::{compare, is_date};
+use super::query::{Budget, Filter, Projection, QueryError, Sort, Update, check_document};
 
 /// No single case may take longer than this, whatever the input.
 const CAP: Duration = Duration::from_millis(500);
@@ -136,6 +137,32 @@ fn update() -> impl Strategy<Value = Value> {
     })
 }
 
+/// An element of an array sorted by `arr.k`: a document with `k`, one
+/// without it, or not a document at all (a scalar or a date).
+fn sort_element() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        scalar().prop_map(|k| json!({"k": k})),
+        scalar().prop_map(|v| json!({"v": v})),
+        scalar(),
+    ]
+}
+
+/// MongoDB's sort key of `{arr: elements}` by `arr.k`: each element gives
+/// its `k`, or null when it has none (not a document, or no field), and
+/// the key is the least (ascending) or greatest (descending) of them.
+fn reference_sort_key(elements: &[Value], ascending: bool) -> Value {
+    let values = elements.iter().map(|e| match e.get("k") {
+        Some(k) if !is_date(e) => k.clone(),
+        _ => Value::Null,
+    });
+    let pick = if ascending {
+        values.min_by(|a, b| compare(a, b))
+    } else {
+        values.max_by(|a, b| compare(a, b))
+    };
+    pick.unwrap_or(Value::Null)
+}
+
 fn matches(filter: &Filter, doc: &Value) -> Result<bool, TestCaseError> {
     filter
         .matches(doc, &budget())
@@ -221,6 +248,30 @@ proptest! {
             let equal = Filter::parse(&json!({"x": {"$eq": w.clone()}})).unwrap();
             prop_assert_eq!(matches(&equal, &a)?, order.is_eq(), "{} == {}", v, w);
         }
+    }
+
+    #[test]
+    fn elements_lacking_a_sorted_path_sort_as_null_as_in_mongodb(
+        a in prop::collection::vec(sort_element(), 0..4),
+        b in prop::collection::vec(sort_element(), 0..4),
+        ascending in any::<bool>(),
+    ) {
+        let sort = Sort::parse(&json!({"arr.k": if ascending { 1 } else { -1 }})).unwrap();
+        let (x, y) = (json!({"_id": "1", "arr": a}), json!({"_id": "2", "arr": b}));
+        let order = sort.compare(&sort.key(&x, &budget()).unwrap(), &sort.key(&y, &budget()).unwrap());
+        let expected = compare(&reference_sort_key(&a, ascending), &reference_sort_key(&b, ascending));
+        let expected = if ascending { expected } else { expected.reverse() };
+        let expected = expected.then(std::cmp::Ordering::Less);
+        prop_assert_eq!(order, expected, "{} vs {}", x, y);
+    }
+
+    #[test]
+    fn a_projection_through_a_date_or_a_scalar_leaves_the_field_out(v in scalar(), w in scalar()) {
+        let projection = Projection::parse(&json!({"o.x": 1})).unwrap();
+        prop_assert_eq!(projection.apply(&json!({"_id": "1", "o": v})), json!({"_id": "1"}));
+        // In an array, such elements are left out and documents keep `x`.
+        let doc = json!({"_id": "1", "o": [v, {"x": w, "y": 1}]});
+        prop_assert_eq!(projection.apply(&doc), json!({"_id": "1", "o": [{"x": w}]}));
     }
 
     #[test]

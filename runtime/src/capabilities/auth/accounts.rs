@@ -828,20 +828,33 @@ impl Accounts {
     }
 }
 
-/// Lower-cases and checks an email address: one `@`, something on each
-/// side, no spaces or control characters, at most 254 bytes.
+/// Checks an email address and gives the one form uniqueness is decided on:
+/// lower case, and the domain as DNS sees it (no trailing dot, IDNA's ASCII
+/// form), so `A@Example.COM.` and `a@xn--bcher-kva.example` are the
+/// addresses `a@example.com` and `a@bücher.example` already taken. One `@`,
+/// something on each side, no spaces or control characters, at most 254
+/// bytes.
 pub fn normalize_email(email: &str) -> Result<String, AuthError> {
-    let email = email.trim().to_lowercase();
+    let invalid = || AuthError::InvalidInput("`email` is not an email address".into());
+    let email = email.trim();
+    // Checked before IDNA's work, which is linear but not free.
+    if email.len() > MAX_EMAIL_LEN * 4 {
+        return Err(invalid());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+        return Err(invalid());
+    }
+    let domain = idna::domain_to_ascii(domain).map_err(|_| invalid())?;
+    let email = format!("{}@{domain}", local.to_lowercase());
     let valid = email.len() <= MAX_EMAIL_LEN
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        })
+        && !domain.is_empty()
+        && !domain.ends_with('.')
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     match valid {
         true => Ok(email),
-        false => Err(AuthError::InvalidInput(
-            "`email` is not an email address".into(),
-        )),
+        false => Err(invalid()),
     }
 }
 
@@ -895,4 +908,24 @@ pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
 
 fn shorten(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_differing_only_in_case_a_trailing_dot_or_idna_form_are_one_address() {
+        let one = normalize_email("Ada@Example.COM").unwrap();
+        assert_eq!(one, "ada@example.com");
+        assert_eq!(normalize_email(" ada@example.com. ").unwrap(), one);
+        assert_eq!(
+            normalize_email("ada@Bücher.example").unwrap(),
+            normalize_email("ada@xn--bcher-kva.example").unwrap()
+        );
+        for bad in ["ada@", "ada@.", "@example.com", "ada@example.com..", "a@b@c", "a b@example.com"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(300))).is_err());
+    }
 }

@@ -139,7 +139,7 @@ impl Buckets {
             let max_bytes = match spec.max_size {
                 None => DEFAULT_MAX_BYTES,
                 Some(Size::Bytes(n)) => n,
-                Some(Size::Text(t)) => parse_size(&t).ok_or_else(|| {
+                Some(Size::Text(t)) => crate::sizes::parse_size(&t).ok_or_else(|| {
                     err(
                         field("max_size"),
                         format!("`{t}` is not a size such as 5242880 or \"5 MiB\""),
@@ -320,27 +320,6 @@ fn is_valid_content_type_pattern(pattern: &str) -> bool {
         Some((kind, sub)) => token(kind) && token(sub),
         None => false,
     }
-}
-
-/// `"5 MiB"`, `"200KiB"`, `"1GiB"`, `"123"`, `"10 MB"` (decimal units too).
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
 }
 
 #[cfg(test)]

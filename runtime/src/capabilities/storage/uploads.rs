@@ -53,6 +53,16 @@ fn progress(record: &UploadRecord, file: Option<FileMeta>) -> Progress {
     }
 }
 
+/// An upload's id: 128 bits from the operating system's generator, in hex.
+fn upload_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bits = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bits)
+        .expect("the operating system's random generator failed");
+    hex::encode(bits)
+}
+
 fn gone(id: &str) -> StorageError {
     StorageError::NotFound(format!(
         "no upload `{}` (finished, aborted or expired)",
@@ -61,10 +71,12 @@ fn gone(id: &str) -> StorageError {
 }
 
 impl Files {
-    /// Starts an upload of `size` bytes to `key`.
+    /// Starts an upload of `size` bytes to `key`, for `owner` alone when
+    /// signed in.
     pub async fn start_upload(
         &self,
         app: &str,
+        owner: Option<&str>,
         key: &str,
         size: u64,
         content_type: &str,
@@ -101,8 +113,9 @@ impl Files {
         };
         let now = now_ms();
         let record = UploadRecord {
-            id: new_id(),
+            id: upload_id(),
             app: app.to_string(),
+            owner: owner.map(str::to_string),
             key: key.to_string(),
             size,
             content_type: content_type.to_string(),
@@ -119,9 +132,14 @@ impl Files {
         Ok(progress(&record, None))
     }
 
-    /// Where the upload stands.
-    pub async fn upload_progress(&self, app: &str, id: &str) -> Result<Progress, StorageError> {
-        let record = records::get(&self.documents, app, id)
+    /// Where the upload stands; not found for a caller other than its owner.
+    pub async fn upload_progress(
+        &self,
+        app: &str,
+        id: &str,
+        caller: Option<&str>,
+    ) -> Result<Progress, StorageError> {
+        let record = records::get(&self.documents, app, id, caller)
             .await?
             .filter(|r| r.expires_ms > now_ms())
             .ok_or_else(|| gone(id))?;
@@ -134,6 +152,7 @@ impl Files {
         &self,
         app: &str,
         id: &str,
+        caller: Option<&str>,
         offset: u64,
         mut body: S,
     ) -> Result<Progress, StorageError>
@@ -143,9 +162,9 @@ impl Files {
     {
         let now = now_ms();
         let Some(mut record) =
-            records::claim(&self.documents, app, id, offset, now, now + LEASE_MS).await?
+            records::claim(&self.documents, app, id, caller, offset, now, now + LEASE_MS).await?
         else {
-            let current = self.upload_progress(app, id).await?;
+            let current = self.upload_progress(app, id, caller).await?;
             if current.offset == offset {
                 return Err(StorageError::Busy(
                     "another request is appending to this upload; try again when it ends".into(),
@@ -331,8 +350,13 @@ impl Files {
     }
 
     /// Drops an unfinished upload and what it stored.
-    pub async fn abort_upload(&self, app: &str, id: &str) -> Result<(), StorageError> {
-        let record = records::get(&self.documents, app, id)
+    pub async fn abort_upload(
+        &self,
+        app: &str,
+        id: &str,
+        caller: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let record = records::get(&self.documents, app, id, caller)
             .await?
             .ok_or_else(|| gone(id))?;
         records::delete(&self.documents, app, id).await?;

@@ -7,8 +7,10 @@
 //! | `PATCH /ID` | `Upload-Offset: N` (the confirmed offset) and the next bytes: `{id, offset, size, part_bytes, file}`, `file` once the last byte arrived (the stored file's metadata) |
 //! | `DELETE /ID` | aborts the upload and drops what it stored |
 //!
-//! The upload's id is random (128 bits) and is what lets a client continue
-//! it, as a signed URL would.
+//! The upload's id is 128 random bits from the operating system. An upload
+//! started signed in belongs to that user: for anyone else (another user,
+//! or no one signed in) it does not exist (404). One started signed out is
+//! continued by whoever holds its id, as a signed URL would be.
 
 use std::net::IpAddr;
 
@@ -25,7 +27,7 @@ use crate::capabilities::storage::StorageError;
 use crate::capabilities::storage::uploads::{PART_BYTES, Progress};
 use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
-use crate::triggers::http::{ApiError, ErrorCode, empty_body, json_value_response};
+use crate::triggers::http::{ApiError, ErrorCode, empty_body, identify, json_value_response};
 
 const MAX_START_BODY: usize = 4 * 1024;
 
@@ -61,6 +63,8 @@ pub async fn handle(
 ) -> Answer {
     let app = &*live.storage.app;
     let files = &live.storage.files;
+    let identity = identify(&live.http.auth, req.headers()).await?;
+    let caller = identity.as_ref().map(|i| &*i.user);
     match (req.method().clone(), rest) {
         (Method::POST, []) => {
             let headers = req.headers().clone();
@@ -78,7 +82,7 @@ pub async fn handle(
             )
             .await?;
             let progress = files
-                .start_upload(app, &key, start.size, &content_type, overwrite)
+                .start_upload(app, caller, &key, start.size, &content_type, overwrite)
                 .await
                 .map_err(storage_error)?;
             Ok(json_value_response(
@@ -88,7 +92,7 @@ pub async fn handle(
         }
         (method @ (Method::GET | Method::HEAD), [id]) => {
             let progress = files
-                .upload_progress(app, id)
+                .upload_progress(app, id, caller)
                 .await
                 .map_err(|err| match err {
                     StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
@@ -122,7 +126,7 @@ pub async fn handle(
             let body = req.into_body().into_data_stream();
             let progress =
                 files
-                    .append_upload(app, id, offset, body)
+                    .append_upload(app, id, caller, offset, body)
                     .await
                     .map_err(|err| match err {
                         StorageError::Conflict(m) => {
@@ -138,7 +142,7 @@ pub async fn handle(
             Ok(answer)
         }
         (Method::DELETE, [id]) => {
-            files.abort_upload(app, id).await.map_err(|err| match err {
+            files.abort_upload(app, id, caller).await.map_err(|err| match err {
                 StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
                 other => storage_error(other),
             })?;

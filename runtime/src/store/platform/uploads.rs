@@ -11,10 +11,15 @@ const UPLOADS: Namespace<'static> = collection("uploads");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadRecord {
-    /// Random: knowing it is what lets a client continue the upload.
+    /// 128 random bits: knowing it (and being its owner) is what lets a
+    /// client continue the upload.
     #[serde(rename = "_id")]
     pub id: String,
     pub app: String,
+    /// The user who started it; only they may see or continue it. `None`:
+    /// started signed out, so the id alone is the key.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub key: String,
     /// The file's whole size, declared at the start.
     pub size: u64,
@@ -51,16 +56,20 @@ pub async fn insert(documents: &Documents, record: &UploadRecord) -> Result<(), 
         .map(|_| ())
 }
 
+/// The upload, if it is `app`'s and `caller` may see it: its owner, or
+/// anyone when it was started signed out.
 pub async fn get(
     documents: &Documents,
     app: &str,
     id: &str,
+    caller: Option<&str>,
 ) -> Result<Option<UploadRecord>, StoreError> {
     let Some(doc) = documents.get(UPLOADS, id).await? else {
         return Ok(None);
     };
     let record: UploadRecord = from_document("upload", doc)?;
-    Ok((record.app == app).then_some(record))
+    let visible = record.app == app && (record.owner.is_none() || record.owner.as_deref() == caller);
+    Ok(visible.then_some(record))
 }
 
 /// Uploads `app` has open (expired ones do not count).
@@ -105,11 +114,12 @@ pub async fn delete_expired(
 }
 
 /// Takes the upload for one append at `offset` until `until_ms`; none when
-/// it is elsewhere, busy or gone.
+/// it is elsewhere, busy, gone or `caller`'s to see.
 pub async fn claim(
     documents: &Documents,
     app: &str,
     id: &str,
+    caller: Option<&str>,
     offset: u64,
     now_ms: u64,
     until_ms: u64,
@@ -118,7 +128,7 @@ pub async fn claim(
         .find_one_and_update(
             UPLOADS,
             &json!({
-                "_id": id, "app": app, "offset": offset,
+                "_id": id, "app": app, "owner": {"$in": [null, caller]}, "offset": offset,
                 "busy_until_ms": {"$lt": now_ms}, "expires_ms": {"$gt": now_ms},
             }),
             &json!({"$set": {"busy_until_ms": until_ms}}),

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::value::is_date;
 use super::{Budget, QueryError};
 
 /// The values at `path`: through an array, the path continues into every
@@ -39,12 +40,35 @@ pub fn resolve_with_missing<'a>(
     path: &str,
     budget: &Budget,
 ) -> Result<Resolved<'a>, QueryError> {
+    walk(doc, path, false, budget)
+}
+
+/// The values at a path as a sort sees them: as [`resolve_with_missing`],
+/// but an element of an array that is not a document (a scalar, a date),
+/// and an empty array, also lack the rest of the path, so they count as
+/// null in the sort key, as in MongoDB (`{a: [{v: 1}, {k: 3}]}` sorts by
+/// `a.k` as null, before `{a: [{k: 0}]}`).
+pub fn resolve_for_sort<'a>(
+    doc: &'a Value,
+    path: &str,
+    budget: &Budget,
+) -> Result<Resolved<'a>, QueryError> {
+    walk(doc, path, true, budget)
+}
+
+fn walk<'a>(
+    doc: &'a Value,
+    path: &str,
+    elements_lack_fields: bool,
+    budget: &Budget,
+) -> Result<Resolved<'a>, QueryError> {
     let parts: Vec<&str> = path.split('.').collect();
     let mut walk = Walk {
         parts: &parts,
         seen: HashSet::new(),
         out: Vec::new(),
         missing: false,
+        elements_lack_fields,
         budget,
     };
     walk.visit(doc, 0)?;
@@ -60,6 +84,9 @@ struct Walk<'p, 'a, 'b> {
     seen: HashSet<(*const Value, usize)>,
     out: Vec<&'a Value>,
     missing: bool,
+    /// Whether array elements that are not documents, and empty arrays,
+    /// make the path missing (sorts) or not (filters).
+    elements_lack_fields: bool,
     budget: &'b Budget,
 }
 
@@ -84,8 +111,14 @@ impl<'a> Walk<'_, 'a, '_> {
                     self.visit(item, at + 1)?;
                 }
                 let missing = self.missing;
-                // Only document elements continue the path: an array of
-                // scalars, or an empty one, is not "missing" the field.
+                if self.elements_lack_fields
+                    && (items.is_empty() || items.iter().any(|i| !i.is_object() || is_date(i)))
+                {
+                    self.missing = true;
+                }
+                // Only document elements continue the path: for a filter,
+                // an array of scalars, or an empty one, is not "missing"
+                // the field.
                 for item in items.iter().filter(|i| i.is_object()) {
                     if self.seen.insert((item as *const Value, at)) {
                         self.visit(item, at)?;

@@ -5,8 +5,8 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::filter::check_path;
-use super::path::resolve;
-use super::value::compare;
+use super::path::resolve_for_sort;
+use super::value::{compare, is_date};
 use super::{Budget, QueryError};
 
 /// A sort specification: `{"field": 1, "other": -1}`. Ties are broken by
@@ -89,15 +89,20 @@ pub struct SortKey {
 }
 
 /// The value a document sorts by: an array sorts by its smallest element
-/// ascending and its largest descending; a missing field as null.
+/// ascending and its largest descending; a missing field as null, also
+/// where only some elements of an array on the path lack it.
 fn sort_key(
     doc: &Value,
     path: &str,
     ascending: bool,
     budget: &Budget,
 ) -> Result<Value, QueryError> {
+    let resolved = resolve_for_sort(doc, path, budget)?;
     let mut candidates = Vec::new();
-    for value in resolve(doc, path, budget)? {
+    if resolved.missing {
+        candidates.push(&Value::Null);
+    }
+    for value in resolved.values {
         match value {
             Value::Array(items) if !items.is_empty() => candidates.extend(items.iter()),
             other => candidates.push(other),
@@ -202,8 +207,9 @@ fn copy_path(from: &Value, to: &mut Value, parts: &[&str]) {
                 dst.insert(first.to_string(), value.clone());
                 return;
             }
-            // A path through a scalar or null leads nowhere: nothing to copy.
-            if !value.is_object() && !value.is_array() {
+            // A path through a scalar, a date or null leads nowhere:
+            // nothing to copy.
+            if !value.is_object() && !value.is_array() || is_date(value) {
                 return;
             }
             let slot = dst.entry(first.to_string()).or_insert_with(|| match value {
@@ -218,11 +224,12 @@ fn copy_path(from: &Value, to: &mut Value, parts: &[&str]) {
             for (s, d) in src.iter().zip(dst.iter_mut()) {
                 copy_path(s, d, parts);
             }
-            // Elements that are not documents have no such field.
+            // Elements that are not documents (dates included) have no
+            // such field.
             let mut i = 0;
             dst.retain(|_| {
                 i += 1;
-                src[i - 1].is_object()
+                src[i - 1].is_object() && !is_date(&src[i - 1])
             });
         }
         _ => {}
@@ -302,5 +309,33 @@ mod tests {
             through.apply(&json!({"_id": "1", "o": null})),
             json!({"_id": "1"})
         );
+        // A date is a value, not a document with a field `$date`.
+        let date = json!({"$date": "2024-01-01T00:00:00Z"});
+        assert_eq!(
+            through.apply(&json!({"_id": "1", "o": date})),
+            json!({"_id": "1"})
+        );
+        assert_eq!(
+            through.apply(&json!({"_id": "1", "o": [date, {"x": 1, "y": 2}]})),
+            json!({"_id": "1", "o": [{"x": 1}]})
+        );
+    }
+
+    #[test]
+    fn elements_lacking_the_sorted_field_sort_as_null() {
+        let mut docs = vec![
+            json!({"_id": "a", "arr": [{"k": 5}, {"k": 0}]}),
+            json!({"_id": "b", "arr": [{"v": "x"}, {"k": 3}]}),
+            json!({"_id": "c", "arr": [7, {"k": 1}]}),
+        ];
+        let sort = Sort::parse(&json!({"arr.k": 1})).unwrap();
+        sorted(&sort, &mut docs);
+        let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["b", "c", "a"]);
+        // Descending, each sorts by its largest: 5, 3, 1.
+        let sort = Sort::parse(&json!({"arr.k": -1})).unwrap();
+        sorted(&sort, &mut docs);
+        let ids: Vec<_> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
     }
 }

@@ -100,6 +100,80 @@ where
     }
 }
 
+/// Set when a guest's invocation ends without returning (it timed out or
+/// trapped), before its store, and so its response body's sender, is
+/// dropped.
+#[derive(Clone, Default)]
+pub struct GuestFailed(Arc<AtomicBool>);
+
+impl GuestFailed {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A guest's response body that fails instead of ending when the guest's
+/// invocation failed first. wasi:http ends a body whose store was dropped
+/// as if the guest had finished it, so a response cut at the deadline would
+/// otherwise look complete (a clean last chunk). A guest that finishes its
+/// body, then fails, may also see its response cut: the error errs on the
+/// side of "incomplete".
+pub struct GuestBody<B> {
+    inner: B,
+    failed: GuestFailed,
+    request_id: Arc<str>,
+}
+
+impl<B> GuestBody<B> {
+    pub fn new(inner: B, failed: GuestFailed, request_id: Arc<str>) -> Self {
+        GuestBody {
+            inner,
+            failed,
+            request_id,
+        }
+    }
+}
+
+impl<B> Body for GuestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) if this.failed.is_set() => {
+                tracing::warn!(
+                    request_id = %this.request_id,
+                    "response cut off: the function ended (timed out or trapped) before finishing its body"
+                );
+                Poll::Ready(Some(Err(
+                    "the function ended before finishing its response".into()
+                )))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: the end is decided when it is polled.
+        false
+    }
+}
+
 /// A response body cut off after `limit` bytes: the rest is dropped and the
 /// stream ends with an error, so the client sees an incomplete response
 /// rather than a silently short one.

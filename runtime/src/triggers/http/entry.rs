@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use super::body::LimitedRequestBody;
+use super::body::{GuestBody, GuestFailed, LimitedRequestBody};
 use crate::capabilities::auth::Identity;
 use crate::invocation::{EntryPoint, Function, InvocationState, Outcome};
 
@@ -27,8 +27,9 @@ type ResponseSender = oneshot::Sender<Result<http::Response<HyperOutgoingBody>, 
 
 /// How a handler call began.
 pub enum Handled {
-    /// The guest sent this response head; its body streams while it runs.
-    Answered(http::Response<HyperOutgoingBody>),
+    /// The guest sent this response head; its body streams while it runs,
+    /// and fails if the guest fails before finishing it.
+    Answered(http::Response<GuestBody<HyperOutgoingBody>>),
     /// The guest answered with an error instead of a response.
     Refused(ErrorCode),
     /// The invocation ended without answering.
@@ -50,7 +51,9 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let (response, receiver) = oneshot::channel();
+    let failed = GuestFailed::default();
     let task = {
+        let failed = failed.clone();
         let request_id = request_id.clone();
         tokio::spawn(async move {
             function
@@ -58,14 +61,20 @@ where
                     &request_id,
                     trigger_headers,
                     identity,
-                    HttpEntry { request, response },
+                    HttpEntry {
+                        request,
+                        response,
+                        failed,
+                    },
                 )
                 .await
                 .outcome
         })
     };
     match receiver.await {
-        Ok(Ok(answer)) => Handled::Answered(answer),
+        Ok(Ok(answer)) => Handled::Answered(
+            answer.map(|body| GuestBody::new(body, failed, request_id.clone())),
+        ),
         Ok(Err(code)) => Handled::Refused(code),
         Err(_) => Handled::Ended(
             task.await
@@ -79,6 +88,20 @@ where
 pub struct HttpEntry<B = LimitedRequestBody<Incoming>> {
     pub request: Request<B>,
     pub response: ResponseSender,
+    /// Set unless the handler returns: on a trap, and when the deadline
+    /// drops the call.
+    pub failed: GuestFailed,
+}
+
+/// Sets [`GuestFailed`] when dropped armed: a call that never returned.
+struct FailedUnlessReturned(Option<GuestFailed>);
+
+impl Drop for FailedUnlessReturned {
+    fn drop(&mut self) {
+        if let Some(failed) = self.0.take() {
+            failed.set();
+        }
+    }
 }
 
 impl<B> EntryPoint for HttpEntry<B>
@@ -116,10 +139,15 @@ where
             .data_mut()
             .http()
             .new_response_outparam(self.response)?;
+        let mut failed = FailedUnlessReturned(Some(self.failed));
         let proxy = proxy.instantiate_async(&mut *store).await?;
-        proxy
+        let result = proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut *store, request, out)
-            .await
+            .await;
+        if result.is_ok() {
+            failed.0 = None;
+        }
+        result
     }
 }

@@ -92,6 +92,7 @@ error_codes! {
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),
     InvalidBody = (400, "invalid_body"),
+    UnsupportedMediaType = (415, "unsupported_media_type"),
     InvalidQuery = (400, "invalid_query"),
     InvalidDigest = (400, "invalid_digest"),
     DigestMismatch = (400, "digest_mismatch"),

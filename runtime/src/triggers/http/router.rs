@@ -29,6 +29,10 @@ pub enum RouteError {
 #[derive(Default)]
 pub struct Router {
     paths: matchit::Router<usize>,
+    /// Where a final `*rest` may match nothing: `/files` and `/files/` for
+    /// `/files/*rest`, `/` for `/*rest`. Asked only when `paths` has no
+    /// match, so a route written for that exact path wins.
+    empty_rest: matchit::Router<usize>,
     /// Index into `tables` by [`shape`], so `/a/:x` and `/a/:y` share a table.
     shapes: HashMap<String, usize>,
     /// Per pattern: the pattern as first written and its method table.
@@ -54,6 +58,18 @@ impl Router {
         let mut router = Router::default();
         for route in routes {
             router.add(route)?;
+        }
+        for (index, (pattern, _)) in router.tables.iter().enumerate() {
+            if let Some(prefix) = rest_prefix(pattern) {
+                let paths = match prefix {
+                    "" => vec!["/".to_string()],
+                    _ => vec![prefix.to_string(), format!("{prefix}/")],
+                };
+                for path in paths {
+                    // Rest routes with one prefix already collided above.
+                    let _ = router.empty_rest.insert(to_matchit(&path)?, index);
+                }
+            }
         }
         Ok(router)
     }
@@ -101,10 +117,20 @@ impl Router {
 
     /// Routes `method path` (the app-relative path, without query).
     pub fn route(&self, method: &Method, path: &str) -> RouteMatch {
-        let Ok(m) = self.paths.at(path) else {
+        let Ok(m) = self.paths.at(path).or_else(|_| self.empty_rest.at(path)) else {
             return RouteMatch::NotFound;
         };
         let (pattern, table) = &self.tables[*m.value];
+        let mut params: Vec<(String, String)> = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(rest) = rest_name(pattern)
+            && !params.iter().any(|(name, _)| name == rest)
+        {
+            params.push((rest.to_string(), String::new()));
+        }
         let hit = table
             .iter()
             .find(|(m, _)| m.as_ref() == Some(method))
@@ -113,11 +139,7 @@ impl Router {
             Some((_, target)) => RouteMatch::Found {
                 target: *target,
                 pattern: pattern.clone(),
-                params: m
-                    .params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                params,
             },
             None => RouteMatch::MethodNotAllowed {
                 allow: table.iter().filter_map(|(m, _)| m.clone()).collect(),
@@ -125,6 +147,25 @@ impl Router {
         }
     }
 }
+
+/// The pattern before its final `*rest` segment (`/files` for
+/// `/files/*rest`, empty for `/*rest`).
+fn rest_prefix(pattern: &str) -> Option<&str> {
+    let (prefix, last) = pattern.rsplit_once('/')?;
+    (last.starts_with('*') || last == "...").then_some(prefix)
+}
+
+/// The name of the pattern's final `*rest` parameter.
+fn rest_name(pattern: &str) -> Option<&str> {
+    let (_, last) = pattern.rsplit_once('/')?;
+    match last {
+        "..." => Some(SPIN_REST),
+        _ => last.strip_prefix('*'),
+    }
+}
+
+/// The parameter Spin's `/...` wildcard is known by here.
+const SPIN_REST: &str = "rest";
 
 fn method_label(method: &Option<Method>) -> &str {
     method.as_ref().map_or("*", Method::as_str)
@@ -137,13 +178,15 @@ fn shape(path: &str) -> String {
         .map(|s| match s.chars().next() {
             Some(':') => ":",
             Some('*') => "*",
+            _ if s == "..." => "*",
             _ => s,
         })
         .collect::<Vec<_>>()
         .join("/")
 }
 
-/// `/todos/:id` becomes matchit's `/todos/{id}`; `/files/*rest` becomes `/files/{*rest}`.
+/// `/todos/:id` becomes matchit's `/todos/{id}`; `/files/*rest` (or Spin's
+/// `/files/...`) becomes `/files/{*rest}`.
 fn to_matchit(path: &str) -> Result<String, RouteError> {
     let invalid = |reason: &str| RouteError::InvalidPath {
         path: path.to_string(),
@@ -165,19 +208,19 @@ fn to_matchit(path: &str) -> Result<String, RouteError> {
     let mut out = String::new();
     for (i, segment) in segments.iter().enumerate() {
         out.push('/');
+        let rest = match *segment {
+            "..." => Some(SPIN_REST),
+            _ => segment.strip_prefix('*'),
+        };
         if let Some(name) = segment.strip_prefix(':') {
             check_param(name).map_err(|r| invalid(&r))?;
             out.push_str(&format!("{{{name}}}"));
-        } else if let Some(name) = segment.strip_prefix('*') {
+        } else if let Some(name) = rest {
             check_param(name).map_err(|r| invalid(&r))?;
             if i + 1 != segments.len() {
-                return Err(invalid("`*rest` must be the last segment"));
+                return Err(invalid("`*rest` (or `...`) must be the last segment"));
             }
             out.push_str(&format!("{{*{name}}}"));
-        } else if *segment == "..." {
-            return Err(invalid(
-                "`/...` (Spin's wildcard) is written `/*rest` here: a final `*name` segment takes the rest of the path",
-            ));
         } else if segment.contains([':', '*']) {
             return Err(invalid("`:` and `*` may only start a segment"));
         } else {
@@ -271,11 +314,51 @@ mod tests {
     }
 
     #[test]
-    fn names_rest_when_refusing_spins_wildcard() {
-        let Err(err) = Router::new(&[route("/api/...", &[], 0)]) else {
-            panic!("accepted `/...`");
-        };
-        assert!(err.to_string().contains("*rest"), "{err}");
+    fn a_final_rest_also_matches_nothing() {
+        let router = Router::new(&[route("/*rest", &[], 0)]).unwrap();
+        for path in ["/", "/a", "/a/b/"] {
+            let RouteMatch::Found { params, .. } = router.route(&Method::GET, path) else {
+                panic!("{path} not found");
+            };
+            assert_eq!(params, vec![("rest".into(), path[1..].to_string())], "{path}");
+        }
+        let router = Router::new(&[
+            route("/files/*key", &[], 0),
+            route("/files/", &[Method::POST], 1),
+        ])
+        .unwrap();
+        assert!(matches!(
+            router.route(&Method::GET, "/files"),
+            RouteMatch::Found { target: 0, ref params, .. } if params == &[("key".to_string(), String::new())]
+        ));
+        // A route written for the exact path wins over the empty rest.
+        assert!(matches!(
+            router.route(&Method::POST, "/files/"),
+            RouteMatch::Found { target: 1, .. }
+        ));
+        assert!(matches!(
+            router.route(&Method::GET, "/files/"),
+            RouteMatch::MethodNotAllowed { .. }
+        ));
+        assert_eq!(router.route(&Method::GET, "/filesx"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn spins_wildcard_is_a_rest_named_rest() {
+        let router = Router::new(&[route("/api/...", &[], 0)]).unwrap();
+        for (path, rest) in [("/api", ""), ("/api/", ""), ("/api/a/b", "a/b")] {
+            assert_eq!(
+                router.route(&Method::GET, path),
+                RouteMatch::Found {
+                    target: 0,
+                    pattern: "/api/...".into(),
+                    params: vec![("rest".into(), rest.into())]
+                },
+                "{path}"
+            );
+        }
+        let same = Router::new(&[route("/api/...", &[], 0), route("/api/*x", &[], 1)]);
+        assert!(matches!(same, Err(RouteError::Collision { .. })));
     }
 
     #[test]
@@ -287,8 +370,7 @@ mod tests {
             "/a/b:c",
             "/a/{x}",
             "/a/:x-y",
-            "/...",
-            "/a/...",
+            "/.../a",
             "/_kiln",
             "/_kiln/auth",
         ] {
