@@ -149,10 +149,11 @@ impl AppQuota {
         tracing::warn!(
             target: "kiln::guest",
             app = %self.app,
-            dropped_events = unlogged.events,
-            dropped_bytes = unlogged.bytes,
-            "guest output dropped: the app is past its log allowance of {} bytes a minute",
-            self.log_bytes_per_window
+            "guest output dropped: app `{}` is past its log allowance of {} bytes a minute; {} streams with {} bytes left no log event",
+            self.app,
+            self.log_bytes_per_window,
+            unlogged.events,
+            unlogged.bytes,
         );
     }
 }

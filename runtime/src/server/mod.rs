@@ -108,7 +108,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         source,
     })?;
     match raise_file_limit() {
-        Some(open_files) => tracing::info!(open_files, "open-file limit (raised to the hard limit)"),
+        Some(open_files) => {
+            tracing::info!("open-file limit: {open_files} (the soft limit raised to the hard one)")
+        }
         None => tracing::warn!("cannot read or raise the open-file limit"),
     }
     let (admin_key, admin_key_source) = match settings.admin_key.clone() {
@@ -383,8 +385,8 @@ impl SheddingReport {
         self.shed += shed;
         if self.shed > 0 && self.since.elapsed() >= Duration::from_secs(1) {
             tracing::warn!(
-                shed = self.shed,
-                "out of file descriptors: closed connections that had not sent a request head"
+                "out of file descriptors: closed {} connections that had not sent a request head",
+                self.shed
             );
             *self = SheddingReport::default();
         }
