@@ -33,9 +33,20 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     );
     assert_one_line_failure(&out, "kiln.toml");
 
+    // A TOML error: the reason on the first line, then the line it is on
+    // and a caret under the spot.
     std::fs::write(dir.path().join("server.toml"), "[server]\nlisten = 42\n").unwrap();
     let out = kiln(&["serve", "--config", "server.toml"], dir.path());
-    assert_one_line_failure(&out, "server.toml");
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[0].starts_with("kiln: config file server.toml: line 2, column 10: "),
+        "{stderr}"
+    );
+    assert_eq!(lines[2], "2 | listen = 42", "{stderr}");
+    assert_eq!(lines[3], "  |          ^^", "{stderr}");
 
     let out = kiln(&["new", "Not A Name"], dir.path());
     assert_one_line_failure(&out, "invalid app name");

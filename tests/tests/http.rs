@@ -331,15 +331,19 @@ async fn memory_past_the_limit_gets_500_and_the_server_keeps_serving() {
         .to_string();
     let (status, body) = json_of(response).await;
     assert_eq!((status, error_code(&body)), (500, "function_trapped"));
-    // The log says which limit the function reached.
+    // The log says which limit the function reached. The trap's message
+    // spans lines (a backtrace); the event's fields, the request id among
+    // them, follow it.
     let log = server.log();
-    let trapped = log
-        .lines()
-        .find(|l| l.contains(&request_id) && l.contains("trapped"))
-        .unwrap_or_else(|| panic!("no trap logged for {request_id}"));
+    let trap_at = log.find("function trapped").expect("a trap logged");
+    let id_at = trap_at
+        + log[trap_at..]
+            .find(&request_id)
+            .unwrap_or_else(|| panic!("the trap logged is not {request_id}'s"));
+    let event = &log[trap_at..id_at];
     assert!(
-        trapped.contains("reached its memory limit (limits.memory_mb = 32)"),
-        "{trapped}"
+        event.contains("reached its memory limit (limits.memory_mb = 32)"),
+        "{event}"
     );
     let (status, _) = json_of(server.get("/bad/alloc/8").send().await.unwrap()).await;
     assert_eq!(status, 200, "an allocation under the limit works");

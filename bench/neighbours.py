@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""A spinning neighbour, run by bench/run-neighbours (which builds first).
+
+Two apps on one Kiln node on 127.0.0.1: `quiet` serves the plain Rust hello,
+`spin` runs `misbehave`, whose `/spin` loops until its 2 s timeout. wrk asks
+`quiet` at 1 connection while nothing else runs, then while 16 requests to
+`/spin` are kept in flight (each resent when it times out). The same is
+measured on a node started with `--app-guest-cores 64`, where the spinning
+app's guests do not take turns (Kiln before guest turns: the peer here).
+Systems alternate within each round. Target: in every round, quiet's p99
+beside the spinning app is at most its p99 alone plus 5 ms.
+Writes bench/results-neighbours.md.
+"""
+import json, os, platform, shutil, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (shares the server helpers)
+
+MISBEHAVE = os.path.join(bench.WASM, "misbehave.wasm")
+ROUNDS = int(os.environ.get("KILN_BENCH_ROUNDS", "5"))
+SECONDS = int(os.environ.get("KILN_BENCH_SECONDS", "5"))
+SPINNERS = 16
+TARGET_MS = 5.0
+
+
+def start(scratch, guest_cores=None):
+    if guest_cores is not None:
+        os.environ["KILN_APP_GUEST_CORES"] = str(guest_cores)
+    else:
+        os.environ.pop("KILN_APP_GUEST_CORES", None)
+    kiln = bench.Kiln(tempfile.mkdtemp(dir=scratch))
+    kiln.wait_ready()
+    kiln.deploy("quiet", {"hello": bench.read(bench.HELLO)}, {"/hello": "hello"})
+    digest = kiln.upload(bench.read(MISBEHAVE))
+    manifest = ('[functions.bad]\ncomponent = "bad.wasm"\nlimits = { timeout = "2s" }\n'
+                '[[routes]]\npath = "/*rest"\nfunction = "bad"\n')
+    kiln.admin("POST", "/apps/spin/deployments",
+               json.dumps({"manifest": manifest, "components": {"bad": digest}}).encode())
+    bench.wait_ok(f"{kiln.base}/quiet/hello")
+    bench.wait_ok(f"{kiln.base}/spin/ok")
+    return kiln
+
+
+def spinning(kiln, stop):
+    """Keeps SPINNERS requests to /spin in flight until `stop` is set."""
+    def one():
+        while not stop.is_set():
+            try:
+                urllib.request.urlopen(f"{kiln.base}/spin/spin", timeout=10).read()
+            except Exception:
+                pass  # 504 at the timeout: ask again
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(SPINNERS)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def measure(kiln, with_spinner):
+    url = f"{kiln.base}/quiet/hello"
+    if not with_spinner:
+        return bench.wrk(url, 1, SECONDS)
+    stop = threading.Event()
+    threads = spinning(kiln, stop)
+    time.sleep(0.5)
+    try:
+        return bench.wrk(url, 1, SECONDS)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+
+
+def main():
+    scratch = tempfile.mkdtemp(prefix="kiln-bench-neighbours-")
+    results = {"alone": [], "turns": [], "no turns": []}
+    try:
+        for round_ in range(ROUNDS):
+            kiln = start(scratch)
+            try:
+                results["alone"].append(measure(kiln, False))
+                results["turns"].append(measure(kiln, True))
+            finally:
+                kiln.stop()
+            kiln = start(scratch, guest_cores=64)
+            try:
+                results["no turns"].append(measure(kiln, True))
+            finally:
+                kiln.stop()
+            bench.log(f"round {round_ + 1}: " + ", ".join(
+                f"{name} {r[-1][0]:.0f} req/s p99 {r[-1][2]:.2f} ms" for name, r in results.items()))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write(results)
+
+
+def write(results):
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=bench.ROOT).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    met = [t[2] <= a[2] + TARGET_MS for a, t in zip(results["alone"], results["turns"])]
+    lines = [
+        "# A spinning neighbour",
+        "",
+        f"Measured by `bench/run-neighbours` on {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
+        f"Linux {platform.release()}; Kiln {commit} (release build), wrk and the server on the same cores.",
+        "",
+        f"App `quiet` (the plain Rust hello) asked by wrk at 1 connection for {SECONDS} s: alone, then while app "
+        f"`spin` keeps {SPINNERS} guests looping to their 2 s timeout; and the same beside a node started with "
+        "`--app-guest-cores 64` (no turns: how Kiln ran before). "
+        f"{ROUNDS} rounds, systems alternating; medians, and every round's p99.",
+        "",
+        "| quiet app | req/s (median) | p50 ms (median) | p99 ms (median) | p99 ms, every round |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, label in [("alone", "alone"), ("turns", "beside the spinning app"),
+                        ("no turns", "beside the spinning app, no turns")]:
+        rs = results[name]
+        med = lambda i: statistics.median(r[i] for r in rs)  # noqa: E731
+        lines.append(f"| {label} | {med(0):,.0f} | {med(1):.2f} | {med(2):.2f} | "
+                     + ", ".join(f"{r[2]:.2f}" for r in rs) + " |")
+    ratio = [t[2] / n[2] for t, n in zip(results["turns"], results["no turns"])]
+    lines += [
+        "",
+        f"Target: quiet's p99 beside the spinning app at most its p99 alone + {TARGET_MS:.0f} ms in every round: "
+        f"**{'met' if all(met) else 'not met'}** ({sum(met)} of {len(met)} rounds). "
+        f"p99 with turns over p99 without, per round: {', '.join(f'{r:.2f}x' for r in ratio)}.",
+        "",
+    ]
+    path = os.path.join(bench.ROOT, "bench/results-neighbours.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
