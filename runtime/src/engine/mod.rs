@@ -11,6 +11,8 @@ mod cache;
 pub mod compiler;
 pub mod lazy;
 pub mod logs;
+mod memory;
+mod turns;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -19,10 +21,12 @@ use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+    UpdateDeadline,
 };
 
 pub use self::cache::CompileCache;
+pub use self::memory::MemoryLimits;
+pub use self::turns::Turns;
 use self::compiler::{CompileSettings, Compiler, Tier};
 
 /// How often the epoch advances; a running guest yields to other tasks at
@@ -77,108 +81,9 @@ impl EngineSettings {
     }
 }
 
-/// Turns at running guest code, shared by the stores of one tenant: at
-/// most this many of its guests run at once for longer than an epoch tick,
-/// so a tenant whose guests spin cannot take every thread from the others.
-/// A turn lasts one tick, whatever the guest does meanwhile (a guest that
-/// waits on the host does not keep it); guests waiting for one are served
-/// in order.
-#[derive(Clone)]
-pub struct Turns(Arc<tokio::sync::Semaphore>);
-
-impl Turns {
-    pub fn new(at_once: usize) -> Self {
-        Turns(Arc::new(tokio::sync::Semaphore::new(at_once.max(1))))
-    }
-
-    fn all_taken(&self) -> bool {
-        self.0.available_permits() == 0
-    }
-
-    /// Yields, then waits for a turn, held for one tick.
-    async fn take(self) {
-        tokio::task::yield_now().await;
-        if let Ok(turn) = self.0.acquire_owned().await {
-            tokio::spawn(async move {
-                tokio::time::sleep(EPOCH_TICK).await;
-                drop(turn);
-            });
-        }
-    }
-}
-
 /// What the engine needs of a store's data: the limits it enforces.
 pub trait StoreData: Send + 'static {
     fn limiter(&mut self) -> &mut dyn ResourceLimiter;
-}
-
-/// [`StoreLimits`] that remember whether they refused a memory its growth,
-/// so a trap that follows can be put down to the memory limit.
-pub struct MemoryLimits {
-    limits: StoreLimits,
-    refused: bool,
-}
-
-impl MemoryLimits {
-    /// Linear memory of at most `bytes`; a refused growth fails the guest's
-    /// `memory.grow` (it may cope) rather than trapping at once.
-    pub fn new(bytes: usize) -> Self {
-        MemoryLimits {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(bytes)
-                .trap_on_grow_failure(false)
-                .build(),
-            refused: false,
-        }
-    }
-
-    /// Whether a memory growth was refused for being over the limit.
-    pub fn refused(&self) -> bool {
-        self.refused
-    }
-}
-
-impl ResourceLimiter for MemoryLimits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        self.refused |= !allowed;
-        Ok(allowed)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.refused = true;
-        self.limits.memory_grow_failed(error)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
 }
 
 /// The engine shared by every app on the server, for stores holding `T`.

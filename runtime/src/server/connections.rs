@@ -1,13 +1,18 @@
 //! Caps on open client connections, for the whole server and per client
 //! address, so no client (a slowloris, say) takes every file descriptor;
 //! and, when descriptors run out anyway, the connections to shed first:
-//! those waiting for a request head, oldest first.
+//! those waiting for a request head, oldest first. A connection waits from
+//! its accept until a head arrives, and again from the end of each
+//! response ([`BusyBody`]) until the next.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::future::AbortHandle;
+
+use crate::triggers::http::ResponseBody;
 
 /// Open connections, counted; a [`Slot`] is held per open connection.
 pub struct Connections {
@@ -151,6 +156,76 @@ impl Drop for Slot {
                 open.by_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+/// Connections shed at once when accepting fails for lack of descriptors.
+pub const SHED_AT_ONCE: usize = 16;
+/// Time for shed connections' tasks to stop and close their descriptors.
+pub const SHED_SETTLE: Duration = Duration::from_millis(1);
+/// The wait before accepting again after any other failure.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Whether an accept failed for lack of file descriptors (the process's or
+/// the system's), which shedding idle connections can cure.
+pub fn is_out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Connections shed for descriptors, logged at most once a second.
+#[derive(Default)]
+pub struct SheddingReport {
+    unlogged: usize,
+    logged_at: Option<Instant>,
+}
+
+impl SheddingReport {
+    pub fn add(&mut self, shed: usize) {
+        self.unlogged += shed;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if self.unlogged > 0 && due {
+            tracing::warn!(
+                "out of file descriptors: closed {} connections that had not sent a request head",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+}
+
+/// A response body that marks its connection as waiting for the next
+/// request head once the body is done (dropped).
+pub struct BusyBody {
+    pub body: ResponseBody,
+    pub slot: Arc<Slot>,
+}
+
+impl hyper::body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for BusyBody {
+    fn drop(&mut self) {
+        self.slot.waiting();
     }
 }
 

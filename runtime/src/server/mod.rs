@@ -25,7 +25,10 @@ use tokio::sync::watch;
 
 use self::apps::{Apps, DeployError};
 use self::artifacts::Artifacts;
-use self::connections::{Connections, Refused};
+use self::connections::{
+    ACCEPT_BACKOFF, BusyBody, Connections, Refused, SHED_AT_ONCE, SHED_SETTLE, SheddingReport,
+    is_out_of_descriptors,
+};
 use self::manifest::RESERVED_APP_NAME;
 use self::settings::{ServerLimits, Settings, SettingsError, stored_admin_key};
 use crate::capabilities::auth::Accounts;
@@ -349,80 +352,6 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {grace:?}");
-    }
-}
-
-/// Connections shed at once when accepting fails for lack of descriptors.
-const SHED_AT_ONCE: usize = 16;
-/// Time for shed connections' tasks to stop and close their descriptors.
-const SHED_SETTLE: Duration = Duration::from_millis(1);
-/// The wait before accepting again after any other failure.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Whether an accept failed for lack of file descriptors (the process's or
-/// the system's), which shedding idle connections can cure.
-fn is_out_of_descriptors(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Connections shed for descriptors, logged at most once a second.
-struct SheddingReport {
-    shed: usize,
-    since: std::time::Instant,
-}
-
-impl Default for SheddingReport {
-    fn default() -> Self {
-        SheddingReport {
-            shed: 0,
-            since: std::time::Instant::now(),
-        }
-    }
-}
-
-impl SheddingReport {
-    fn add(&mut self, shed: usize) {
-        self.shed += shed;
-        if self.shed > 0 && self.since.elapsed() >= Duration::from_secs(1) {
-            tracing::warn!(
-                "out of file descriptors: closed {} connections that had not sent a request head",
-                self.shed
-            );
-            *self = SheddingReport::default();
-        }
-    }
-}
-
-/// A response body that marks its connection as waiting for the next
-/// request head once the body is done (dropped).
-struct BusyBody {
-    body: ResponseBody,
-    slot: Arc<connections::Slot>,
-}
-
-impl hyper::body::Body for BusyBody {
-    type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for BusyBody {
-    fn drop(&mut self) {
-        self.slot.waiting();
     }
 }
 
