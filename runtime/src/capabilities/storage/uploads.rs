@@ -54,13 +54,13 @@ fn progress(record: &UploadRecord, file: Option<FileMeta>) -> Progress {
 }
 
 /// An upload's id: 128 bits from the operating system's generator, in hex.
-fn upload_id() -> String {
+fn upload_id() -> Result<String, StorageError> {
     use ring::rand::SecureRandom;
     let mut bits = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bits)
-        .expect("the operating system's random generator failed");
-    hex::encode(bits)
+        .map_err(|_| StorageError::Unavailable("the system's random generator failed".into()))?;
+    Ok(hex::encode(bits))
 }
 
 fn gone(id: &str) -> StorageError {
@@ -93,6 +93,7 @@ impl Files {
                 "app `{app}` already has {OPEN_PER_APP} unfinished uploads"
             )));
         }
+        let id = upload_id()?;
         let blob = new_id();
         let multipart = match self.blobs.multipart() {
             Some(s3) => Some(
@@ -113,7 +114,7 @@ impl Files {
         };
         let now = now_ms();
         let record = UploadRecord {
-            id: upload_id(),
+            id,
             app: app.to_string(),
             owner: owner.map(str::to_string),
             key: key.to_string(),
