@@ -7,6 +7,7 @@ Two apps on one Kiln node on 127.0.0.1: `quiet` serves the plain Rust hello,
 `/spin` are kept in flight (each resent when it times out). The same is
 measured on a node started with `--app-guest-cores 64`, where the spinning
 app's guests do not take turns (Kiln before guest turns: the peer here).
+Also `quiet` alone at 32 connections on both nodes: what turns cost.
 Systems alternate within each round. Target: in every round, quiet's p99
 beside the spinning app is at most its p99 alone plus 5 ms.
 Writes bench/results-neighbours.md.
@@ -55,10 +56,10 @@ def spinning(kiln, stop):
     return threads
 
 
-def measure(kiln, with_spinner):
+def measure(kiln, with_spinner, connections=1):
     url = f"{kiln.base}/quiet/hello"
     if not with_spinner:
-        return bench.wrk(url, 1, SECONDS)
+        return bench.wrk(url, connections, SECONDS)
     stop = threading.Event()
     threads = spinning(kiln, stop)
     time.sleep(0.5)
@@ -72,17 +73,19 @@ def measure(kiln, with_spinner):
 
 def main():
     scratch = tempfile.mkdtemp(prefix="kiln-bench-neighbours-")
-    results = {"alone": [], "turns": [], "no turns": []}
+    results = {"alone": [], "turns": [], "no turns": [], "alone c32": [], "alone c32 no turns": []}
     try:
         for round_ in range(ROUNDS):
             kiln = start(scratch)
             try:
                 results["alone"].append(measure(kiln, False))
+                results["alone c32"].append(measure(kiln, False, 32))
                 results["turns"].append(measure(kiln, True))
             finally:
                 kiln.stop()
             kiln = start(scratch, guest_cores=64)
             try:
+                results["alone c32 no turns"].append(measure(kiln, False, 32))
                 results["no turns"].append(measure(kiln, True))
             finally:
                 kiln.stop()
@@ -113,17 +116,22 @@ def write(results):
         "| --- | --- | --- | --- | --- |",
     ]
     for name, label in [("alone", "alone"), ("turns", "beside the spinning app"),
-                        ("no turns", "beside the spinning app, no turns")]:
+                        ("no turns", "beside the spinning app, no turns"),
+                        ("alone c32", "alone, 32 connections"),
+                        ("alone c32 no turns", "alone, 32 connections, no turns")]:
         rs = results[name]
         med = lambda i: statistics.median(r[i] for r in rs)  # noqa: E731
         lines.append(f"| {label} | {med(0):,.0f} | {med(1):.2f} | {med(2):.2f} | "
                      + ", ".join(f"{r[2]:.2f}" for r in rs) + " |")
     ratio = [t[2] / n[2] for t, n in zip(results["turns"], results["no turns"])]
+    cost = [t[0] / n[0] for t, n in zip(results["alone c32"], results["alone c32 no turns"])]
     lines += [
         "",
         f"Target: quiet's p99 beside the spinning app at most its p99 alone + {TARGET_MS:.0f} ms in every round: "
         f"**{'met' if all(met) else 'not met'}** ({sum(met)} of {len(met)} rounds). "
-        f"p99 with turns over p99 without, per round: {', '.join(f'{r:.2f}x' for r in ratio)}.",
+        f"p99 with turns over p99 without, per round: {', '.join(f'{r:.2f}x' for r in ratio)}. "
+        "What turns cost an app alone at 32 connections (req/s with turns over without), per round: "
+        f"{', '.join(f'{r:.2f}x' for r in cost)}.",
         "",
     ]
     path = os.path.join(bench.ROOT, "bench/results-neighbours.md")

@@ -27,6 +27,7 @@ use wasmtime::{
 pub use self::cache::CompileCache;
 pub use self::memory::MemoryLimits;
 pub use self::turns::Turns;
+use self::turns::StoreTurn;
 use self::compiler::{CompileSettings, Compiler, Tier};
 
 /// How often the epoch advances; a running guest yields to other tasks at
@@ -146,15 +147,15 @@ impl<T: StoreData> Engine<T> {
     /// A fresh store for one invocation, running guest code in `turns`:
     /// at every epoch tick a running guest yields to other tasks and waits
     /// for a turn before it goes on; while every turn is taken, a new
-    /// guest waits for one before it starts. The caller bounds it with its
-    /// deadline.
+    /// guest waits for one before it starts. Dropping the store gives its
+    /// turn back. The caller bounds it with its deadline.
     pub fn new_store(&self, data: T, turns: &Turns) -> Store<T> {
         let mut store = Store::new(&self.wasmtime, data);
         store.limiter(|data| data.limiter());
         store.set_epoch_deadline(if turns.all_taken() { 0 } else { 1 });
-        let turns = turns.clone();
+        let turn = StoreTurn::new(turns);
         store.epoch_deadline_callback(move |_| {
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(turns.clone().take())))
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(turn.next())))
         });
         store
     }

@@ -1,36 +1,114 @@
 //! Turns at running guest code, so one tenant's spinning guests leave
 //! threads for the others.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EPOCH_TICK;
 
 /// Turns at running guest code, shared by the stores of one tenant: at
-/// most this many of its guests run at once for longer than an epoch tick,
-/// so a tenant whose guests spin cannot take every thread from the others.
-/// A turn lasts one tick, whatever the guest does meanwhile (a guest that
-/// waits on the host does not keep it); guests waiting for one are served
-/// in order.
+/// most this many of its guests run at once past an epoch tick, so a
+/// tenant whose guests spin cannot take every thread from the others.
+/// A guest takes a turn at each tick it runs through and holds it until
+/// its next tick or its end, and never longer than a tick (a guest that
+/// then waits on the host does not keep it); guests waiting for one are
+/// served in order.
 #[derive(Clone)]
-pub struct Turns(Arc<tokio::sync::Semaphore>);
+pub struct Turns(Arc<Semaphore>);
 
 impl Turns {
     pub fn new(at_once: usize) -> Self {
-        Turns(Arc::new(tokio::sync::Semaphore::new(at_once.max(1))))
+        Turns(Arc::new(Semaphore::new(at_once.max(1))))
     }
 
+    /// Whether every turn is held: a guest starting now waits for one.
     pub(super) fn all_taken(&self) -> bool {
         self.0.available_permits() == 0
     }
+}
 
-    /// Yields, then waits for a turn, held for one tick.
-    pub(super) async fn take(self) {
-        tokio::task::yield_now().await;
-        if let Ok(turn) = self.0.acquire_owned().await {
+/// The turn one store holds, if any; given back when the store is dropped.
+pub(super) struct StoreTurn {
+    turns: Turns,
+    held: Arc<Mutex<Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Counts the turns taken, so a tick's timer gives back only its own.
+    taken: u64,
+    turn: Option<OwnedSemaphorePermit>,
+}
+
+impl StoreTurn {
+    pub(super) fn new(turns: &Turns) -> Self {
+        StoreTurn {
+            turns: turns.clone(),
+            held: Arc::default(),
+        }
+    }
+
+    /// At a tick: gives back the turn held, yields, and waits for the next.
+    pub(super) fn next(&self) -> impl Future<Output = ()> + Send + 'static {
+        lock(&self.held).turn = None;
+        let (turns, held) = (self.turns.0.clone(), self.held.clone());
+        async move {
+            tokio::task::yield_now().await;
+            let Ok(turn) = turns.acquire_owned().await else {
+                return;
+            };
+            let taken = {
+                let mut held = lock(&held);
+                held.taken += 1;
+                held.turn = Some(turn);
+                held.taken
+            };
+            let held = Arc::downgrade(&held);
             tokio::spawn(async move {
                 tokio::time::sleep(EPOCH_TICK).await;
-                drop(turn);
+                if let Some(held) = held.upgrade() {
+                    let mut held = lock(&held);
+                    if held.taken == taken {
+                        held.turn = None;
+                    }
+                }
             });
         }
+    }
+}
+
+impl Drop for StoreTurn {
+    fn drop(&mut self) {
+        lock(&self.held).turn = None;
+    }
+}
+
+fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_turn_is_given_back_at_the_next_tick_or_when_its_store_ends() {
+        let turns = Turns::new(1);
+        let first = StoreTurn::new(&turns);
+        first.next().await;
+        assert!(turns.all_taken());
+        // The next tick gives it back before waiting for another.
+        first.next().await;
+        assert!(turns.all_taken());
+        let second = StoreTurn::new(&turns);
+        drop(first);
+        assert!(!turns.all_taken());
+        second.next().await;
+        assert!(turns.all_taken());
+        // Never longer than a tick.
+        tokio::time::sleep(EPOCH_TICK * 3).await;
+        assert!(!turns.all_taken());
+        drop(second);
     }
 }
