@@ -7,11 +7,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EPOCH_TICK;
 
+/// The longest a store holds a turn: past its next tick (epoch ticks come
+/// a little later than every 10 ms), so a running guest always gives its
+/// turn back at that tick, and only a guest waiting on the host (which
+/// has no tick) is ever timed out of one.
+const TURN_LIMIT: std::time::Duration = EPOCH_TICK.saturating_mul(2);
+
 /// Turns at running guest code, shared by the stores of one tenant: at
 /// most this many of its guests run at once past an epoch tick, so a
 /// tenant whose guests spin cannot take every thread from the others.
 /// A guest takes a turn at each tick it runs through and holds it until
-/// its next tick or its end, and never longer than a tick (a guest that
+/// its next tick or its end, and never longer than two ticks (a guest that
 /// then waits on the host does not keep it); guests waiting for one are
 /// served in order.
 #[derive(Clone)]
@@ -66,7 +72,7 @@ impl StoreTurn {
             };
             let held = Arc::downgrade(&held);
             tokio::spawn(async move {
-                tokio::time::sleep(EPOCH_TICK).await;
+                tokio::time::sleep(TURN_LIMIT).await;
                 if let Some(held) = held.upgrade() {
                     let mut held = lock(&held);
                     if held.taken == taken {
@@ -106,8 +112,8 @@ mod tests {
         assert!(!turns.all_taken());
         second.next().await;
         assert!(turns.all_taken());
-        // Never longer than a tick.
-        tokio::time::sleep(EPOCH_TICK * 3).await;
+        // Never longer than two ticks.
+        tokio::time::sleep(TURN_LIMIT + EPOCH_TICK).await;
         assert!(!turns.all_taken());
         drop(second);
     }
