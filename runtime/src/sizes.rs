@@ -60,7 +60,14 @@ mod tests {
         assert_eq!(parse_size(" 10 MiB "), Some(10 << 20));
         assert_eq!(parse_size("3 GB"), Some(3_000_000_000));
         assert_eq!(parse_size("17"), Some(17));
-        for bad in ["", "MiB", "10 parsecs", "-1", "1.5 MiB", "99999999999999999999 GiB"] {
+        for bad in [
+            "",
+            "MiB",
+            "10 parsecs",
+            "-1",
+            "1.5 MiB",
+            "99999999999999999999 GiB",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
         #[derive(Deserialize)]

@@ -456,7 +456,9 @@ async fn the_sweep_drops_expired_uploads_and_left_behind_blobs_only(f: Fixture) 
     let later = now + 25 * 3600 * 1000;
     assert_eq!(f.files.sweep(later).await.unwrap().uploads, 1);
     assert!(matches!(
-        f.files.upload_progress(&f.app, &upload.id, Some("ada")).await,
+        f.files
+            .upload_progress(&f.app, &upload.id, Some("ada"))
+            .await,
         Err(StorageError::NotFound(_))
     ));
     // Writes settle what they marked: nothing is pending after them.

@@ -254,7 +254,8 @@ async fn an_email_with_a_trailing_dot_or_another_case_is_the_same_account() {
 async fn json_endpoints_refuse_bodies_a_browser_may_send_cross_site() {
     let server = server_with(&["shop"]).await;
     sign_up(&server, "shop", "ada@example.com").await;
-    let credentials = json!({"email": "ada@example.com", "password": "correct horse battery"}).to_string();
+    let credentials =
+        json!({"email": "ada@example.com", "password": "correct horse battery"}).to_string();
     // What a cross-site form or fetch without a preflight can send.
     for content_type in [
         Some("text/plain"),

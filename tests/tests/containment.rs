@@ -478,7 +478,9 @@ async fn a_flood_of_unfinished_heads_past_the_descriptor_limit_leaves_new_client
     // A head timeout far past the test: only shedding can make room.
     let server = Server::start_with_open_files(256, 256, &[("KILN_HEADER_TIMEOUT", "30s")]);
     let component = &examples().misbehave;
-    server.deploy_ok("victim", MISBEHAVE, &[("bad", component)]).await;
+    server
+        .deploy_ok("victim", MISBEHAVE, &[("bad", component)])
+        .await;
     let addr = server.addr();
     let mut flood = Vec::new();
     for i in 0..300 {
@@ -500,7 +502,10 @@ async fn a_flood_of_unfinished_heads_past_the_descriptor_limit_leaves_new_client
             .expect("the server stayed reachable");
         assert_eq!(response.status(), 200);
         let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "answered after {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "answered after {elapsed:?}"
+        );
     }
     // The oldest unfinished heads were the ones closed.
     assert!(closed_within(&mut flood[0], Duration::from_millis(500)).await);

@@ -800,7 +800,12 @@ async fn an_interrupted_upload_resumes(server: &Server) {
                 request = request.bearer_auth(&user.token);
             }
             let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 404, "{method} by {:?}", stranger.map(|u| &u.id));
+            assert_eq!(
+                response.status(),
+                404,
+                "{method} by {:?}",
+                stranger.map(|u| &u.id)
+            );
         }
     }
     // 9 MiB in one request.
@@ -906,7 +911,10 @@ async fn an_interrupted_upload_resumes(server: &Server) {
         .await
         .unwrap();
     let as_ada = |request: reqwest::RequestBuilder| request.bearer_auth(&ada.token).send();
-    assert_eq!(as_ada(server.client.delete(&url)).await.unwrap().status(), 200);
+    assert_eq!(
+        as_ada(server.client.delete(&url)).await.unwrap().status(),
+        200
+    );
     assert_eq!(as_ada(server.client.get(&url)).await.unwrap().status(), 404);
     let aborted = send(
         server,

@@ -287,7 +287,10 @@ async fn read_to_end(response: reqwest::Response) -> (usize, bool) {
 #[tokio::test]
 async fn a_body_cut_by_the_deadline_or_a_trap_does_not_look_complete() {
     let server = misbehave_server().await;
-    for (path, why) in [("/bad/drip", "timed out"), ("/bad/trap-mid-body", "trapped")] {
+    for (path, why) in [
+        ("/bad/drip", "timed out"),
+        ("/bad/trap-mid-body", "trapped"),
+    ] {
         let response = server.get(path).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let request_id = response.headers()["kiln-request-id"]
@@ -296,7 +299,10 @@ async fn a_body_cut_by_the_deadline_or_a_trap_does_not_look_complete() {
             .to_string();
         let (received, failed) = read_to_end(response).await;
         assert!(received >= 64 * 1024, "{path}: only {received} bytes");
-        assert!(failed, "{path}: a body cut when the function {why} ended cleanly");
+        assert!(
+            failed,
+            "{path}: a body cut when the function {why} ended cleanly"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         let log = server.log();
         assert!(

@@ -25,10 +25,10 @@ use wasmtime::{
 };
 
 pub use self::cache::CompileCache;
-pub use self::memory::MemoryLimits;
-pub use self::turns::Turns;
-use self::turns::StoreTurn;
 use self::compiler::{CompileSettings, Compiler, Tier};
+pub use self::memory::MemoryLimits;
+use self::turns::StoreTurn;
+pub use self::turns::Turns;
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// this interval, so a guest stuck in a loop never holds a server thread.

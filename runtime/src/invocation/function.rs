@@ -138,12 +138,12 @@ impl Function {
             }
             // A guest refused memory usually traps soon after (Rust aborts
             // on a failed allocation): say which limit it reached.
-            Ok(Err(trap)) if store.data().memory_refused() => Outcome::Trapped(trap.context(
-                format!(
+            Ok(Err(trap)) if store.data().memory_refused() => {
+                Outcome::Trapped(trap.context(format!(
                     "the function reached its memory limit (limits.memory_mb = {})",
                     self.limits.memory_mb
-                ),
-            )),
+                )))
+            }
             Ok(Err(trap)) => Outcome::Trapped(trap),
             Err(_) => Outcome::TimedOut(self.limits.timeout),
         };

@@ -8,8 +8,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Limits;
 use crate::capabilities::Instances;
-use crate::engine::{MemoryLimits, StoreData};
 use crate::engine::logs::LogCapture;
+use crate::engine::{MemoryLimits, StoreData};
 
 /// Most bytes of stdout and of stderr kept per invocation.
 const LOG_LIMIT: usize = 64 * 1024;

@@ -342,11 +342,18 @@ mod tests {
             "memory_mb = 64 }",
             "memory_mb = 64, max_request_body = \"200MiB\", max_response_body = 2048 }",
         );
-        let body = Manifest::parse(&sized).unwrap().functions["hello"].limits.body();
+        let body = Manifest::parse(&sized).unwrap().functions["hello"]
+            .limits
+            .body();
         assert_eq!(body.max_request_body, 200 << 20);
         assert_eq!(body.max_response_body, 2048);
-        let spaced = GOOD.replace("memory_mb = 64 }", "memory_mb = 64, max_request_body = \"10 MiB\" }");
-        let body = Manifest::parse(&spaced).unwrap().functions["hello"].limits.body();
+        let spaced = GOOD.replace(
+            "memory_mb = 64 }",
+            "memory_mb = 64, max_request_body = \"10 MiB\" }",
+        );
+        let body = Manifest::parse(&spaced).unwrap().functions["hello"]
+            .limits
+            .body();
         assert_eq!(body.max_request_body, 10 << 20);
     }
 
@@ -359,17 +366,19 @@ mod tests {
         let message = error_of(&bad);
         let lines: Vec<&str> = message.lines().collect();
         assert_eq!(lines.len(), 4, "{message}");
-        let line_no = bad
-            .lines()
-            .position(|l| l.contains("parsecs"))
-            .unwrap()
-            + 1;
+        let line_no = bad.lines().position(|l| l.contains("parsecs")).unwrap() + 1;
         assert!(
             lines[0].starts_with(&format!("kiln.toml: line {line_no}, column ")),
             "{message}"
         );
-        assert!(lines[0].contains("`200 parsecs` is not a size"), "{message}");
-        assert!(lines[2].contains("max_request_body = \"200 parsecs\""), "{message}");
+        assert!(
+            lines[0].contains("`200 parsecs` is not a size"),
+            "{message}"
+        );
+        assert!(
+            lines[2].contains("max_request_body = \"200 parsecs\""),
+            "{message}"
+        );
         // The caret is under the value.
         let caret = lines[3].find('^').unwrap();
         assert_eq!(&lines[2][caret..caret + 13], "\"200 parsecs\"", "{message}");

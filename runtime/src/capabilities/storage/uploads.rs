@@ -162,8 +162,16 @@ impl Files {
         E: std::fmt::Display,
     {
         let now = now_ms();
-        let Some(mut record) =
-            records::claim(&self.documents, app, id, caller, offset, now, now + LEASE_MS).await?
+        let Some(mut record) = records::claim(
+            &self.documents,
+            app,
+            id,
+            caller,
+            offset,
+            now,
+            now + LEASE_MS,
+        )
+        .await?
         else {
             let current = self.upload_progress(app, id, caller).await?;
             if current.offset == offset {

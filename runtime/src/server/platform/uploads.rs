@@ -91,13 +91,14 @@ pub async fn handle(
             ))
         }
         (method @ (Method::GET | Method::HEAD), [id]) => {
-            let progress = files
-                .upload_progress(app, id, caller)
-                .await
-                .map_err(|err| match err {
-                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                    other => storage_error(other),
-                })?;
+            let progress =
+                files
+                    .upload_progress(app, id, caller)
+                    .await
+                    .map_err(|err| match err {
+                        StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                        other => storage_error(other),
+                    })?;
             let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
             let headers = answer.headers_mut();
             headers.insert("upload-offset", HeaderValue::from(progress.offset));
@@ -124,17 +125,14 @@ pub async fn handle(
                 .take(app, Some(client))
                 .map_err(storage_error)?;
             let body = req.into_body().into_data_stream();
-            let progress =
-                files
-                    .append_upload(app, id, caller, offset, body)
-                    .await
-                    .map_err(|err| match err {
-                        StorageError::Conflict(m) => {
-                            ApiError::new(ErrorCode::InvalidUploadOffset, m)
-                        }
-                        StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                        other => storage_error(other),
-                    })?;
+            let progress = files
+                .append_upload(app, id, caller, offset, body)
+                .await
+                .map_err(|err| match err {
+                    StorageError::Conflict(m) => ApiError::new(ErrorCode::InvalidUploadOffset, m),
+                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                    other => storage_error(other),
+                })?;
             let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
             answer
                 .headers_mut()
@@ -142,10 +140,13 @@ pub async fn handle(
             Ok(answer)
         }
         (Method::DELETE, [id]) => {
-            files.abort_upload(app, id, caller).await.map_err(|err| match err {
-                StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                other => storage_error(other),
-            })?;
+            files
+                .abort_upload(app, id, caller)
+                .await
+                .map_err(|err| match err {
+                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+                    other => storage_error(other),
+                })?;
             Ok(json_value_response(StatusCode::OK, json!({"aborted": id})))
         }
         _ => Err(ApiError::new(

@@ -68,7 +68,8 @@ pub async fn get(
         return Ok(None);
     };
     let record: UploadRecord = from_document("upload", doc)?;
-    let visible = record.app == app && (record.owner.is_none() || record.owner.as_deref() == caller);
+    let visible =
+        record.app == app && (record.owner.is_none() || record.owner.as_deref() == caller);
     Ok(visible.then_some(record))
 }
 

@@ -158,7 +158,7 @@ where
                     "response cut off: the function ended (timed out or trapped) before finishing its body"
                 );
                 Poll::Ready(Some(Err(
-                    "the function ended before finishing its response".into()
+                    "the function ended before finishing its response".into(),
                 )))
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),

@@ -72,9 +72,9 @@ where
         })
     };
     match receiver.await {
-        Ok(Ok(answer)) => Handled::Answered(
-            answer.map(|body| GuestBody::new(body, failed, request_id.clone())),
-        ),
+        Ok(Ok(answer)) => {
+            Handled::Answered(answer.map(|body| GuestBody::new(body, failed, request_id.clone())))
+        }
         Ok(Err(code)) => Handled::Refused(code),
         Err(_) => Handled::Ended(
             task.await

@@ -320,7 +320,11 @@ mod tests {
             let RouteMatch::Found { params, .. } = router.route(&Method::GET, path) else {
                 panic!("{path} not found");
             };
-            assert_eq!(params, vec![("rest".into(), path[1..].to_string())], "{path}");
+            assert_eq!(
+                params,
+                vec![("rest".into(), path[1..].to_string())],
+                "{path}"
+            );
         }
         let router = Router::new(&[
             route("/files/*key", &[], 0),
