@@ -55,12 +55,16 @@ impl StoreTurn {
         }
     }
 
-    /// At a tick: gives back the turn held, yields, and waits for the next.
+    /// At a tick: yields, then gives back the turn held and waits for the
+    /// next. Yielding first, still holding the turn, puts the tasks already
+    /// queued (other apps' requests) ahead of the next guest the release
+    /// wakes: woken on this thread, that guest would run next, and a
+    /// chain of them held the thread for a whole round of turns.
     pub(super) fn next(&self) -> impl Future<Output = ()> + Send + 'static {
-        lock(&self.held).turn = None;
         let (turns, held) = (self.turns.0.clone(), self.held.clone());
         async move {
             tokio::task::yield_now().await;
+            lock(&held).turn = None;
             let Ok(turn) = turns.acquire_owned().await else {
                 return;
             };
@@ -104,7 +108,7 @@ mod tests {
         let first = StoreTurn::new(&turns);
         first.next().await;
         assert!(turns.all_taken());
-        // The next tick gives it back before waiting for another.
+        // The next tick gives it back, then waits for another.
         first.next().await;
         assert!(turns.all_taken());
         let second = StoreTurn::new(&turns);
