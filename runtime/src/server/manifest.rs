@@ -250,20 +250,30 @@ pub fn toml_error(text: &str, err: &toml::de::Error) -> String {
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
     let line_no = text[..start].matches('\n').count() + 1;
     let column = text[line_start..start].chars().count() + 1;
-    let line = &text[line_start..line_end];
     let width = text[start..span.end.clamp(start, line_end)]
         .trim_end()
         .chars()
         .count()
-        .max(1);
+        .clamp(1, SNIPPET_CHARS);
+    // A long line is shown around the spot only: the message stays short
+    // whatever the manifest.
+    let skip = (column - 1).saturating_sub(SNIPPET_CHARS / 2);
+    let shown: String = text[line_start..line_end]
+        .chars()
+        .skip(skip)
+        .take(SNIPPET_CHARS)
+        .collect();
     let gutter = line_no.to_string().len();
     format!(
-        "line {line_no}, column {column}: {message}\n{blank:gutter$} |\n{line_no} | {line}\n{blank:gutter$} | {pad}{carets}",
+        "line {line_no}, column {column}: {message}\n{blank:gutter$} |\n{line_no} | {shown}\n{blank:gutter$} | {pad}{carets}",
         blank = "",
-        pad = " ".repeat(column - 1),
+        pad = " ".repeat(column - 1 - skip),
         carets = "^".repeat(width),
     )
 }
+
+/// Characters of the offending line a TOML error shows.
+const SNIPPET_CHARS: usize = 120;
 
 fn unknown_key(table: &toml::Table, read: impl Iterator<Item = &'static str>) -> Option<String> {
     let read: Vec<&str> = read.collect();
@@ -383,6 +393,11 @@ mod tests {
         let caret = lines[3].find('^').unwrap();
         assert_eq!(&lines[2][caret..caret + 13], "\"200 parsecs\"", "{message}");
         assert_eq!(lines[3].matches('^').count(), 13, "{message}");
+        // On a very long line only the part around the spot is shown.
+        let long = format!("name = \"{}\" oops\n", "a".repeat(100_000));
+        let message = error_of(&long);
+        assert!(message.contains("line 1, column 100011"), "{message}");
+        assert!(message.len() < 1_000, "{} bytes", message.len());
     }
 
     fn error_of(text: &str) -> String {
