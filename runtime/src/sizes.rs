@@ -4,23 +4,30 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// A size as written: a number of bytes or a string with a unit, for a
+/// reader that reports a bad one in its own words (others take
+/// [`ByteSize`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WrittenSize {
+    Bytes(u64),
+    Text(String),
+}
+
 /// A size in bytes, read from a number or a string with a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Bytes(u64),
-            Text(String),
-        }
-        match Written::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a size: a number of bytes or a string such as \"10 MiB\"")
-        })? {
-            Written::Bytes(n) => Ok(ByteSize(n)),
-            Written::Text(text) => parse_size(&text).map(ByteSize).ok_or_else(|| {
+        let written = WrittenSize::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size: a number of bytes or a string such as \"10 MiB\"",
+            )
+        })?;
+        match written {
+            WrittenSize::Bytes(n) => Ok(ByteSize(n)),
+            WrittenSize::Text(text) => parse_size(&text).map(ByteSize).ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "`{text}` is not a size such as 10485760 or \"10 MiB\" (units: B, KiB, MiB, GiB, KB, MB, GB)"
                 ))

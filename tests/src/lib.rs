@@ -173,7 +173,7 @@ impl Server {
     pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let mut server = Server::spawn(&dir, Some(ADMIN_KEY), true, env);
+        let mut server = Server::spawn(&dir, Some(ADMIN_KEY), true, env, None);
         server._temp = Some(temp);
         server
     }
@@ -184,8 +184,7 @@ impl Server {
     pub fn start_with_open_files(soft: u64, hard: u64, env: &[(&str, &str)]) -> Server {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let mut server =
-            Server::spawn_limited(&dir, Some(ADMIN_KEY), true, env, Some((soft, hard)));
+        let mut server = Server::spawn(&dir, Some(ADMIN_KEY), true, env, Some((soft, hard)));
         server._temp = Some(temp);
         server
     }
@@ -195,25 +194,17 @@ impl Server {
     /// `shared_cache`, compiled components are cached for every test's server;
     /// otherwise in the data directory.
     pub fn start_in(data_dir: &Path, admin_key: Option<&str>, shared_cache: bool) -> Server {
-        Server::spawn(data_dir, admin_key, shared_cache, &[])
+        Server::spawn(data_dir, admin_key, shared_cache, &[], None)
     }
 
     /// Starts a server on `data_dir` with the test admin key, the shared
     /// compile cache and extra environment variables.
     pub fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        Server::spawn(data_dir, Some(ADMIN_KEY), true, env)
+        Server::spawn(data_dir, Some(ADMIN_KEY), true, env, None)
     }
 
+    /// `open_files`: the process's soft and hard limits on open files.
     fn spawn(
-        data_dir: &Path,
-        admin_key: Option<&str>,
-        shared_cache: bool,
-        env: &[(&str, &str)],
-    ) -> Server {
-        Server::spawn_limited(data_dir, admin_key, shared_cache, env, None)
-    }
-
-    fn spawn_limited(
         data_dir: &Path,
         admin_key: Option<&str>,
         shared_cache: bool,

@@ -153,7 +153,7 @@ impl<T: StoreData> Engine<T> {
         let mut store = Store::new(&self.wasmtime, data);
         store.limiter(|data| data.limiter());
         store.set_epoch_deadline(if turns.all_taken() { 0 } else { 1 });
-        let turn = StoreTurn::new(turns);
+        let mut turn = StoreTurn::new(turns);
         store.epoch_deadline_callback(move |_| {
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(turn.next())))
         });

@@ -37,7 +37,8 @@ impl Turns {
 /// The turn one store holds, if any; given back when the store is dropped.
 pub(super) struct StoreTurn {
     turns: Turns,
-    held: Arc<Mutex<Held>>,
+    /// Made at the first tick: most guests end before one.
+    held: Option<Arc<Mutex<Held>>>,
 }
 
 #[derive(Default)]
@@ -51,7 +52,7 @@ impl StoreTurn {
     pub(super) fn new(turns: &Turns) -> Self {
         StoreTurn {
             turns: turns.clone(),
-            held: Arc::default(),
+            held: None,
         }
     }
 
@@ -60,8 +61,9 @@ impl StoreTurn {
     /// queued (other apps' requests) ahead of the next guest the release
     /// wakes: woken on this thread, that guest would run next, and a
     /// chain of them held the thread for a whole round of turns.
-    pub(super) fn next(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (turns, held) = (self.turns.0.clone(), self.held.clone());
+    pub(super) fn next(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let held = self.held.get_or_insert_with(Arc::default).clone();
+        let turns = self.turns.0.clone();
         async move {
             tokio::task::yield_now().await;
             lock(&held).turn = None;
@@ -90,7 +92,9 @@ impl StoreTurn {
 
 impl Drop for StoreTurn {
     fn drop(&mut self) {
-        lock(&self.held).turn = None;
+        if let Some(held) = &self.held {
+            lock(held).turn = None;
+        }
     }
 }
 
@@ -105,13 +109,13 @@ mod tests {
     #[tokio::test]
     async fn a_turn_is_given_back_at_the_next_tick_or_when_its_store_ends() {
         let turns = Turns::new(1);
-        let first = StoreTurn::new(&turns);
+        let mut first = StoreTurn::new(&turns);
         first.next().await;
         assert!(turns.all_taken());
         // The next tick gives it back, then waits for another.
         first.next().await;
         assert!(turns.all_taken());
-        let second = StoreTurn::new(&turns);
+        let mut second = StoreTurn::new(&turns);
         drop(first);
         assert!(!turns.all_taken());
         second.next().await;

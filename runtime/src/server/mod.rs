@@ -302,11 +302,12 @@ async fn accept_loop(
                     // their timeout while every new client is refused.
                     let shed = connections.shed_waiting(SHED_AT_ONCE);
                     shedding.add(shed);
-                    let wait = if shed > 0 { SHED_SETTLE } else { ACCEPT_BACKOFF };
-                    if shed == 0 {
+                    if shed > 0 {
+                        tokio::time::sleep(SHED_SETTLE).await;
+                    } else {
                         tracing::warn!("accept failed with no connection to shed: {err}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
-                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 Err(err) => {

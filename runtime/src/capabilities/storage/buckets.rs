@@ -13,6 +13,7 @@ use super::thumbnails::{MAX_SIZES, ThumbSize};
 use crate::capabilities::ConfigureError;
 use crate::capabilities::auth::Identity;
 use crate::capabilities::auth::policy::{POLICY_RULE, Policy, Refusal};
+use crate::sizes::{WrittenSize, parse_size};
 
 /// A bucket's largest file when its manifest gives none.
 pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
@@ -95,18 +96,11 @@ struct BucketSpec {
     upload: Option<String>,
     replace: Option<String>,
     delete: Option<String>,
-    max_size: Option<Size>,
+    max_size: Option<WrittenSize>,
     #[serde(default)]
     content_types: Vec<String>,
     #[serde(default)]
     thumbs: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(u64),
-    Text(String),
 }
 
 const RULE: &str = "is `public`, `user`, `mfa`, `role:NAME`, `owner` or `function:NAME`";
@@ -138,8 +132,8 @@ impl Buckets {
             };
             let max_bytes = match spec.max_size {
                 None => DEFAULT_MAX_BYTES,
-                Some(Size::Bytes(n)) => n,
-                Some(Size::Text(t)) => crate::sizes::parse_size(&t).ok_or_else(|| {
+                Some(WrittenSize::Bytes(n)) => n,
+                Some(WrittenSize::Text(t)) => parse_size(&t).ok_or_else(|| {
                     err(
                         field("max_size"),
                         format!("`{t}` is not a size such as 5242880 or \"5 MiB\""),

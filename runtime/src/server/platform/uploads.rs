@@ -91,14 +91,10 @@ pub async fn handle(
             ))
         }
         (method @ (Method::GET | Method::HEAD), [id]) => {
-            let progress =
-                files
-                    .upload_progress(app, id, caller)
-                    .await
-                    .map_err(|err| match err {
-                        StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                        other => storage_error(other),
-                    })?;
+            let progress = files
+                .upload_progress(app, id, caller)
+                .await
+                .map_err(upload_error)?;
             let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
             let headers = answer.headers_mut();
             headers.insert("upload-offset", HeaderValue::from(progress.offset));
@@ -128,11 +124,7 @@ pub async fn handle(
             let progress = files
                 .append_upload(app, id, caller, offset, body)
                 .await
-                .map_err(|err| match err {
-                    StorageError::Conflict(m) => ApiError::new(ErrorCode::InvalidUploadOffset, m),
-                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                    other => storage_error(other),
-                })?;
+                .map_err(upload_error)?;
             let mut answer = json_value_response(StatusCode::OK, progress_json(&progress));
             answer
                 .headers_mut()
@@ -143,15 +135,22 @@ pub async fn handle(
             files
                 .abort_upload(app, id, caller)
                 .await
-                .map_err(|err| match err {
-                    StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
-                    other => storage_error(other),
-                })?;
+                .map_err(upload_error)?;
             Ok(json_value_response(StatusCode::OK, json!({"aborted": id})))
         }
         _ => Err(ApiError::new(
             ErrorCode::PlatformRouteNotFound,
             "uploads: POST /_kiln/uploads, then GET, PATCH or DELETE /_kiln/uploads/ID",
         )),
+    }
+}
+
+/// An upload that is gone (or another caller's) is `upload_not_found`; a
+/// wrong offset is `upload_offset_mismatch`; the rest as for files.
+fn upload_error(err: StorageError) -> ApiError {
+    match err {
+        StorageError::NotFound(m) => ApiError::new(ErrorCode::UploadNotFound, m),
+        StorageError::Conflict(m) => ApiError::new(ErrorCode::InvalidUploadOffset, m),
+        other => storage_error(other),
     }
 }

@@ -209,7 +209,7 @@ fn copy_path(from: &Value, to: &mut Value, parts: &[&str]) {
             }
             // A path through a scalar, a date or null leads nowhere:
             // nothing to copy.
-            if !value.is_object() && !value.is_array() || is_date(value) {
+            if is_date(value) || !(value.is_object() || value.is_array()) {
                 return;
             }
             let slot = dst.entry(first.to_string()).or_insert_with(|| match value {

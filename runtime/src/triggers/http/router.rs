@@ -60,7 +60,10 @@ impl Router {
             router.add(route)?;
         }
         for (index, (pattern, _)) in router.tables.iter().enumerate() {
-            if let Some(prefix) = rest_prefix(pattern) {
+            let Some((prefix, last)) = pattern.rsplit_once('/') else {
+                continue;
+            };
+            if rest_param(last).is_some() {
                 let paths = match prefix {
                     "" => vec!["/".to_string()],
                     _ => vec![prefix.to_string(), format!("{prefix}/")],
@@ -117,8 +120,12 @@ impl Router {
 
     /// Routes `method path` (the app-relative path, without query).
     pub fn route(&self, method: &Method, path: &str) -> RouteMatch {
-        let Ok(m) = self.paths.at(path).or_else(|_| self.empty_rest.at(path)) else {
-            return RouteMatch::NotFound;
+        let (m, rest_is_empty) = match self.paths.at(path) {
+            Ok(m) => (m, false),
+            Err(_) => match self.empty_rest.at(path) {
+                Ok(m) => (m, true),
+                Err(_) => return RouteMatch::NotFound,
+            },
         };
         let (pattern, table) = &self.tables[*m.value];
         let mut params: Vec<(String, String)> = m
@@ -126,8 +133,11 @@ impl Router {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if let Some(rest) = rest_name(pattern)
-            && !params.iter().any(|(name, _)| name == rest)
+        // The prefix a rest matched nothing at has no rest parameter.
+        if rest_is_empty
+            && let Some(rest) = pattern
+                .rsplit_once('/')
+                .and_then(|(_, last)| rest_param(last))
         {
             params.push((rest.to_string(), String::new()));
         }
@@ -148,19 +158,12 @@ impl Router {
     }
 }
 
-/// The pattern before its final `*rest` segment (`/files` for
-/// `/files/*rest`, empty for `/*rest`).
-fn rest_prefix(pattern: &str) -> Option<&str> {
-    let (prefix, last) = pattern.rsplit_once('/')?;
-    (last.starts_with('*') || last == "...").then_some(prefix)
-}
-
-/// The name of the pattern's final `*rest` parameter.
-fn rest_name(pattern: &str) -> Option<&str> {
-    let (_, last) = pattern.rsplit_once('/')?;
-    match last {
+/// The parameter a rest segment (`*name`, or Spin's `...`) takes the
+/// rest of the path into; none for any other segment.
+fn rest_param(segment: &str) -> Option<&str> {
+    match segment {
         "..." => Some(SPIN_REST),
-        _ => last.strip_prefix('*'),
+        _ => segment.strip_prefix('*'),
     }
 }
 
@@ -177,8 +180,7 @@ fn shape(path: &str) -> String {
     path.split('/')
         .map(|s| match s.chars().next() {
             Some(':') => ":",
-            Some('*') => "*",
-            _ if s == "..." => "*",
+            _ if rest_param(s).is_some() => "*",
             _ => s,
         })
         .collect::<Vec<_>>()
@@ -208,14 +210,10 @@ fn to_matchit(path: &str) -> Result<String, RouteError> {
     let mut out = String::new();
     for (i, segment) in segments.iter().enumerate() {
         out.push('/');
-        let rest = match *segment {
-            "..." => Some(SPIN_REST),
-            _ => segment.strip_prefix('*'),
-        };
         if let Some(name) = segment.strip_prefix(':') {
             check_param(name).map_err(|r| invalid(&r))?;
             out.push_str(&format!("{{{name}}}"));
-        } else if let Some(name) = rest {
+        } else if let Some(name) = rest_param(segment) {
             check_param(name).map_err(|r| invalid(&r))?;
             if i + 1 != segments.len() {
                 return Err(invalid("`*rest` (or `...`) must be the last segment"));
