@@ -6,6 +6,7 @@
 //! cron occurrences and jobs into invocations. Capabilities reach the
 //! [`store`]; the engine and the store know nothing above them.
 
+pub mod access;
 pub mod capabilities;
 pub mod engine;
 pub mod invocation;

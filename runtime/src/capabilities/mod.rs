@@ -43,6 +43,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     const APP_KEYS: &'static [&'static str] = &[];
     /// Keys of a `[functions.NAME]` table this capability reads.
     const FUNCTION_KEYS: &'static [&'static str] = &[];
+    /// Built once per deployment for the whole app: what its clients reach
+    /// (rules, buckets, collections) and what its functions share.
+    type App: Send + Sync + 'static;
     /// Built once per deployment for each function.
     type Configured: Send + Sync + 'static;
     /// Held by one invocation's store.
@@ -54,12 +57,22 @@ pub trait Capability: Sized + Send + Sync + 'static {
     fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
     where
         Instances: Pick<Self>;
+    /// Once per deployment: validates the app's manifest sections this
+    /// capability owns and builds the app's state.
+    fn configure_app(&self, app: &AppManifest<'_>) -> Result<Self::App, ConfigureError>;
     /// Once per deployment and function: validates the function's manifest
     /// section and builds what its invocations share.
     fn configure(
         &self,
+        app: &Self::App,
         function: &FunctionManifest<'_>,
     ) -> Result<Self::Configured, ConfigureError>;
+    /// The app's functions this capability calls through their HTTP
+    /// handler (rules, hooks), each with the field naming it, so a deploy
+    /// refuses one that cannot answer.
+    fn asks(_app: &Self::App) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Once per invocation. `wasi` is the sandbox being built, which grants
     /// nothing unless a capability adds to it.
     fn prepare(
@@ -89,6 +102,33 @@ where
     Instances: Pick<C>,
 {
     data.capabilities().pick()
+}
+
+/// What a capability sees of an app at deploy.
+pub struct AppManifest<'a> {
+    pub app: &'a str,
+    /// Every function of the version, sorted.
+    pub app_functions: &'a Arc<[Arc<str>]>,
+    /// The manifest's top-level keys that capabilities own.
+    pub app_section: &'a toml::Table,
+}
+
+impl AppManifest<'_> {
+    /// The top-level value `key`, deserialized; its default when absent.
+    pub fn value<V: DeserializeOwned + Default>(&self, key: &str) -> Result<V, ConfigureError> {
+        value(self.app_section, key, key.to_string())
+    }
+
+    /// Refuses a `function:` rule or hook naming no function of the app.
+    pub fn check_function(&self, field: &str, function: &str) -> Result<(), ConfigureError> {
+        match self.app_functions.iter().any(|f| **f == *function) {
+            true => Ok(()),
+            false => Err(ConfigureError {
+                field: field.to_string(),
+                message: format!("`{function}` names no function of the app"),
+            }),
+        }
+    }
 }
 
 /// What a capability sees of a function at deploy.
@@ -174,6 +214,11 @@ macro_rules! capabilities {
             $($field: $capability,)*
         }
 
+        /// Each capability's state of one app's deployment.
+        pub struct AppConfigured {
+            $(pub $field: <$capability as Capability>::App,)*
+        }
+
         /// Each capability's configuration of one function of a deployment.
         pub struct Configured {
             $($field: <$capability as Capability>::Configured,)*
@@ -189,6 +234,15 @@ macro_rules! capabilities {
                 &mut self.$field
             }
         })*
+
+        impl AppConfigured {
+            /// The functions asked through their HTTP handler, with the field naming each.
+            pub fn asks(&self) -> Vec<(String, String)> {
+                let mut asks = Vec::new();
+                $(asks.extend(<$capability>::asks(&self.$field));)*
+                asks
+            }
+        }
 
         impl Capabilities {
             pub fn new(backends: &Backends) -> Self {
@@ -210,11 +264,19 @@ macro_rules! capabilities {
                 [$(<$capability as Capability>::FUNCTION_KEYS),*].into_iter().flatten().copied()
             }
 
+            pub fn configure_app(
+                &self,
+                app: &AppManifest<'_>,
+            ) -> Result<AppConfigured, ConfigureError> {
+                Ok(AppConfigured { $($field: self.$field.configure_app(app)?,)* })
+            }
+
             pub fn configure(
                 &self,
+                app: &AppConfigured,
                 function: &FunctionManifest<'_>,
             ) -> Result<Configured, ConfigureError> {
-                Ok(Configured { $($field: self.$field.configure(function)?,)* })
+                Ok(Configured { $($field: self.$field.configure(&app.$field, function)?,)* })
             }
 
             pub fn prepare(

@@ -14,10 +14,9 @@ use tokio::sync::Mutex;
 use super::artifacts::{ArtifactError, Artifacts, is_valid_digest};
 use super::manifest::{Manifest, ManifestError, app_name_rule, is_valid_app_name};
 use super::settings::ServerLimits;
-use crate::capabilities::FunctionManifest;
-use crate::capabilities::auth::{self, Accounts, AppAuth};
-use crate::capabilities::storage::buckets::Buckets;
-use crate::capabilities::storage::{AppStorage, Files};
+use crate::capabilities::auth::Accounts;
+use crate::capabilities::storage::Files;
+use crate::capabilities::{AppConfigured, AppManifest, FunctionManifest};
 use crate::invocation::{App, AppQuota, Function, Invoker, LoadError};
 use crate::store::platform::deployments::{self, DeploymentRecord};
 use crate::store::{Documents, StoreError};
@@ -42,7 +41,7 @@ pub enum DeployError {
     MissingExport {
         function: String,
         export: &'static str,
-        why: &'static str,
+        why: String,
     },
     #[error("routes: {0}")]
     Routes(#[from] RouteError),
@@ -60,8 +59,8 @@ pub enum DeployError {
 pub struct LiveApp {
     pub app: Arc<App>,
     pub http: HttpRoutes,
-    /// The app's files as its clients reach them.
-    pub storage: AppStorage,
+    /// Each capability's state of the app: what its clients reach.
+    pub capabilities: AppConfigured,
     pub crons: Arc<[Arc<CronTrigger>]>,
 }
 
@@ -307,7 +306,8 @@ impl Apps {
         manifest: &Manifest,
         live: &LiveApp,
     ) -> Result<(), DeployError> {
-        let mail = live.http.auth.settings.mail.as_ref();
+        let mail = live.capabilities.auth.settings.mail.as_ref();
+        let asks = live.capabilities.asks();
         let mail_function = mail.and_then(|m| m.function.as_deref());
         for name in manifest.functions.keys() {
             let tiered = self
@@ -331,21 +331,21 @@ impl Apps {
             let routed = manifest.routes.iter().any(|r| r.function == *name);
             let cron = manifest.crons.iter().any(|c| c.function == *name);
             let mailer = mail_function == Some(name.as_str());
-            let rule = live
-                .storage
-                .buckets
-                .rule_functions()
-                .any(|(_, function)| function == name);
-            let missing = |export, why| DeployError::MissingExport {
+            let asked = asks.iter().find(|(_, function)| function == name);
+            let missing = |export, why: &str| DeployError::MissingExport {
                 function: name.clone(),
                 export,
-                why,
+                why: why.to_string(),
             };
             if routed && !http {
                 return Err(missing(HTTP_EXPORT, "a route calls it"));
             }
-            if rule && !http {
-                return Err(missing(HTTP_EXPORT, "a bucket's rule asks it"));
+            if let Some((field, _)) = asked.filter(|_| !http) {
+                return Err(DeployError::MissingExport {
+                    function: name.clone(),
+                    export: HTTP_EXPORT,
+                    why: format!("{field} asks it"),
+                });
             }
             if cron && !scheduled {
                 return Err(missing(SCHEDULED_EXPORT, "a cron trigger calls it"));
@@ -379,6 +379,13 @@ impl Apps {
             .collect();
         let quota = self.quota(&record.app);
         let capabilities = self.invoker.capabilities();
+        let app_state = capabilities
+            .configure_app(&AppManifest {
+                app: &record.app,
+                app_functions: &names,
+                app_section: &manifest.capabilities,
+            })
+            .map_err(|e| ManifestError(e.to_string()))?;
         let mut functions = Vec::new();
         let mut body_limits = Vec::new();
         for ((name, spec), arc_name) in manifest.functions.iter().zip(names.iter()) {
@@ -387,7 +394,7 @@ impl Apps {
                 DeployError::Components(format!("no component for function `{name}`"))
             })?;
             let configured = capabilities
-                .configure(&FunctionManifest {
+                .configure(&app_state, &FunctionManifest {
                     app: &record.app,
                     function: name,
                     app_functions: &names,
@@ -433,29 +440,6 @@ impl Apps {
             });
         }
         let router = Router::new(&routes)?;
-        let auth = AppAuth {
-            app: app_name.clone(),
-            accounts: self.accounts.clone(),
-            settings: Arc::new(
-                auth::app_settings(&manifest.capabilities, &names)
-                    .map_err(|e| ManifestError(e.to_string()))?,
-            ),
-        };
-        let storage = AppStorage {
-            app: app_name.clone(),
-            files: self.files.clone(),
-            buckets: Arc::new(
-                Buckets::parse(&manifest.capabilities).map_err(|e| ManifestError(e.to_string()))?,
-            ),
-        };
-        for (field, function) in storage.buckets.rule_functions() {
-            if !names.iter().any(|name| **name == *function) {
-                return Err(ManifestError(format!(
-                    "{field}: `function:{function}` names no function of the app"
-                ))
-                .into());
-            }
-        }
         let crons = manifest
             .crons
             .iter()
@@ -478,10 +462,10 @@ impl Apps {
             http: HttpRoutes {
                 router,
                 targets,
-                auth,
+                auth: app_state.auth.clone(),
                 body_limits,
             },
-            storage,
+            capabilities: app_state,
             crons,
         })
     }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capabilities::Capabilities;
-use crate::capabilities::auth::Policy;
+use crate::access::{Kinds, Rule};
 use crate::invocation::Limits;
 use crate::sizes::ByteSize;
 use crate::triggers::cron::CronSpec;
@@ -138,10 +138,10 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
-    pub fn policy(&self) -> Result<Policy, String> {
+    pub fn policy(&self) -> Result<Rule, String> {
         self.auth
             .as_deref()
-            .map_or(Ok(Policy::Public), Policy::parse)
+            .map_or(Ok(Rule::Public), |text| Rule::parse_text(text, Kinds::ROUTE))
     }
 }
 

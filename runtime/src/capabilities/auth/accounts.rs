@@ -17,7 +17,7 @@ use super::hashing::Hashing;
 use super::keys::KeyRings;
 use super::oidc::Oidc;
 use super::passwords::{self, HashCost};
-use super::policy::is_valid_role;
+use crate::access::is_valid_role;
 use super::settings::{AuthSettings, MAX_PASSWORD_LENGTH};
 use super::smtp::Mailer;
 use super::throttle::{Throttle, Wait};

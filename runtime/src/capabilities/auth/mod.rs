@@ -3,7 +3,7 @@
 //! [`Accounts`] is the one implementation every way in uses: the platform
 //! endpoints (`/_kiln/auth/...`), the admin API, the HTTP trigger's route
 //! check and this capability's WIT interface. Manifest: the app's `[auth]`
-//! table ([`settings`]) and each route's `auth` policy ([`policy`]).
+//! table ([`settings`]) and each route's `auth` rule ([`crate::access`]).
 
 pub mod accounts;
 mod fetch;
@@ -12,7 +12,6 @@ pub mod keys;
 pub mod mfa;
 pub mod oidc;
 pub mod passwords;
-pub mod policy;
 mod recovery;
 mod second_factor;
 pub mod settings;
@@ -29,27 +28,17 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use self::accounts::{Accounts, AuthError, Client, SignIn, Tokens};
-pub use self::policy::{Policy, Refusal};
+pub use crate::access::{Identity, Refusal};
 pub use self::settings::AuthSettings;
 use super::bindings::kiln::platform::auth::{self as wit, Error, Host, User};
 use super::{
-    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
     Pick, instance,
 };
 use crate::store::platform::users::UserRecord;
 
-/// A caller the host verified: their session is live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub session: String,
-    pub roles: Vec<String>,
-    /// Whether the session passed the second factor.
-    pub mfa: bool,
-}
-
 /// The app's `[auth]` section, checked against the app's functions.
-pub fn app_settings(
+fn app_settings(
     app_section: &toml::Table,
     functions: &[Arc<str>],
 ) -> Result<AuthSettings, ConfigureError> {
@@ -88,6 +77,7 @@ pub struct Auth {
 
 impl Capability for Auth {
     const APP_KEYS: &'static [&'static str] = &["auth"];
+    type App = AppAuth;
     type Configured = Arc<AuthSettings>;
     type Instance = AuthHost;
 
@@ -104,11 +94,20 @@ impl Capability for Auth {
         wit::add_to_linker::<T, HasSelf<AuthHost>>(linker, |t| instance::<Auth, T>(t))
     }
 
+    fn configure_app(&self, app: &AppManifest<'_>) -> Result<AppAuth, ConfigureError> {
+        Ok(AppAuth {
+            app: app.app.into(),
+            accounts: self.accounts.clone(),
+            settings: Arc::new(app_settings(app.app_section, app.app_functions)?),
+        })
+    }
+
     fn configure(
         &self,
-        function: &FunctionManifest<'_>,
+        app: &AppAuth,
+        _: &FunctionManifest<'_>,
     ) -> Result<Self::Configured, ConfigureError> {
-        app_settings(function.app_section, function.app_functions).map(Arc::new)
+        Ok(app.settings.clone())
     }
 
     fn prepare(

@@ -12,7 +12,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::config::{self as wit, Error, Host};
 use super::{
-    Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
+    AppManifest, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
     instance,
 };
 
@@ -40,6 +40,7 @@ pub struct Variables(Arc<[(String, String)]>);
 impl Capability for Config {
     const APP_KEYS: &'static [&'static str] = &["variables"];
     const FUNCTION_KEYS: &'static [&'static str] = &["variables"];
+    type App = ();
     type Configured = Arc<[(String, String)]>;
     type Instance = Variables;
 
@@ -54,8 +55,13 @@ impl Capability for Config {
         wit::add_to_linker::<T, HasSelf<Variables>>(linker, |t| instance::<Config, T>(t))
     }
 
+    fn configure_app(&self, _: &AppManifest<'_>) -> Result<(), ConfigureError> {
+        Ok(())
+    }
+
     fn configure(
         &self,
+        _: &(),
         function: &FunctionManifest<'_>,
     ) -> Result<Self::Configured, ConfigureError> {
         let mut variables: BTreeMap<String, String> = function.app_value("variables")?;
@@ -151,13 +157,13 @@ mod tests {
             app_section: &app,
             function_section,
         };
-        let vars = Config.configure(&manifest(&own)).unwrap();
+        let vars = Config.configure(&(), &manifest(&own)).unwrap();
         assert_eq!(
             &*vars,
             &[("a".into(), "1".into()), ("b".into(), "3".into())]
         );
         let bad: toml::Table = toml::from_str("variables = { \"no-dash\" = \"x\" }").unwrap();
-        let err = Config.configure(&manifest(&bad)).unwrap_err();
+        let err = Config.configure(&(), &manifest(&bad)).unwrap_err();
         assert_eq!(err.field, "functions.api.variables.no-dash");
     }
 }

@@ -14,7 +14,7 @@ use super::bindings::kiln::platform::database::{
     self as wit, Error, FindOptions, FindPage, Host, UpdateOptions, UpdateResult,
 };
 use super::{
-    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
     Pick, instance,
 };
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
@@ -25,6 +25,7 @@ pub struct Database {
 }
 
 impl Capability for Database {
+    type App = ();
     type Configured = ();
     type Instance = DatabaseHost;
 
@@ -41,7 +42,11 @@ impl Capability for Database {
         wit::add_to_linker::<T, HasSelf<DatabaseHost>>(linker, |t| instance::<Database, T>(t))
     }
 
-    fn configure(&self, _: &FunctionManifest<'_>) -> Result<(), ConfigureError> {
+    fn configure_app(&self, _: &AppManifest<'_>) -> Result<(), ConfigureError> {
+        Ok(())
+    }
+
+    fn configure(&self, _: &(), _: &FunctionManifest<'_>) -> Result<(), ConfigureError> {
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
 
 use super::{
-    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
     Pick,
 };
 
@@ -26,6 +26,7 @@ pub struct Outbound;
 
 impl Capability for Outbound {
     const FUNCTION_KEYS: &'static [&'static str] = &[FIELD];
+    type App = ();
     type Configured = Arc<[OutboundEntry]>;
     type Instance = OutboundPolicy;
 
@@ -40,8 +41,13 @@ impl Capability for Outbound {
         Ok(())
     }
 
+    fn configure_app(&self, _: &AppManifest<'_>) -> Result<(), ConfigureError> {
+        Ok(())
+    }
+
     fn configure(
         &self,
+        _: &(),
         function: &FunctionManifest<'_>,
     ) -> std::result::Result<Self::Configured, ConfigureError> {
         let entries: Vec<String> = function.function_value(FIELD)?;

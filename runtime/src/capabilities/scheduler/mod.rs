@@ -11,7 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::scheduler::{self as wit, Error, Host};
 use super::{
-    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
     Pick, instance,
 };
 use crate::store::Documents;
@@ -50,6 +50,7 @@ pub struct JobQueue {
 }
 
 impl Capability for Scheduler {
+    type App = Arc<AppJobs>;
     type Configured = Arc<AppJobs>;
     type Instance = JobQueue;
 
@@ -67,11 +68,19 @@ impl Capability for Scheduler {
         wit::add_to_linker::<T, HasSelf<JobQueue>>(linker, |t| instance::<Scheduler, T>(t))
     }
 
-    fn configure(&self, function: &FunctionManifest<'_>) -> Result<Arc<AppJobs>, ConfigureError> {
+    fn configure_app(&self, app: &AppManifest<'_>) -> Result<Arc<AppJobs>, ConfigureError> {
         Ok(Arc::new(AppJobs {
-            app: function.app.into(),
-            functions: function.app_functions.clone(),
+            app: app.app.into(),
+            functions: app.app_functions.clone(),
         }))
+    }
+
+    fn configure(
+        &self,
+        jobs: &Arc<AppJobs>,
+        _: &FunctionManifest<'_>,
+    ) -> Result<Arc<AppJobs>, ConfigureError> {
+        Ok(jobs.clone())
     }
 
     fn prepare(

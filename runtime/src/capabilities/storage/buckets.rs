@@ -11,24 +11,11 @@ use serde::Deserialize;
 use super::files::MAX_FILE_BYTES;
 use super::thumbnails::{MAX_SIZES, ThumbSize};
 use crate::capabilities::ConfigureError;
-use crate::capabilities::auth::Identity;
-use crate::capabilities::auth::policy::{POLICY_RULE, Policy, Refusal};
+use crate::access::{Decision, Identity, Kinds, Refusal, Rule};
 use crate::sizes::{WrittenSize, parse_size};
 
 /// A bucket's largest file when its manifest gives none.
 pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
-
-/// Who may do an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    /// As a route's policy: `public`, `user`, `mfa` or `role:NAME`.
-    Policy(Policy),
-    /// The signed-in user whose id is the first segment of the key in the
-    /// bucket (`avatars/<user id>/...`).
-    Owner,
-    /// The app's function of this name decides, request by request.
-    Function(String),
-}
 
 /// A rule's answer that needs no refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +59,7 @@ pub enum Denied {
     NotOwner,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     pub read: Option<Rule>,
     pub upload: Option<Rule>,
@@ -86,7 +73,7 @@ pub struct Bucket {
 }
 
 /// An app's buckets by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Buckets(BTreeMap<String, Bucket>);
 
 #[derive(Deserialize)]
@@ -102,8 +89,6 @@ struct BucketSpec {
     #[serde(default)]
     thumbs: Vec<String>,
 }
-
-const RULE: &str = "is `public`, `user`, `mfa`, `role:NAME`, `owner` or `function:NAME`";
 
 impl Buckets {
     /// The `[buckets]` table of a manifest.
@@ -127,7 +112,7 @@ impl Buckets {
             }
             let rule = |key: &str, text: &Option<String>| {
                 text.as_deref()
-                    .map(|t| Rule::parse(t).map_err(|m| err(field(key), m)))
+                    .map(|t| Rule::parse_text(t, Kinds::BUCKET).map_err(|m| err(field(key), m)))
                     .transpose()
             };
             let max_bytes = match spec.max_size {
@@ -202,33 +187,11 @@ impl Buckets {
                 ("delete", &bucket.delete),
             ]
             .into_iter()
-            .filter_map(move |(action, rule)| match rule {
-                Some(Rule::Function(function)) => {
-                    Some((format!("buckets.{name}.{action}"), function.as_str()))
-                }
-                _ => None,
+            .filter_map(move |(action, rule)| {
+                let function = rule.as_ref()?.function()?;
+                Some((format!("buckets.{name}.{action}"), function))
             })
         })
-    }
-}
-
-impl Rule {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(name) = text.strip_prefix("function:") {
-            if name.is_empty() {
-                return Err("`function:` names one of the app's functions".into());
-            }
-            return Ok(Rule::Function(name.to_string()));
-        }
-        match text {
-            "owner" => Ok(Rule::Owner),
-            other => Policy::parse(other).map(Rule::Policy).map_err(|_| {
-                format!(
-                    "`{}` {RULE} (for roles: {POLICY_RULE})",
-                    other.escape_debug()
-                )
-            }),
-        }
     }
 }
 
@@ -249,13 +212,10 @@ impl Bucket {
             Action::Replace => &self.replace,
             Action::Delete => &self.delete,
         };
-        match rule {
-            None => Err(Denied::NoRule),
-            Some(Rule::Policy(policy)) => policy
-                .check(identity)
-                .map(|()| Allowed::Yes)
-                .map_err(Denied::Policy),
-            Some(Rule::Owner) => {
+        let rule = rule.as_ref().ok_or(Denied::NoRule)?;
+        match rule.decide(identity, None).map_err(Denied::Policy)? {
+            Decision::Allowed => Ok(Allowed::Yes),
+            Decision::IfOwner => {
                 let user = identity.ok_or(Denied::Policy(Refusal::SignInRequired))?;
                 match path.split_once('/') {
                     Some((owner, rest)) if owner == user.user && !rest.is_empty() => {
@@ -266,13 +226,15 @@ impl Bucket {
                     _ => Err(Denied::NotOwner),
                 }
             }
-            Some(Rule::Function(name)) => Ok(Allowed::IfFunctionAgrees(name)),
+            Decision::IfFunctionAgrees(name) => Ok(Allowed::IfFunctionAgrees(name)),
+            // Buckets parse no filter rules.
+            Decision::IfMatches(_) => Err(Denied::NoRule),
         }
     }
 
     /// Whether anyone may read: such files are served as cacheable by shared caches.
     pub fn is_public(&self) -> bool {
-        self.read == Some(Rule::Policy(Policy::Public))
+        matches!(self.read, Some(Rule::Public))
     }
 
     /// Whether files of `content_type` may be uploaded.
@@ -346,7 +308,7 @@ mod tests {
         )
         .unwrap();
         let avatars = parsed.get("avatars").unwrap();
-        assert_eq!(avatars.read, Some(Rule::Policy(Policy::Public)));
+        assert_eq!(avatars.read, Some(Rule::Public));
         assert_eq!(avatars.upload, Some(Rule::Owner));
         assert_eq!(
             (avatars.replace.clone(), avatars.delete.clone()),

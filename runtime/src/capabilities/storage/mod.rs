@@ -31,7 +31,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 pub use self::files::{Download, FileMeta, Files, Listing, MAX_FILE_BYTES, MAX_PAGE, Overwrite};
 use super::bindings::kiln::platform::storage::{self as wit, Error, FileMeta as WitMeta, ListPage};
 use super::{
-    Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
     Pick,
 };
 use crate::store::StoreError;
@@ -293,6 +293,7 @@ pub struct Writer {
 
 impl Capability for Storage {
     const APP_KEYS: &'static [&'static str] = &["buckets"];
+    type App = Arc<AppStorage>;
     type Configured = Arc<AppStorage>;
     type Instance = AppFiles;
 
@@ -315,15 +316,32 @@ impl Capability for Storage {
         })
     }
 
+    fn configure_app(&self, app: &AppManifest<'_>) -> Result<Arc<AppStorage>, ConfigureError> {
+        let buckets = buckets::Buckets::parse(app.app_section)?;
+        for (field, function) in buckets.rule_functions() {
+            app.check_function(&field, function)?;
+        }
+        Ok(Arc::new(AppStorage {
+            app: app.app.into(),
+            files: self.files.clone(),
+            buckets: Arc::new(buckets),
+        }))
+    }
+
     fn configure(
         &self,
-        function: &FunctionManifest<'_>,
+        storage: &Arc<AppStorage>,
+        _: &FunctionManifest<'_>,
     ) -> Result<Arc<AppStorage>, ConfigureError> {
-        Ok(Arc::new(AppStorage {
-            app: function.app.into(),
-            files: self.files.clone(),
-            buckets: Arc::new(buckets::Buckets::parse(function.app_section)?),
-        }))
+        Ok(storage.clone())
+    }
+
+    fn asks(storage: &Arc<AppStorage>) -> Vec<(String, String)> {
+        storage
+            .buckets
+            .rule_functions()
+            .map(|(field, function)| (field, function.to_string()))
+            .collect()
     }
 
     fn prepare(

@@ -68,7 +68,7 @@ impl Target<'_> {
 }
 
 pub async fn handle(live: &LiveApp, rest: &str, req: Request<Incoming>, client: IpAddr) -> Answer {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     let (name, encoded) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket = storage.buckets.get(name).ok_or_else(|| {
@@ -182,7 +182,7 @@ async fn allow(
     headers: &HeaderMap,
     asked: Asked<'_>,
 ) -> Result<(), ApiError> {
-    let app = &*live.storage.app;
+    let app = &*live.capabilities.storage.app;
     let identity = identify(&live.http.auth, headers).await?;
     let function = match target
         .bucket
@@ -367,7 +367,7 @@ async fn download(
     query: &Query,
     req: Request<Incoming>,
 ) -> Answer {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     if signed(storage, target, query, "GET")?.is_none() {
         allow(live, target, Action::Read, req.headers(), Asked::File).await?;
@@ -658,7 +658,7 @@ async fn upload(
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Answer {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     let headers = req.headers();
     let content_type = headers
@@ -706,7 +706,7 @@ pub(super) async fn allowed_to_store(
     size: Option<u64>,
     headers: &HeaderMap,
 ) -> Result<(String, Overwrite), ApiError> {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let found = storage.buckets.get(bucket).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BucketNotFound,
@@ -738,7 +738,7 @@ async fn check_store(
     headers: &HeaderMap,
     signed: bool,
 ) -> Result<(String, Overwrite, bool), ApiError> {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     let key = target.key();
     let exists = storage
@@ -812,7 +812,7 @@ fn meta_json(target: &Target<'_>, meta: &FileMeta) -> Value {
 }
 
 async fn list(live: &LiveApp, target: &Target<'_>, query: &Query, headers: &HeaderMap) -> Answer {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     let prefix = query.prefix.clone().unwrap_or_default();
     let limit = match &query.limit {
@@ -866,7 +866,7 @@ async fn list(live: &LiveApp, target: &Target<'_>, query: &Query, headers: &Head
 }
 
 async fn sign(live: &LiveApp, target: &Target<'_>, req: Request<Incoming>) -> Answer {
-    let storage = &live.storage;
+    let storage = &live.capabilities.storage;
     let app = &*storage.app;
     let headers = req.headers().clone();
     let body: SignRequest = read_json(req, MAX_SIGN_BODY).await?;

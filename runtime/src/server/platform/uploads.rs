@@ -61,8 +61,8 @@ pub async fn handle(
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Answer {
-    let app = &*live.storage.app;
-    let files = &live.storage.files;
+    let app = &*live.capabilities.storage.app;
+    let files = &live.capabilities.storage.files;
     let identity = identify(&live.http.auth, req.headers()).await?;
     let caller = identity.as_ref().map(|i| &*i.user);
     match (req.method().clone(), rest) {

@@ -5,7 +5,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::{ApiError, ErrorCode};
 use crate::capabilities::auth::tokens::MAX_TOKEN_BYTES;
-use crate::capabilities::auth::{AppAuth, AuthError, Identity, Policy, Refusal};
+use crate::access::{Decision, Identity, Refusal, Rule};
+use crate::capabilities::auth::{AppAuth, AuthError};
 use crate::store::StoreError;
 
 /// The bearer token of a request: none without an `Authorization` header;
@@ -51,11 +52,18 @@ pub async fn identify(auth: &AppAuth, headers: &HeaderMap) -> Result<Option<Iden
     }
 }
 
-/// Checks a route's policy for the caller.
-pub fn check(app: &str, policy: &Policy, identity: Option<&Identity>) -> Result<(), ApiError> {
-    policy
-        .check(identity)
-        .map_err(|refusal| refusal_error(app, refusal, "this route"))
+/// Checks a route's rule for the caller (routes take only the kinds
+/// decided from the caller alone).
+pub fn check(app: &str, rule: &Rule, identity: Option<&Identity>) -> Result<(), ApiError> {
+    match rule.decide(identity, None) {
+        Ok(Decision::Allowed) => Ok(()),
+        // Routes parse only those kinds; anything else fails closed.
+        Ok(other) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("a route's rule cannot decide {other:?}"),
+        )),
+        Err(refusal) => Err(refusal_error(app, refusal, "this route")),
+    }
 }
 
 /// The answer to a refused policy; `what` is what needs it ("this route").

@@ -13,7 +13,7 @@ use super::body::{LimitedRequestBody, LimitedResponseBody, ResponseBody};
 use super::entry::{Handled, call_handler};
 use super::error::{ApiError, ErrorCode};
 use super::{BodyLimits, HttpRoutes, KILN_HEADER_PREFIX, PLATFORM_PREFIX, RouteMatch, RouteTarget};
-use crate::capabilities::auth::Policy;
+use crate::access::Rule;
 use crate::invocation::{App, Outcome, Overloaded};
 
 /// Handles one request for `app`; `path` is the app-relative path, outside
@@ -39,7 +39,7 @@ pub async fn handle(
     // component checking its own bearer tokens keeps working).
     let identity = match identify(&routes.auth, req.headers()).await {
         Ok(identity) => identity,
-        Err(_) if *policy == Policy::Public => None,
+        Err(_) if matches!(policy, Rule::Public) => None,
         Err(refused) => return Err(refused),
     };
     check(&app.name, policy, identity.as_ref())?;

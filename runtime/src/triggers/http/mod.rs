@@ -15,7 +15,8 @@ pub use self::dispatch::{handle, is_platform_path};
 pub use self::entry::{HTTP_EXPORT, HttpEntry};
 pub use self::error::{ApiError, ErrorCode, json_value_response};
 pub use self::router::{Route, RouteError, RouteMatch, Router};
-use crate::capabilities::auth::{AppAuth, Policy};
+use crate::access::Rule;
+use crate::capabilities::auth::AppAuth;
 
 /// App-relative paths under this prefix are the platform's (auth, files,
 /// data, realtime): no route may use them, and a request for one never
@@ -49,7 +50,7 @@ pub struct RouteTarget {
     /// The function's index in the app.
     pub function: usize,
     /// Who may call it, checked before an instance is created.
-    pub policy: Policy,
+    pub policy: Rule,
 }
 
 /// The HTTP side of one version of an app.
