@@ -189,8 +189,36 @@ export interface FileRuleQuestion {
 /** Only `true` (or `{allow: true}`) allows; anything else, or a throw, refuses. */
 export type FileRuleVerdict = boolean | { allow: boolean; reason?: string };
 
+/** A write to a collection, as its hooks see it. */
+export interface WriteEvent<T = Record<string, unknown>> {
+  collection: string;
+  action: 'create' | 'update' | 'delete';
+  /** The document's id. */
+  id: string;
+  /** The stored document before the write (null on create). */
+  before: (T & { _id: string }) | null;
+  /** beforeWrite: the document proposed (null on delete). */
+  document?: (T & { _id: string }) | null;
+  /** afterWrite: the document as committed (null on delete). */
+  after?: (T & { _id: string }) | null;
+  /** The client that wrote, or null. */
+  user: { id: string; roles: string[]; mfa: boolean } | null;
+}
+
+/** What `beforeWrite` answers: nothing (write as proposed), a changed document, or a refusal. */
+export type BeforeWriteAnswer =
+  | void
+  | { document: Record<string, unknown> }
+  | { refuse: { status?: 400 | 403; code: string; message: string } };
+
 /** What `export default` holds. A throw from `scheduled` fails the run. */
 export interface Handlers {
+  /** Runs inside a client's write to a collection whose `before_write` names this function; a throw refuses the write. */
+  beforeWrite?(event: WriteEvent, env: Env, ctx: FetchContext): BeforeWriteAnswer | Promise<BeforeWriteAnswer>;
+  /** Runs after a client's write committed, at least once; a throw fails the attempt, which is retried. */
+  afterWrite?(event: WriteEvent, env: Env, ctx: FetchContext): void | Promise<void>;
+  /** Decides for a collection whose rule is `function:NAME` naming this function. */
+  collectionRule?(question: Record<string, unknown>, env: Env, ctx: FetchContext): FileRuleVerdict | Promise<FileRuleVerdict>;
   fetch?(request: Request, env: Env, ctx: FetchContext): Response | Promise<Response>;
   scheduled?(event: ScheduledEvent, env: Env, ctx: ScheduledContext): void | Promise<void>;
   /** Decides for a bucket whose rule is `function:NAME` naming this function. */

@@ -168,3 +168,40 @@ fn kiln_build_reports_a_typescript_type_error_and_can_skip_the_check() {
     }
     assert!(app.join(".kiln/build/broken.wasm").is_file());
 }
+
+#[test]
+fn kiln_check_lists_open_collections_and_strict_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        r#"
+[functions.api]
+component = "api.wasm"
+
+[collections.posts]
+list = "public"
+update = { filter = { published = true } }
+
+[collections.notes]
+list = { filter = { owner = "@user.id" } }
+"#,
+    )
+    .unwrap();
+    let output = kiln(&["check", "."], dir.path());
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("collections.posts.list: anonymous callers may list"), "{stderr}");
+    assert!(stderr.contains("collections.posts.update: the filter rule does not mention the caller"), "{stderr}");
+    assert!(!stderr.contains("collections.notes"), "{stderr}");
+    let strict = kiln(&["check", "--strict", "."], dir.path());
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("--strict refuses"), "{strict:?}");
+    // A bad rule is a one-line reason naming the field.
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[functions.api]\ncomponent = \"api.wasm\"\n\n[collections.notes]\nlist = { filter = { owner = \"@user.name\" } }\n",
+    )
+    .unwrap();
+    let bad = kiln(&["check", "."], dir.path());
+    assert_one_line_failure(&bad, "collections.notes.list");
+}

@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod bindings;
+pub mod collections;
 pub mod config;
 pub mod database;
 mod error;
@@ -299,6 +300,7 @@ capabilities! {
     auth: auth::Auth,
     scheduler: scheduler::Scheduler,
     storage: storage::Storage,
+    collections: collections::Collections,
     outbound: outbound::Outbound,
 }
 

@@ -25,9 +25,13 @@ pub struct DeployArgs {
     /// Skip type-checking TypeScript functions.
     #[arg(long)]
     no_typecheck: bool,
+    /// Refuse to deploy when `kiln check` warns of an open collection.
+    #[arg(long)]
+    strict: bool,
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+    super::check::check(&args.dir, args.strict)?;
     let admin_key = args.server.admin_key()?;
     let options = BuildOptions {
         typecheck: !args.no_typecheck,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod build;
+mod check;
 mod cron;
 mod deploy;
 mod files;
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Build an app and deploy it to a running server.
     Deploy(deploy::DeployArgs),
+    /// Read an app's kiln.toml and warn of collections open to anyone.
+    Check(check::CheckArgs),
     /// Create a new app with one HTTP function (Rust, JavaScript or TypeScript).
     New(new::NewArgs),
     /// A running server's cron triggers.
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Deploy(args) => deploy::run(args),
+        Command::Check(args) => check::run(args),
         Command::New(args) => new::run(args),
         Command::Cron(cron::CronCommand::List { app, server }) => cron::list(&app, &server),
         Command::Runs(args) => cron::runs(args),

@@ -24,6 +24,8 @@
 //! | `GET /admin/v1/apps/{app}/files?prefix=&cursor=&limit=` | the app's files in key order (a bucket: `prefix=BUCKET/`) |
 //! | `DELETE /admin/v1/apps/{app}/files/{key}` | deletes a file (the key percent-encoded as in the client endpoints) |
 //! | `GET /admin/v1/apps/{app}/storage` | files and bytes the app stores |
+//! | `GET, POST /admin/v1/apps/{app}/data/{collection}` | lists (as the data API) or creates a document, rules passed |
+//! | `GET, PUT, PATCH, DELETE /admin/v1/apps/{app}/data/{collection}/{id}` | one document, rules passed |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +38,9 @@ use serde_json::{Value, json};
 
 use super::apps::{Apps, DeployError};
 use super::artifacts::{ArtifactError, digest_of, is_valid_digest};
+use super::platform::data;
 use super::platform::files::storage_error;
+use crate::capabilities::collections::Caller;
 use crate::capabilities::auth::AuthError;
 use crate::capabilities::auth::accounts::{session_json, user_json};
 use crate::capabilities::storage::MAX_PAGE;
@@ -165,6 +169,20 @@ pub async fn handle(
                 StatusCode::OK,
                 json!({ "app": app, "files": files, "bytes": bytes }),
             )
+        }
+        (_, ["admin", "v1", "apps", app, "data", rest @ ..]) => {
+            let live = live(apps, app)?;
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            data::serve(
+                &live.capabilities.collections,
+                apps.documents(),
+                &Caller::Admin,
+                &rest,
+                req,
+            )
+            .await
+            .map_err(|e| data::data_error(&live.app.name, e))
         }
         (_, ["admin", "v1", "apps", app, "users", rest @ ..]) => {
             let app = app.to_string();
@@ -308,9 +326,9 @@ async fn list_files(apps: &Apps, app: &str, query: &str) -> Answer {
     )
 }
 
-fn live(apps: &Apps, app: &str) -> Result<(), ApiError> {
+fn live(apps: &Apps, app: &str) -> Result<Arc<super::apps::LiveApp>, ApiError> {
     match apps.get(app) {
-        Some(_) => Ok(()),
+        Some(live) => Ok(live),
         None => Err(ApiError::new(
             ErrorCode::AppNotFound,
             format!("no app `{app}`"),

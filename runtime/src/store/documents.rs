@@ -40,6 +40,9 @@ pub struct FindOptions {
     pub batch_size: Option<u64>,
     /// A cursor from a previous page of the same find.
     pub cursor: Option<String>,
+    /// What ties a cursor to its find, instead of the filter (a caller
+    /// whose filter holds per-call values, such as a rule's `@now`).
+    pub cursor_scope: Option<String>,
 }
 
 /// One page of a find.
@@ -48,6 +51,15 @@ pub struct FindPage {
     pub documents: Vec<Value>,
     /// Pass back (with the same find) for the next page; none on the last.
     pub cursor: Option<String>,
+}
+
+/// What one write changed: the document before and after (none where
+/// there was or is no document).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub id: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
 }
 
 /// The document store, validated and limited.
@@ -300,12 +312,57 @@ impl Documents {
     pub async fn drop_collection(&self, ns: Namespace<'_>) -> Result<(), StoreError> {
         self.backend.drop_collection(ns).await
     }
+
+    /// Writes document `id` only if it is still `before` (none: it does not
+    /// exist), leaving `after` (none: deleted). `Ok(None)` when another
+    /// write came first; a create over an existing id is `Conflict`.
+    ///
+    /// The check compares every field `before` has, so a concurrent write
+    /// that changed any of them is seen; on MongoDB one that only added a
+    /// field is not.
+    pub async fn swap(
+        &self,
+        ns: Namespace<'_>,
+        id: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> Result<Option<Written>, StoreError> {
+        let unchanged = |doc: &Value| {
+            let conditions: serde_json::Map<String, Value> = doc
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), serde_json::json!({ "$eq": v })))
+                .collect();
+            Value::Object(conditions)
+        };
+        let done = match (&before, &after) {
+            (None, None) => true,
+            (None, Some(doc)) => {
+                self.insert(ns, vec![doc.clone()]).await?;
+                true
+            }
+            (Some(old), Some(new)) => {
+                let outcome = self.replace(ns, &unchanged(old), new.clone(), false).await?;
+                outcome.matched == 1
+            }
+            (Some(old), None) => self.delete(ns, &unchanged(old), false).await? == 1,
+        };
+        Ok(done.then(|| Written {
+            id: id.to_string(),
+            before,
+            after,
+        }))
+    }
 }
 
 /// Ties a cursor to its find, so it cannot be replayed against another.
 fn fingerprint(filter: &Value, options: &FindOptions) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    filter.to_string().hash(&mut hasher);
+    match &options.cursor_scope {
+        Some(scope) => scope.hash(&mut hasher),
+        None => filter.to_string().hash(&mut hasher),
+    }
     options
         .sort
         .as_ref()

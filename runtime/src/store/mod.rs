@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use self::documents::{
-    Documents, FindOptions, FindPage, PLATFORM_DATABASE, StoreLimits, app_namespace,
+    Documents, FindOptions, FindPage, PLATFORM_DATABASE, StoreLimits, Written, app_namespace,
 };
 use self::query::{Filter, QueryError, Update};
 

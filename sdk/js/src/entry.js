@@ -79,8 +79,41 @@ async function decide(handlers, event, ctx) {
   }
 }
 
+/**
+ * The host's questions about collections: `beforeWrite(event)` may return
+ * `{document}` to change the write or `{refuse: {status, code, message}}`
+ * to refuse it; `afterWrite(event)` runs after the write committed (a throw
+ * fails the attempt, which is retried); `collectionRule(question)` allows
+ * with `true` or `{allow: true}`.
+ */
+const HOOKS = { 'before-write': 'beforeWrite', 'after-write': 'afterWrite', 'collection-rule': 'collectionRule' };
+
+async function hook(handlers, name, event, ctx) {
+  try {
+    const asked = await event.request.json();
+    const answer = await handlers[name](asked, lazyEnv(), ctx);
+    let body = {};
+    if (name === 'collectionRule') {
+      body = { allow: answer === true || (typeof answer === 'object' && answer !== null && answer.allow === true) };
+    } else if (name === 'beforeWrite' && typeof answer === 'object' && answer !== null) {
+      body = answer;
+    }
+    return Response.json(body);
+  } catch (err) {
+    console.error(`uncaught exception in ${name}: ${describeError(err)}`);
+    return errorResponse(ctx);
+  }
+}
+
 async function respond(handlers, event, ctx) {
   if (typeof handlers.fileRule === 'function' && ctx.trigger === 'file-rule') return decide(handlers, event, ctx);
+  const named = HOOKS[ctx.trigger];
+  if (named) {
+    if (typeof handlers[named] === 'function') return hook(handlers, named, event, ctx);
+    // Never let fetch answer the host's question: that could allow a write.
+    console.error(`the host asked ${named}, which this function does not export`);
+    return errorResponse(ctx);
+  }
   try {
     const response = await handlers.fetch(event.request, lazyEnv(), ctx);
     if (!(response instanceof Response)) {

@@ -63,6 +63,7 @@ impl Accounts {
             started_ms: None,
             ended_ms: None,
             error: None,
+            hook: None,
         };
         jobs::insert(&self.documents, &job).await?;
         Ok(())

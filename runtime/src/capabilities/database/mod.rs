@@ -165,6 +165,7 @@ impl Host for DatabaseHost {
                 limit: options.limit,
                 batch_size: options.batch_size.map(u64::from),
                 cursor: options.cursor,
+                cursor_scope: None,
             };
             let page = self
                 .documents

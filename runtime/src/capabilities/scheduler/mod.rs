@@ -157,6 +157,7 @@ impl Host for JobQueue {
             started_ms: None,
             ended_ms: None,
             error: None,
+            hook: None,
         };
         jobs::insert(&self.documents, &job).await?;
         Ok(job.id)

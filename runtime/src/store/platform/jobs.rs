@@ -1,5 +1,12 @@
-//! The one-off job queue (`jobs`): written by the scheduler capability,
-//! claimed and finished by the cron trigger.
+//! The one-off job queue (`jobs`): written by the scheduler capability
+//! and by collection writes with an `after_write` hook, claimed and
+//! finished by the cron trigger.
+//!
+//! A hook's job is written before its write, due only after
+//! [`HOOK_INTENT_MS`], and made due at once when the write commits; a
+//! crash between the two leaves it to run late, after the runner checks
+//! that the write happened. A claimed hook job holds a lease in `due_ms`:
+//! when its node dies, another claims it again (at least once).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,7 +51,29 @@ pub struct Job {
     pub ended_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set on an `after_write` hook's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookJob>,
 }
+
+/// An `after_write` hook's run of one write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookJob {
+    pub collection: String,
+    /// The written document's id.
+    pub document: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub retries: u32,
+    pub backoff_ms: u64,
+}
+
+/// How long a hook's job waits for its write before it runs anyway (after
+/// checking the write happened).
+pub const HOOK_INTENT_MS: u64 = 10_000;
+/// How long a claimed hook job is its node's before another may claim it,
+/// until its run extends the lease.
+pub const HOOK_CLAIM_LEASE_MS: u64 = 10_000;
 
 /// Indexes the queue by app, status and due time: a pending count and an
 /// app's due jobs read only that app's part of the index.
@@ -107,10 +136,40 @@ async fn claim_due_of(
     app: &str,
     limit: u64,
 ) -> Result<Vec<Job>, StoreError> {
+    let mut claimed = claim(
+        documents,
+        node,
+        now,
+        json!({"app": app, "status": JobStatus::Pending, "due_ms": {"$lte": now}}),
+        limit,
+    )
+    .await?;
+    // Hook jobs whose node stopped before it finished them.
+    let left = limit.saturating_sub(claimed.len() as u64).max(1);
+    claimed.extend(
+        claim(
+            documents,
+            node,
+            now,
+            json!({"app": app, "status": JobStatus::Running, "due_ms": {"$lte": now}, "hook": {"$exists": true}}),
+            left,
+        )
+        .await?,
+    );
+    Ok(claimed)
+}
+
+async fn claim(
+    documents: &Documents,
+    node: &str,
+    now: u64,
+    filter: serde_json::Value,
+    limit: u64,
+) -> Result<Vec<Job>, StoreError> {
     let page = documents
         .find(
             JOBS,
-            &json!({"app": app, "status": JobStatus::Pending, "due_ms": {"$lte": now}}),
+            &filter,
             FindOptions {
                 sort: Some(json!({"due_ms": 1})),
                 limit: Some(limit),
@@ -123,11 +182,16 @@ async fn claim_due_of(
         let Some(id) = doc["_id"].as_str() else {
             continue;
         };
+        // Matching the due time as read makes the claim one node's only.
+        let mut set = json!({"status": JobStatus::Running, "node": node, "started_ms": now});
+        if doc.get("hook").is_some() {
+            set["due_ms"] = json!(now + HOOK_CLAIM_LEASE_MS);
+        }
         let won = documents
             .find_one_and_update(
                 JOBS,
-                &json!({"_id": id, "status": JobStatus::Pending}),
-                &json!({"$set": {"status": JobStatus::Running, "node": node, "started_ms": now}}),
+                &json!({"_id": id, "status": doc["status"], "due_ms": doc["due_ms"]}),
+                &json!({ "$set": set }),
                 true,
                 false,
             )
@@ -141,6 +205,62 @@ async fn claim_due_of(
         }
     }
     Ok(claimed)
+}
+
+/// Makes a hook's job due now: its write committed.
+pub async fn release(documents: &Documents, id: &str) -> Result<(), StoreError> {
+    documents
+        .update(
+            JOBS,
+            &json!({"_id": id, "status": JobStatus::Pending}),
+            &json!({"$set": {"due_ms": now_ms()}}),
+            false,
+            false,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Removes a hook's job whose write did not happen.
+pub async fn withdraw(documents: &Documents, id: &str) -> Result<(), StoreError> {
+    documents
+        .delete(JOBS, &json!({"_id": id, "status": JobStatus::Pending}), false)
+        .await
+        .map(|_| ())
+}
+
+/// Extends the lease of a running hook job to `until_ms`.
+pub async fn extend(documents: &Documents, id: &str, until_ms: u64) -> Result<(), StoreError> {
+    documents
+        .update(
+            JOBS,
+            &json!({"_id": id, "status": JobStatus::Running}),
+            &json!({"$set": {"due_ms": until_ms}}),
+            false,
+            false,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Puts a hook's job back in the queue for its next attempt at `due_ms`.
+pub async fn retry(
+    documents: &Documents,
+    id: &str,
+    attempt: u32,
+    due_ms: u64,
+    error: &str,
+) -> Result<(), StoreError> {
+    documents
+        .update(
+            JOBS,
+            &json!({"_id": id}),
+            &json!({"$set": {"status": JobStatus::Pending, "due_ms": due_ms, "hook.attempt": attempt, "error": error}}),
+            false,
+            false,
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Records how a claimed job ended.

@@ -125,6 +125,9 @@ impl CronRunner {
 
     /// Runs a claimed one-off job once, on the live version of its app.
     pub(super) async fn run_job(self: Arc<Self>, job: Job) {
+        if let Some(hook) = job.hook.clone() {
+            return self.run_hook(job, hook).await;
+        }
         let due = from_ms(job.due_ms).unwrap_or_else(Utc::now);
         let started = Utc::now();
         let mut record = RunRecord {

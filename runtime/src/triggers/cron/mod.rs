@@ -13,12 +13,14 @@
 //! | `missed.rs` | occurrences that fell while no node ran |
 //! | `claims.rs` | claiming occurrences, trigger locks and their leases |
 //! | `attempts.rs` | running an occurrence or a job: attempts, retries, records |
+//! | `hooks.rs` | `after_write` hooks' jobs: attempts, retries, records |
 //! | `entry.rs` | `scheduled-handler.run` as an entry point of the invocation core |
 //! | `schedule.rs` | crontab expressions in a timezone |
 
 mod attempts;
 mod claims;
 mod entry;
+mod hooks;
 mod missed;
 mod schedule;
 mod tick;
@@ -207,7 +209,9 @@ impl CronRunner {
             record.error = Some(INTERRUPTED.into());
             record.ended_ms = Some(to_ms(Utc::now()));
             self.save(&record).await;
+            // An after_write hook's job keeps its lease: another run claims it.
             if record.job
+                && !record.trigger.starts_with("after_write:")
                 && let Err(err) = jobs::finish(
                     &self.documents,
                     &record.trigger,

@@ -88,6 +88,21 @@ error_codes! {
     FilesUnavailable = (503, "files_unavailable"),
     UploadNotFound = (404, "upload_not_found"),
     InvalidUploadOffset = (409, "upload_offset_mismatch"),
+    // Data: the platform's data endpoints and the admin API's.
+    CollectionNotFound = (404, "collection_not_found"),
+    DocumentNotFound = (404, "document_not_found"),
+    DataAccessDenied = (403, "data_access_denied"),
+    WriteOutOfReach = (403, "write_out_of_reach"),
+    HiddenField = (400, "hidden_field"),
+    FieldNotSettable = (400, "field_not_settable"),
+    RequiredField = (400, "required_field"),
+    InvalidDocumentId = (400, "invalid_document_id"),
+    WriteRefused = (403, "write_refused"),
+    WriteInvalid = (400, "write_invalid"),
+    WriteHookFailed = (500, "write_hook_failed"),
+    WriteConflict = (409, "write_conflict"),
+    DocumentExists = (409, "document_exists"),
+    QueryLimitExceeded = (400, "query_limit_exceeded"),
     // The admin API.
     Unauthorized = (401, "unauthorized"),
     InvalidJson = (400, "invalid_json"),
@@ -123,6 +138,8 @@ pub struct ApiError {
     pub message: String,
     /// A header the error needs (`Allow`, `WWW-Authenticate`, `Retry-After`).
     header: Option<(HeaderName, HeaderValue)>,
+    /// The app's own code for a refusal (a write hook's), as `reason`.
+    reason: Option<String>,
 }
 
 impl ApiError {
@@ -131,7 +148,13 @@ impl ApiError {
             code,
             message: message.into(),
             header: None,
+            reason: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: String) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -141,7 +164,11 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        json!({ "error": { "code": self.code.as_str(), "message": self.message } }).to_string()
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(reason) = &self.reason {
+            error["reason"] = json!(reason);
+        }
+        json!({ "error": error }).to_string()
     }
 
     pub fn into_response(self) -> Response<ResponseBody> {

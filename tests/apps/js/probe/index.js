@@ -220,6 +220,39 @@ export default {
     return false;
   },
 
+  // The hooks of tests/tests/data_api.rs's collection `notes`.
+  async beforeWrite(event) {
+    const title = event.document?.title;
+    if (title === 'refuse') return { refuse: { status: 400, code: 'title_taken', message: 'that title is taken' } };
+    if (title === 'trap') throw new Error('the hook failed on purpose');
+    if (title === 'spin') for (;;);
+    if (event.action === 'delete' && event.before?.title === 'keep') {
+      return { refuse: { code: 'kept', message: 'this note is kept' } };
+    }
+    if (event.document && typeof title === 'string') return { document: { ...event.document, slug: title.toLowerCase() } };
+  },
+
+  async afterWrite(event) {
+    const title = (event.after ?? event.before)?.title;
+    if (title === 'flaky') {
+      const tries = await db.collection('marks').findOneAndUpdate({ _id: `tries-${event.id}` }, { $inc: { n: 1 } }, { upsert: true });
+      if (tries.n < 2) throw new Error('the first attempt fails on purpose');
+    }
+    if (title === 'slow') {
+      const until = Date.now() + 1500;
+      while (Date.now() < until);
+    }
+    await db.collection('marks').update(
+      { _id: `${event.action}-${event.id}` },
+      { $inc: { runs: 1 }, $set: { before: event.before, after: event.after, user: event.user?.id ?? null } },
+      { upsert: true },
+    );
+  },
+
+  async collectionRule({ action, document, user }) {
+    return action === 'get' && (document?.shared === true || user?.roles.includes('editor'));
+  },
+
   async scheduled(event) {
     if (event.payload?.fail) {
       throw new Error(`job failed on purpose; the payload's date came back as a ${event.payload.at?.constructor?.name}`);

@@ -1,0 +1,342 @@
+//! The client data API (`/APP/_kiln/data/...`) end to end, on SQLite and on
+//! the MongoDB stand-in: each rule kind allowing and refusing, hidden and
+//! server-set fields, queries that try to reach past the list rule, writes
+//! that would move a document out of reach, and the write hooks.
+
+use kiln_tests::{Server, call, error_code, examples};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MANIFEST: &str = r#"
+[functions.probe]
+component = "probe.wasm"
+limits = { timeout = "2s" }
+
+# Owner-only: each user lists, reads and changes only their own notes.
+[collections.notes]
+list = { filter = { owner = "@user.id" } }
+get = { filter = { owner = "@user.id" } }
+create = "user"
+update = { filter = { owner = "@user.id" } }
+delete = { filter = { owner = "@user.id" } }
+hidden = ["secret"]
+on_create = { owner = "@user.id", createdAt = "@now" }
+required = ["title"]
+before_write = "probe"
+after_write = "probe"
+retries = 2
+retry_backoff = "100ms"
+
+# Public read of published posts, written by the role `editor`.
+[collections.posts]
+list = { filter = { published = true } }
+get = "public"
+create = "role:editor"
+update = "role:editor"
+
+# A function decides each read.
+[collections.shared]
+get = "function:probe"
+
+# Declared without rules: no client reaches it.
+[collections.locked]
+hidden = ["x"]
+"#;
+
+struct User {
+    id: String,
+    token: String,
+}
+
+async fn sign_up(server: &Server, app: &str, email: &str) -> User {
+    let body = json!({"email": email, "password": "correct horse battery"});
+    let (status, tokens) = call(
+        server,
+        Method::POST,
+        &format!("/{app}/_kiln/auth/signup"),
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{tokens}");
+    User {
+        id: tokens["user"]["id"].as_str().unwrap().to_string(),
+        token: tokens["access_token"].as_str().unwrap().to_string(),
+    }
+}
+
+/// A data call of `app` as `who` (none: anonymous).
+async fn data(
+    server: &Server,
+    app: &str,
+    method: Method,
+    path: &str,
+    who: Option<&User>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    call(
+        server,
+        method,
+        &format!("/{app}/_kiln/data/{path}"),
+        who.map(|u| u.token.as_str()),
+        body,
+    )
+    .await
+}
+
+fn query(filter: Value) -> String {
+    form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect()
+}
+
+/// Runs every rule and field check on one server; `app` is unique per run.
+async fn rules_hold(server: &Server, app: &str) {
+    server
+        .deploy_ok(app, MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let ada = sign_up(server, app, "ada@example.com").await;
+    let bob = sign_up(server, app, "bob@example.com").await;
+
+    // Create: signed-in only; owner and createdAt filled by the server.
+    let (status, body) = data(server, app, Method::POST, "notes", None, Some(json!({"title": "x"}))).await;
+    assert_eq!((status, error_code(&body)), (401, "sign_in_required"), "{body}");
+    let (status, body) =
+        data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "Mine"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let note = body["document"].clone();
+    let id = note["_id"].as_str().unwrap().to_string();
+    assert_eq!(note["owner"], json!(ada.id));
+    assert!(note["createdAt"]["$date"].is_string(), "{note}");
+    assert_eq!(note["slug"], json!("mine"), "the before hook changed the document");
+    for forged in [json!({"title": "t", "owner": bob.id}), json!({"title": "t", "createdAt": 1})] {
+        let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(forged)).await;
+        assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
+    }
+    let (status, body) =
+        data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "t", "secret": 1}))).await;
+    assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
+    let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"body": "no title"}))).await;
+    assert_eq!((status, error_code(&body)), (400, "required_field"), "{body}");
+    data(server, app, Method::POST, "notes", Some(&bob), Some(json!({"title": "Bob's"}))).await;
+
+    // A function writes a hidden field; no answer ever shows it.
+    let status = server
+        .admin(Method::PATCH, &format!("/admin/v1/apps/{app}/data/notes/{id}"))
+        .json(&json!({"$set": {"secret": "s3cret"}}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let (status, got) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&ada), None).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(got.get("secret").is_none(), "{got}");
+    let (_, page) = data(server, app, Method::GET, "notes", Some(&ada), None).await;
+    assert_eq!(page["documents"].as_array().unwrap().len(), 1, "{page}");
+    assert!(!page.to_string().contains("s3cret"), "{page}");
+
+    // Get: another's note is as missing as a missing one.
+    let (status, body) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&bob), None).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let (status, body) = data(server, app, Method::GET, "notes/nosuchnote", Some(&bob), None).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+
+    // No filter, sort or projection reaches past the list rule or into hidden fields.
+    for filter in [
+        json!({"$or": [{"owner": ada.id}, {"owner": {"$ne": "x"}}]}),
+        json!({"$nor": [{"owner": bob.id}]}),
+        json!({"owner": ada.id}),
+        json!({"owner.0": ada.id}),
+        json!({"owner": {"$in": [ada.id, bob.id]}}),
+        json!({"$and": [{"owner": {"$exists": true}}]}),
+    ] {
+        let (status, page) = data(server, app, Method::GET, &format!("notes?filter={}", query(filter.clone())), Some(&bob), None).await;
+        assert_eq!(status, 200, "{filter}: {page}");
+        let docs = page["documents"].as_array().unwrap();
+        assert!(docs.iter().all(|d| d["owner"] == json!(bob.id)), "{filter}: {page}");
+        let (_, count) = data(server, app, Method::GET, &format!("notes?count=true&filter={}", query(filter.clone())), Some(&bob), None).await;
+        assert!(count["count"].as_u64().unwrap() <= 1, "{filter}: {count}");
+    }
+    for (param, value) in [
+        ("filter", json!({"secret": "s3cret"})),
+        ("filter", json!({"$or": [{"secret": {"$exists": true}}]})),
+        ("sort", json!({"secret": 1})),
+        ("fields", json!({"secret": 1})),
+    ] {
+        let (status, body) = data(server, app, Method::GET, &format!("notes?{param}={}", query(value)), Some(&ada), None).await;
+        assert_eq!((status, error_code(&body)), (400, "hidden_field"), "{param}: {body}");
+    }
+    for (path, code) in [
+        (format!("notes?filter={}", query(json!({"$where": "1"}))), "invalid_query"),
+        ("notes?filter=%5B1%5D".to_string(), "invalid_query"),
+        ("notes?limit=100000".to_string(), "invalid_query"),
+        ("notes?what=1".to_string(), "invalid_query"),
+        ("notes/bad%20id".to_string(), "invalid_document_id"),
+        ("nosuch".to_string(), "collection_not_found"),
+    ] {
+        let (status, body) = data(server, app, Method::GET, &path, Some(&ada), None).await;
+        assert_eq!(error_code(&body), code, "{path}: {status} {body}");
+    }
+
+    // Update: within reach only, and never out of it.
+    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&bob), Some(json!({"$set": {"title": "pwned"}}))).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$set": {"owner": bob.id}}))).await;
+    assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
+    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$rename": {"title": "owner"}}))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$set": {"body": "more"}}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["document"]["body"], json!("more"));
+    assert!(body["document"].get("secret").is_none(), "{body}");
+    let (status, body) = data(server, app, Method::PUT, &format!("notes/{id}"), Some(&ada), Some(json!({"title": "Replaced"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["document"]["owner"], json!(ada.id), "server-set fields survive a replace");
+    let stored: Value = server
+        .admin(Method::GET, &format!("/admin/v1/apps/{app}/data/notes/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["secret"], json!("s3cret"), "the admin sees hidden fields; the replace kept it");
+
+    // The before hook refuses, fails and times out: nothing is written.
+    let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "refuse"}))).await;
+    assert_eq!((status, error_code(&body), body["error"]["reason"].as_str()), (400, "write_invalid", Some("title_taken")), "{body}");
+    for title in ["trap", "spin"] {
+        let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": title}))).await;
+        assert_eq!((status, error_code(&body)), (500, "write_hook_failed"), "{title}: {body}");
+    }
+    let (_, count) = data(server, app, Method::GET, "notes?count=true", Some(&ada), None).await;
+    assert_eq!(count["count"], json!(1), "{count}");
+
+    // Role and public rules.
+    let (status, body) = data(server, app, Method::POST, "posts", Some(&bob), Some(json!({"title": "p", "published": true}))).await;
+    assert_eq!((status, error_code(&body)), (403, "missing_role"), "{body}");
+    let set_roles = server
+        .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{}/roles", bob.id))
+        .json(&json!({"roles": ["editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set_roles.status(), 200);
+    for (title, published) in [("out", true), ("draft", false)] {
+        let (status, body) = data(server, app, Method::POST, "posts", Some(&bob), Some(json!({"title": title, "published": published}))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, page) = data(server, app, Method::GET, "posts", None, None).await;
+    assert_eq!(status, 200, "{page}");
+    let titles: Vec<_> = page["documents"].as_array().unwrap().iter().map(|d| d["title"].clone()).collect();
+    assert_eq!(titles, [json!("out")], "anonymous callers list published posts only");
+    let (status, body) = data(server, app, Method::DELETE, &format!("posts/{}", "x"), Some(&bob), None).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+
+    // A function rule; a collection without rules.
+    server.admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared")).json(&json!({"_id": "open", "shared": true})).send().await.unwrap();
+    server.admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared")).json(&json!({"_id": "closed", "shared": false})).send().await.unwrap();
+    let (status, _) = data(server, app, Method::GET, "shared/open", None, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = data(server, app, Method::GET, "shared/closed", None, None).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let (status, body) = data(server, app, Method::GET, "locked", Some(&ada), None).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
+
+    // Delete: the owner only; the before hook may refuse.
+    let (status, _) = data(server, app, Method::DELETE, &format!("notes/{id}"), Some(&bob), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = data(server, app, Method::DELETE, &format!("notes/{id}"), Some(&ada), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&ada), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn rules_and_fields_hold_on_sqlite() {
+    let server = Server::start();
+    rules_hold(&server, "notes").await;
+}
+
+#[tokio::test]
+async fn rules_and_fields_hold_on_mongodb() {
+    let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
+        eprintln!("KILN_TEST_MONGODB_URI is not set: skipping the MongoDB run");
+        return;
+    };
+    let server = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    rules_hold(&server, &format!("notes{}", std::process::id())).await;
+}
+
+/// Waits until the admin API shows the mark the after hook writes.
+async fn mark(server: &Server, app: &str, id: &str, seconds: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let response = server
+            .admin(Method::GET, &format!("/admin/v1/apps/{app}/data/marks/{id}"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            return response.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no mark `{id}` after {seconds} s:\n{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_after_hook_runs_after_the_write_is_retried_and_recorded() {
+    let server = Server::start();
+    server
+        .deploy_ok("hooked", MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let ada = sign_up(&server, "hooked", "ada@example.com").await;
+    let (status, body) = data(&server, "hooked", Method::POST, "notes", Some(&ada), Some(json!({"title": "Hello"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["document"]["_id"].as_str().unwrap();
+    let marked = mark(&server, "hooked", &format!("create-{id}"), 10).await;
+    assert_eq!(marked["after"]["title"], json!("Hello"));
+    assert_eq!(marked["before"], Value::Null);
+    assert_eq!(marked["user"], json!(ada.id));
+
+    // The first attempt fails; the retry runs; both are in the run history.
+    let (_, body) = data(&server, "hooked", Method::POST, "notes", Some(&ada), Some(json!({"title": "flaky"}))).await;
+    let flaky = body["document"]["_id"].as_str().unwrap().to_string();
+    mark(&server, "hooked", &format!("create-{flaky}"), 10).await;
+    let runs: Value = server
+        .admin(Method::GET, "/admin/v1/apps/hooked/runs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let attempts: Vec<(u64, String)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == json!("after_write:notes") && r["status"] != json!("running"))
+        .filter_map(|r| Some((r["attempt"].as_u64()?, r["status"].as_str()?.to_string())))
+        .collect();
+    assert!(attempts.contains(&(1, "failed".into())), "{runs}");
+    assert!(attempts.iter().filter(|(_, s)| s == "succeeded").count() >= 2, "{runs}");
+}
+
+#[tokio::test]
+async fn an_after_hook_cut_off_by_a_kill_runs_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in_with_env(dir.path(), &[]);
+    server
+        .deploy_ok("crashy", MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let ada = sign_up(&server, "crashy", "ada@example.com").await;
+    let (status, body) = data(&server, "crashy", Method::POST, "notes", Some(&ada), Some(json!({"title": "slow"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["document"]["_id"].as_str().unwrap().to_string();
+    // The hook runs for 1.5 s before it writes its mark: kill -9 inside it.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    server.kill();
+    let again = Server::start_in_with_env(dir.path(), &[]);
+    let marked = mark(&again, "crashy", &format!("create-{id}"), 30).await;
+    assert_eq!(marked["after"]["title"], json!("slow"));
+}
