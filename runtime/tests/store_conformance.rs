@@ -983,6 +983,56 @@ async fn elem_match_mixed_keys_and_exact_numbers(f: Fixture) {
     );
 }
 
+async fn a_swap_writes_only_over_the_document_it_was_given(f: Fixture) {
+    let ns = f.ns("swapped");
+    let first = json!({"_id": "s", "n": 1, "at": {"$date": "2024-01-01T00:00:00Z"}, "tags": ["a"]});
+    let written = f
+        .docs
+        .swap(ns, "s", None, Some(first.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (written.before, written.after.clone()),
+        (None, Some(first.clone()))
+    );
+    let again = f.docs.swap(ns, "s", None, Some(first.clone())).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let second =
+        json!({"_id": "s", "n": 2, "at": {"$date": "2024-01-01T00:00:00Z"}, "tags": ["a"]});
+    let stale = json!({"_id": "s", "n": 0, "at": {"$date": "2024-01-01T00:00:00Z"}, "tags": ["a"]});
+    assert_eq!(
+        f.docs
+            .swap(ns, "s", Some(stale.clone()), Some(second.clone()))
+            .await
+            .unwrap(),
+        None,
+        "a stale before writes nothing"
+    );
+    assert_eq!(f.one("swapped", "s").await["n"], json!(1));
+    let written = f
+        .docs
+        .swap(ns, "s", Some(first.clone()), Some(second.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(written.before, Some(first.clone()));
+    assert_eq!(f.one("swapped", "s").await["n"], json!(2));
+    assert_eq!(
+        f.docs.swap(ns, "s", Some(first), None).await.unwrap(),
+        None,
+        "nor deletes"
+    );
+    assert!(
+        f.docs
+            .swap(ns, "s", Some(second), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(f.docs.get(ns, "s").await.unwrap().is_none());
+}
+
 macro_rules! conformance {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -1024,4 +1074,5 @@ every_backend!(
     empty_arrays_sort_first_and_projections_skip_scalar_parents,
     dates_push_as_values_and_all_takes_elem_match,
     elem_match_mixed_keys_and_exact_numbers,
+    a_swap_writes_only_over_the_document_it_was_given,
 );

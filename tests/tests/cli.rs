@@ -190,12 +190,21 @@ list = { filter = { owner = "@user.id" } }
     let output = kiln(&["check", "."], dir.path());
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("collections.posts.list: anonymous callers may list"), "{stderr}");
-    assert!(stderr.contains("collections.posts.update: the filter rule does not mention the caller"), "{stderr}");
+    assert!(
+        stderr.contains("collections.posts.list: anonymous callers may list"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("collections.posts.update: the filter rule does not mention the caller"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("collections.notes"), "{stderr}");
     let strict = kiln(&["check", "--strict", "."], dir.path());
     assert!(!strict.status.success());
-    assert!(String::from_utf8_lossy(&strict.stderr).contains("--strict refuses"), "{strict:?}");
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains("--strict refuses"),
+        "{strict:?}"
+    );
     // A bad rule is a one-line reason naming the field.
     std::fs::write(
         dir.path().join("kiln.toml"),

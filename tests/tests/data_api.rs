@@ -97,37 +97,110 @@ async fn rules_hold(server: &Server, app: &str) {
     let bob = sign_up(server, app, "bob@example.com").await;
 
     // Create: signed-in only; owner and createdAt filled by the server.
-    let (status, body) = data(server, app, Method::POST, "notes", None, Some(json!({"title": "x"}))).await;
-    assert_eq!((status, error_code(&body)), (401, "sign_in_required"), "{body}");
-    let (status, body) =
-        data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "Mine"}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        None,
+        Some(json!({"title": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "sign_in_required"),
+        "{body}"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "Mine"})),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let note = body["document"].clone();
     let id = note["_id"].as_str().unwrap().to_string();
     assert_eq!(note["owner"], json!(ada.id));
     assert!(note["createdAt"]["$date"].is_string(), "{note}");
-    assert_eq!(note["slug"], json!("mine"), "the before hook changed the document");
-    for forged in [json!({"title": "t", "owner": bob.id}), json!({"title": "t", "createdAt": 1})] {
-        let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(forged)).await;
-        assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
+    assert_eq!(
+        note["slug"],
+        json!("mine"),
+        "the before hook changed the document"
+    );
+    for forged in [
+        json!({"title": "t", "owner": bob.id}),
+        json!({"title": "t", "createdAt": 1}),
+    ] {
+        let (status, body) =
+            data(server, app, Method::POST, "notes", Some(&ada), Some(forged)).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "field_not_settable"),
+            "{body}"
+        );
     }
-    let (status, body) =
-        data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "t", "secret": 1}))).await;
-    assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
-    let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"body": "no title"}))).await;
-    assert_eq!((status, error_code(&body)), (400, "required_field"), "{body}");
-    data(server, app, Method::POST, "notes", Some(&bob), Some(json!({"title": "Bob's"}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "t", "secret": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "field_not_settable"),
+        "{body}"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"body": "no title"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "required_field"),
+        "{body}"
+    );
+    data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        Some(&bob),
+        Some(json!({"title": "Bob's"})),
+    )
+    .await;
 
     // A function writes a hidden field; no answer ever shows it.
-    let status = server
-        .admin(Method::PATCH, &format!("/admin/v1/apps/{app}/data/notes/{id}"))
+    let patched = server
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/apps/{app}/data/notes/{id}"),
+        )
         .json(&json!({"$set": {"secret": "s3cret"}}))
         .send()
         .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    let (status, got) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&ada), None).await;
+        .unwrap();
+    let (status, body) = kiln_tests::json_of(patched).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, got) = data(
+        server,
+        app,
+        Method::GET,
+        &format!("notes/{id}"),
+        Some(&ada),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{got}");
     assert!(got.get("secret").is_none(), "{got}");
     let (_, page) = data(server, app, Method::GET, "notes", Some(&ada), None).await;
@@ -135,10 +208,34 @@ async fn rules_hold(server: &Server, app: &str) {
     assert!(!page.to_string().contains("s3cret"), "{page}");
 
     // Get: another's note is as missing as a missing one.
-    let (status, body) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&bob), None).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
-    let (status, body) = data(server, app, Method::GET, "notes/nosuchnote", Some(&bob), None).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let (status, body) = data(
+        server,
+        app,
+        Method::GET,
+        &format!("notes/{id}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::GET,
+        "notes/nosuchnote",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
 
     // No filter, sort or projection reaches past the list rule or into hidden fields.
     for filter in [
@@ -149,11 +246,30 @@ async fn rules_hold(server: &Server, app: &str) {
         json!({"owner": {"$in": [ada.id, bob.id]}}),
         json!({"$and": [{"owner": {"$exists": true}}]}),
     ] {
-        let (status, page) = data(server, app, Method::GET, &format!("notes?filter={}", query(filter.clone())), Some(&bob), None).await;
+        let (status, page) = data(
+            server,
+            app,
+            Method::GET,
+            &format!("notes?filter={}", query(filter.clone())),
+            Some(&bob),
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{filter}: {page}");
         let docs = page["documents"].as_array().unwrap();
-        assert!(docs.iter().all(|d| d["owner"] == json!(bob.id)), "{filter}: {page}");
-        let (_, count) = data(server, app, Method::GET, &format!("notes?count=true&filter={}", query(filter.clone())), Some(&bob), None).await;
+        assert!(
+            docs.iter().all(|d| d["owner"] == json!(bob.id)),
+            "{filter}: {page}"
+        );
+        let (_, count) = data(
+            server,
+            app,
+            Method::GET,
+            &format!("notes?count=true&filter={}", query(filter.clone())),
+            Some(&bob),
+            None,
+        )
+        .await;
         assert!(count["count"].as_u64().unwrap() <= 1, "{filter}: {count}");
     }
     for (param, value) in [
@@ -162,11 +278,26 @@ async fn rules_hold(server: &Server, app: &str) {
         ("sort", json!({"secret": 1})),
         ("fields", json!({"secret": 1})),
     ] {
-        let (status, body) = data(server, app, Method::GET, &format!("notes?{param}={}", query(value)), Some(&ada), None).await;
-        assert_eq!((status, error_code(&body)), (400, "hidden_field"), "{param}: {body}");
+        let (status, body) = data(
+            server,
+            app,
+            Method::GET,
+            &format!("notes?{param}={}", query(value)),
+            Some(&ada),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "hidden_field"),
+            "{param}: {body}"
+        );
     }
     for (path, code) in [
-        (format!("notes?filter={}", query(json!({"$where": "1"}))), "invalid_query"),
+        (
+            format!("notes?filter={}", query(json!({"$where": "1"}))),
+            "invalid_query",
+        ),
         ("notes?filter=%5B1%5D".to_string(), "invalid_query"),
         ("notes?limit=100000".to_string(), "invalid_query"),
         ("notes?what=1".to_string(), "invalid_query"),
@@ -178,76 +309,249 @@ async fn rules_hold(server: &Server, app: &str) {
     }
 
     // Update: within reach only, and never out of it.
-    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&bob), Some(json!({"$set": {"title": "pwned"}}))).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
-    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$set": {"owner": bob.id}}))).await;
-    assert_eq!((status, error_code(&body)), (400, "field_not_settable"), "{body}");
-    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$rename": {"title": "owner"}}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::PATCH,
+        &format!("notes/{id}"),
+        Some(&bob),
+        Some(json!({"$set": {"title": "pwned"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::PATCH,
+        &format!("notes/{id}"),
+        Some(&ada),
+        Some(json!({"$set": {"owner": bob.id}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "field_not_settable"),
+        "{body}"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::PATCH,
+        &format!("notes/{id}"),
+        Some(&ada),
+        Some(json!({"$rename": {"title": "owner"}})),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = data(server, app, Method::PATCH, &format!("notes/{id}"), Some(&ada), Some(json!({"$set": {"body": "more"}}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::PATCH,
+        &format!("notes/{id}"),
+        Some(&ada),
+        Some(json!({"$set": {"body": "more"}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["document"]["body"], json!("more"));
     assert!(body["document"].get("secret").is_none(), "{body}");
-    let (status, body) = data(server, app, Method::PUT, &format!("notes/{id}"), Some(&ada), Some(json!({"title": "Replaced"}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::PUT,
+        &format!("notes/{id}"),
+        Some(&ada),
+        Some(json!({"title": "Replaced"})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["document"]["owner"], json!(ada.id), "server-set fields survive a replace");
+    assert_eq!(
+        body["document"]["owner"],
+        json!(ada.id),
+        "server-set fields survive a replace"
+    );
     let stored: Value = server
-        .admin(Method::GET, &format!("/admin/v1/apps/{app}/data/notes/{id}"))
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/apps/{app}/data/notes/{id}"),
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(stored["secret"], json!("s3cret"), "the admin sees hidden fields; the replace kept it");
+    assert_eq!(
+        stored["secret"],
+        json!("s3cret"),
+        "the admin sees hidden fields; the replace kept it"
+    );
 
     // The before hook refuses, fails and times out: nothing is written.
-    let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": "refuse"}))).await;
-    assert_eq!((status, error_code(&body), body["error"]["reason"].as_str()), (400, "write_invalid", Some("title_taken")), "{body}");
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "refuse"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body), body["error"]["reason"].as_str()),
+        (400, "write_invalid", Some("title_taken")),
+        "{body}"
+    );
     for title in ["trap", "spin"] {
-        let (status, body) = data(server, app, Method::POST, "notes", Some(&ada), Some(json!({"title": title}))).await;
-        assert_eq!((status, error_code(&body)), (500, "write_hook_failed"), "{title}: {body}");
+        let (status, body) = data(
+            server,
+            app,
+            Method::POST,
+            "notes",
+            Some(&ada),
+            Some(json!({"title": title})),
+        )
+        .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (500, "write_hook_failed"),
+            "{title}: {body}"
+        );
     }
-    let (_, count) = data(server, app, Method::GET, "notes?count=true", Some(&ada), None).await;
+    let (_, count) = data(
+        server,
+        app,
+        Method::GET,
+        "notes?count=true",
+        Some(&ada),
+        None,
+    )
+    .await;
     assert_eq!(count["count"], json!(1), "{count}");
 
     // Role and public rules.
-    let (status, body) = data(server, app, Method::POST, "posts", Some(&bob), Some(json!({"title": "p", "published": true}))).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::POST,
+        "posts",
+        Some(&bob),
+        Some(json!({"title": "p", "published": true})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (403, "missing_role"), "{body}");
     let set_roles = server
-        .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{}/roles", bob.id))
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/apps/{app}/users/{}/roles", bob.id),
+        )
         .json(&json!({"roles": ["editor"]}))
         .send()
         .await
         .unwrap();
     assert_eq!(set_roles.status(), 200);
     for (title, published) in [("out", true), ("draft", false)] {
-        let (status, body) = data(server, app, Method::POST, "posts", Some(&bob), Some(json!({"title": title, "published": published}))).await;
+        let (status, body) = data(
+            server,
+            app,
+            Method::POST,
+            "posts",
+            Some(&bob),
+            Some(json!({"title": title, "published": published})),
+        )
+        .await;
         assert_eq!(status, 201, "{body}");
     }
     let (status, page) = data(server, app, Method::GET, "posts", None, None).await;
     assert_eq!(status, 200, "{page}");
-    let titles: Vec<_> = page["documents"].as_array().unwrap().iter().map(|d| d["title"].clone()).collect();
-    assert_eq!(titles, [json!("out")], "anonymous callers list published posts only");
-    let (status, body) = data(server, app, Method::DELETE, &format!("posts/{}", "x"), Some(&bob), None).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let titles: Vec<_> = page["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["title"].clone())
+        .collect();
+    assert_eq!(
+        titles,
+        [json!("out")],
+        "anonymous callers list published posts only"
+    );
+    let (status, body) = data(
+        server,
+        app,
+        Method::DELETE,
+        &format!("posts/{}", "x"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
 
     // A function rule; a collection without rules.
-    server.admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared")).json(&json!({"_id": "open", "shared": true})).send().await.unwrap();
-    server.admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared")).json(&json!({"_id": "closed", "shared": false})).send().await.unwrap();
+    server
+        .admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared"))
+        .json(&json!({"_id": "open", "shared": true}))
+        .send()
+        .await
+        .unwrap();
+    server
+        .admin(Method::POST, &format!("/admin/v1/apps/{app}/data/shared"))
+        .json(&json!({"_id": "closed", "shared": false}))
+        .send()
+        .await
+        .unwrap();
     let (status, _) = data(server, app, Method::GET, "shared/open", None, None).await;
     assert_eq!(status, 200);
     let (status, body) = data(server, app, Method::GET, "shared/closed", None, None).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
     let (status, body) = data(server, app, Method::GET, "locked", Some(&ada), None).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "{body}"
+    );
 
     // Delete: the owner only; the before hook may refuse.
-    let (status, _) = data(server, app, Method::DELETE, &format!("notes/{id}"), Some(&bob), None).await;
+    let (status, _) = data(
+        server,
+        app,
+        Method::DELETE,
+        &format!("notes/{id}"),
+        Some(&bob),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
-    let (status, body) = data(server, app, Method::DELETE, &format!("notes/{id}"), Some(&ada), None).await;
+    let (status, body) = data(
+        server,
+        app,
+        Method::DELETE,
+        &format!("notes/{id}"),
+        Some(&ada),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = data(server, app, Method::GET, &format!("notes/{id}"), Some(&ada), None).await;
+    let (status, _) = data(
+        server,
+        app,
+        Method::GET,
+        &format!("notes/{id}"),
+        Some(&ada),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
@@ -272,14 +576,21 @@ async fn mark(server: &Server, app: &str, id: &str, seconds: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         let response = server
-            .admin(Method::GET, &format!("/admin/v1/apps/{app}/data/marks/{id}"))
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/apps/{app}/data/marks/{id}"),
+            )
             .send()
             .await
             .unwrap();
         if response.status() == 200 {
             return response.json().await.unwrap();
         }
-        assert!(std::time::Instant::now() < deadline, "no mark `{id}` after {seconds} s:\n{}", server.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mark `{id}` after {seconds} s:\n{}",
+            server.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -291,7 +602,15 @@ async fn the_after_hook_runs_after_the_write_is_retried_and_recorded() {
         .deploy_ok("hooked", MANIFEST, &[("probe", &examples().js_probe)])
         .await;
     let ada = sign_up(&server, "hooked", "ada@example.com").await;
-    let (status, body) = data(&server, "hooked", Method::POST, "notes", Some(&ada), Some(json!({"title": "Hello"}))).await;
+    let (status, body) = data(
+        &server,
+        "hooked",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "Hello"})),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let id = body["document"]["_id"].as_str().unwrap();
     let marked = mark(&server, "hooked", &format!("create-{id}"), 10).await;
@@ -300,7 +619,15 @@ async fn the_after_hook_runs_after_the_write_is_retried_and_recorded() {
     assert_eq!(marked["user"], json!(ada.id));
 
     // The first attempt fails; the retry runs; both are in the run history.
-    let (_, body) = data(&server, "hooked", Method::POST, "notes", Some(&ada), Some(json!({"title": "flaky"}))).await;
+    let (_, body) = data(
+        &server,
+        "hooked",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "flaky"})),
+    )
+    .await;
     let flaky = body["document"]["_id"].as_str().unwrap().to_string();
     mark(&server, "hooked", &format!("create-{flaky}"), 10).await;
     let runs: Value = server
@@ -319,7 +646,10 @@ async fn the_after_hook_runs_after_the_write_is_retried_and_recorded() {
         .filter_map(|r| Some((r["attempt"].as_u64()?, r["status"].as_str()?.to_string())))
         .collect();
     assert!(attempts.contains(&(1, "failed".into())), "{runs}");
-    assert!(attempts.iter().filter(|(_, s)| s == "succeeded").count() >= 2, "{runs}");
+    assert!(
+        attempts.iter().filter(|(_, s)| s == "succeeded").count() >= 2,
+        "{runs}"
+    );
 }
 
 #[tokio::test]
@@ -330,7 +660,15 @@ async fn an_after_hook_cut_off_by_a_kill_runs_after_the_restart() {
         .deploy_ok("crashy", MANIFEST, &[("probe", &examples().js_probe)])
         .await;
     let ada = sign_up(&server, "crashy", "ada@example.com").await;
-    let (status, body) = data(&server, "crashy", Method::POST, "notes", Some(&ada), Some(json!({"title": "slow"}))).await;
+    let (status, body) = data(
+        &server,
+        "crashy",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "slow"})),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let id = body["document"]["_id"].as_str().unwrap().to_string();
     // The hook runs for 1.5 s before it writes its mark: kill -9 inside it.

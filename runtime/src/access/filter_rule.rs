@@ -16,10 +16,10 @@
 use serde_json::{Map, Value};
 
 use super::{Identity, Refusal};
+use crate::store::query::Filter;
 use crate::store::query::filter::check_path;
 use crate::store::query::path;
 use crate::store::query::value::date_value;
-use crate::store::query::Filter;
 
 /// Which placeholders a rule may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,8 @@ fn read(text: &str) -> Written<'_> {
     })
 }
 
-const KNOWN: &str = "`@user.id`, `@user.roles`, `@user.mfa`, `@now`, and for create and update `@new.FIELD`";
+const KNOWN: &str =
+    "`@user.id`, `@user.roles`, `@user.mfa`, `@now`, and for create and update `@new.FIELD`";
 
 impl FilterRule {
     /// The `filter` of a rule, as `kiln.toml` writes it.
@@ -100,7 +101,11 @@ impl FilterRule {
 
     /// The filter with the caller's placeholders filled in; a rule naming
     /// the caller refuses an anonymous one.
-    pub fn resolve(&self, identity: Option<&Identity>, new: Option<&Value>) -> Result<Value, Refusal> {
+    pub fn resolve(
+        &self,
+        identity: Option<&Identity>,
+        new: Option<&Value>,
+    ) -> Result<Value, Refusal> {
         if self.mentions_caller && identity.is_none() {
             return Err(Refusal::SignInRequired);
         }
@@ -119,21 +124,27 @@ impl FilterRule {
 
     fn fill(&self, identity: Option<&Identity>, new: Option<&Value>, sampling: bool) -> Value {
         let now = date_value(chrono::Utc::now().timestamp_millis());
-        fill(&self.template, None, &|placeholder, operator| match placeholder {
-            Placeholder::UserId => identity.map_or(Value::Null, |i| Value::from(i.user.clone())),
-            Placeholder::UserRoles => Value::from(identity.map_or(vec![], |i| i.roles.clone())),
-            Placeholder::UserMfa => Value::from(identity.is_some_and(|i| i.mfa)),
-            Placeholder::Now => now.clone(),
-            // At deploy the field's value is unknown: an array where one is needed.
-            Placeholder::New(_) if sampling => match operator {
-                Some("$in" | "$nin" | "$all") => Value::Array(vec![]),
-                _ => Value::Null,
+        fill(
+            &self.template,
+            None,
+            &|placeholder, operator| match placeholder {
+                Placeholder::UserId => {
+                    identity.map_or(Value::Null, |i| Value::from(i.user.clone()))
+                }
+                Placeholder::UserRoles => Value::from(identity.map_or(vec![], |i| i.roles.clone())),
+                Placeholder::UserMfa => Value::from(identity.is_some_and(|i| i.mfa)),
+                Placeholder::Now => now.clone(),
+                // At deploy the field's value is unknown: an array where one is needed.
+                Placeholder::New(_) if sampling => match operator {
+                    Some("$in" | "$nin" | "$all") => Value::Array(vec![]),
+                    _ => Value::Null,
+                },
+                Placeholder::New(field) => new
+                    .and_then(|doc| path::get(doc, field))
+                    .cloned()
+                    .unwrap_or(Value::Null),
             },
-            Placeholder::New(field) => new
-                .and_then(|doc| path::get(doc, field))
-                .cloned()
-                .unwrap_or(Value::Null),
-        })
+        )
     }
 }
 
@@ -245,13 +256,22 @@ mod tests {
     #[test]
     fn refuses_unknown_placeholders_and_operators_naming_the_field() {
         let err = parse("owner = \"@user.name\"", Placeholders::Caller).unwrap_err();
-        assert!(err.contains("field `owner`") && err.contains("@user.name"), "{err}");
+        assert!(
+            err.contains("field `owner`") && err.contains("@user.name"),
+            "{err}"
+        );
         let err = parse("owner = \"@new.owner\"", Placeholders::Caller).unwrap_err();
         assert!(err.contains("only known to create and update"), "{err}");
         assert!(parse("owner = \"@new.owner\"", Placeholders::CallerAndNew).is_ok());
         let err = parse("a = { \"$where\" = \"1\" }", Placeholders::Caller).unwrap_err();
         assert!(err.contains("$where"), "{err}");
-        assert!(parse("tags = { \"$in\" = \"@new.tags\" }", Placeholders::CallerAndNew).is_ok());
+        assert!(
+            parse(
+                "tags = { \"$in\" = \"@new.tags\" }",
+                Placeholders::CallerAndNew
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -271,8 +291,11 @@ mod tests {
             rule.resolve(Some(&ada), Some(&json!({"state": "open"}))),
             Ok(json!({"owner": "ada", "handle": "@ada", "state": "open", "mfa": false}))
         );
-        let public = parse("published = true\nat = { \"$lte\" = \"@now\" }", Placeholders::Caller)
-            .unwrap();
+        let public = parse(
+            "published = true\nat = { \"$lte\" = \"@now\" }",
+            Placeholders::Caller,
+        )
+        .unwrap();
         assert!(!public.mentions_caller());
         let filled = public.resolve(None, None).unwrap();
         assert!(filled["at"]["$lte"]["$date"].is_string(), "{filled}");

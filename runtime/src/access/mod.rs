@@ -147,9 +147,7 @@ impl Rule {
                     return Err(format!("a rule here is {}", kinds.expected()));
                 };
                 match (table.get("filter"), table.len()) {
-                    (Some(filter), 1) => {
-                        FilterRule::parse(filter, placeholders).map(Rule::Filter)
-                    }
+                    (Some(filter), 1) => FilterRule::parse(filter, placeholders).map(Rule::Filter),
                     _ => Err("a filter rule is `{ filter = { FIELD = VALUE, ... } }`".into()),
                 }
             }
@@ -271,7 +269,16 @@ mod tests {
             text("role:admin", Kinds::ROUTE),
             Ok(Rule::Role("admin".into()))
         );
-        for bad in ["", "users", "role:", "role:a b", "ROLE:x", "any", "owner", "function:f"] {
+        for bad in [
+            "",
+            "users",
+            "role:",
+            "role:a b",
+            "ROLE:x",
+            "any",
+            "owner",
+            "function:f",
+        ] {
             assert!(text(bad, Kinds::ROUTE).is_err(), "{bad}");
         }
         assert_eq!(text("owner", Kinds::BUCKET), Ok(Rule::Owner));
@@ -282,7 +289,10 @@ mod tests {
         );
         assert!(text("function:", Kinds::BUCKET).is_err());
         let table: toml::Value = toml::from_str("filter = { owner = \"@user.id\" }").unwrap();
-        assert!(Rule::parse(&table, Kinds::BUCKET).is_err(), "no filters on buckets");
+        assert!(
+            Rule::parse(&table, Kinds::BUCKET).is_err(),
+            "no filters on buckets"
+        );
         assert!(Rule::parse(&table, Kinds::COLLECTION_READ).is_ok());
         let extra: toml::Value =
             toml::from_str("filter = { owner = \"@user.id\" }\nx = 1").unwrap();
@@ -307,15 +317,19 @@ mod tests {
             Err(Refusal::SecondFactorRequired)
         );
         let with_mfa = identity(&[], true);
-        assert_eq!(Rule::Mfa.decide(Some(&with_mfa), None), Ok(Decision::Allowed));
+        assert_eq!(
+            Rule::Mfa.decide(Some(&with_mfa), None),
+            Ok(Decision::Allowed)
+        );
         assert_eq!(Rule::Owner.decide(None, None), Err(Refusal::SignInRequired));
     }
 
     #[test]
     fn a_filter_rule_is_filled_in_for_the_caller() {
-        let table: toml::Value =
-            toml::from_str("filter = { owner = \"@user.id\", team = { \"$in\" = \"@user.roles\" } }")
-                .unwrap();
+        let table: toml::Value = toml::from_str(
+            "filter = { owner = \"@user.id\", team = { \"$in\" = \"@user.roles\" } }",
+        )
+        .unwrap();
         let rule = Rule::parse(&table, Kinds::COLLECTION_READ).unwrap();
         let ada = identity(&["red"], false);
         assert_eq!(

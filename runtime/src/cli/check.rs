@@ -24,7 +24,10 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     check(&args.dir, args.strict)?;
-    println!("{}: no collection is open to anyone", args.dir.join("kiln.toml").display());
+    println!(
+        "{}: no collection is open to anyone",
+        args.dir.join("kiln.toml").display()
+    );
     Ok(())
 }
 

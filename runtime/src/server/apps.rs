@@ -394,13 +394,16 @@ impl Apps {
                 DeployError::Components(format!("no component for function `{name}`"))
             })?;
             let configured = capabilities
-                .configure(&app_state, &FunctionManifest {
-                    app: &record.app,
-                    function: name,
-                    app_functions: &names,
-                    app_section: &manifest.capabilities,
-                    function_section: &spec.capabilities,
-                })
+                .configure(
+                    &app_state,
+                    &FunctionManifest {
+                        app: &record.app,
+                        function: name,
+                        app_functions: &names,
+                        app_section: &manifest.capabilities,
+                        function_section: &spec.capabilities,
+                    },
+                )
                 .map_err(|e| ManifestError(e.to_string()))?;
             functions.push(Arc::new(Function::new(
                 &self.invoker,

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capabilities::Capabilities;
 use crate::access::{Kinds, Rule};
+use crate::capabilities::Capabilities;
 use crate::invocation::Limits;
 use crate::sizes::ByteSize;
 use crate::triggers::cron::CronSpec;
@@ -139,9 +139,9 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     pub fn policy(&self) -> Result<Rule, String> {
-        self.auth
-            .as_deref()
-            .map_or(Ok(Rule::Public), |text| Rule::parse_text(text, Kinds::ROUTE))
+        self.auth.as_deref().map_or(Ok(Rule::Public), |text| {
+            Rule::parse_text(text, Kinds::ROUTE)
+        })
     }
 }
 

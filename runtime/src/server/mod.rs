@@ -429,7 +429,15 @@ async fn dispatch(
             admin::handle(&shared.apps, &shared.cron, &shared.admin_key, req).await
         }
         Destination::App(live, path) if is_platform_path(&path) => {
-            platform::handle(&live, shared.apps.documents(), &path, req, peer, &request_id).await
+            platform::handle(
+                &live,
+                shared.apps.documents(),
+                &path,
+                req,
+                peer,
+                &request_id,
+            )
+            .await
         }
         Destination::App(live, path) => {
             crate::triggers::http::handle(&live.app, &live.http, &path, req, &request_id).await

@@ -332,7 +332,12 @@ impl Documents {
                 .as_object()
                 .into_iter()
                 .flatten()
-                .map(|(k, v)| (k.clone(), serde_json::json!({ "$eq": v })))
+                .map(|(k, v)| match k.as_str() {
+                    // Plain: the id is a string, and MongoDB reads an
+                    // upsert's or replacement's id from a plain equality.
+                    "_id" => (k.clone(), v.clone()),
+                    _ => (k.clone(), serde_json::json!({ "$eq": v })),
+                })
                 .collect();
             Value::Object(conditions)
         };
@@ -343,7 +348,9 @@ impl Documents {
                 true
             }
             (Some(old), Some(new)) => {
-                let outcome = self.replace(ns, &unchanged(old), new.clone(), false).await?;
+                let outcome = self
+                    .replace(ns, &unchanged(old), new.clone(), false)
+                    .await?;
                 outcome.matched == 1
             }
             (Some(old), None) => self.delete(ns, &unchanged(old), false).await? == 1,

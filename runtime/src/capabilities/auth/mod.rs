@@ -28,13 +28,13 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use self::accounts::{Accounts, AuthError, Client, SignIn, Tokens};
-pub use crate::access::{Identity, Refusal};
 pub use self::settings::AuthSettings;
 use super::bindings::kiln::platform::auth::{self as wit, Error, Host, User};
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
-    Pick, instance,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick, instance,
 };
+pub use crate::access::{Identity, Refusal};
 use crate::store::platform::users::UserRecord;
 
 /// The app's `[auth]` section, checked against the app's functions.

@@ -9,14 +9,16 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use super::AppCollections;
 use super::fields;
 use super::manifest::{Action, Collection};
-use super::AppCollections;
 use crate::access::{Decision, Identity, Refusal};
 use crate::store::platform::jobs::{self, HOOK_INTENT_MS, HookJob, Job, JobStatus};
 use crate::store::platform::now_ms;
 use crate::store::query::{Budget, Filter, Update, new_id};
-use crate::store::{Documents, FindOptions, FindPage, Namespace, StoreError, Written, app_namespace};
+use crate::store::{
+    Documents, FindOptions, FindPage, Namespace, StoreError, Written, app_namespace,
+};
 
 /// Most documents one page of a list returns.
 pub const MAX_PAGE: u64 = 1000;
@@ -60,7 +62,10 @@ pub enum DataError {
     #[error("{0:?}")]
     Refused(Refusal),
     #[error("collection `{collection}` lets no client {action}")]
-    NoRule { collection: String, action: &'static str },
+    NoRule {
+        collection: String,
+        action: &'static str,
+    },
     #[error("{0}")]
     Denied(String),
     #[error("the write would leave the document outside what you may update")]
@@ -108,7 +113,9 @@ pub enum Change {
 fn check_id(id: &str) -> Result<(), DataError> {
     let valid = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match valid {
         true => Ok(()),
         false => Err(DataError::InvalidId(format!(
@@ -126,7 +133,10 @@ fn matches(filter: &Value, doc: &Value) -> Result<bool, DataError> {
 }
 
 fn user_json(identity: Option<&Identity>) -> Value {
-    identity.map_or(Value::Null, |i| json!({"id": i.user, "roles": i.roles, "mfa": i.mfa}))
+    identity.map_or(
+        Value::Null,
+        |i| json!({"id": i.user, "roles": i.roles, "mfa": i.mfa}),
+    )
 }
 
 impl AppCollections {
@@ -227,7 +237,9 @@ impl AppCollections {
         let filter = merged(request.filter, rule);
         let limit = request.limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(StoreError::InvalidInput(format!("limit is between 1 and {MAX_PAGE}")).into());
+            return Err(
+                StoreError::InvalidInput(format!("limit is between 1 and {MAX_PAGE}")).into(),
+            );
         }
         let mut page = documents
             .find(
@@ -259,7 +271,9 @@ impl AppCollections {
     ) -> Result<u64, DataError> {
         let (collection, ns) = self.collection(caller, name)?;
         let collection = &*collection;
-        if let Some(field) = fields::named_hidden(&filter, None, None, Self::hidden(caller, collection)) {
+        if let Some(field) =
+            fields::named_hidden(&filter, None, None, Self::hidden(caller, collection))
+        {
             return Err(DataError::HiddenField(field.to_string()));
         }
         let question = json!({"filter": filter});
@@ -298,10 +312,10 @@ impl AppCollections {
         id: &str,
     ) -> Result<Value, DataError> {
         let not_found = || DataError::NotFound(id.to_string());
-        let needs_document = matches!(
-            caller,
-            Caller::Client { .. }
-        ) && collection.rule(action).is_some_and(|r| r.function().is_some());
+        let needs_document = matches!(caller, Caller::Client { .. })
+            && collection
+                .rule(action)
+                .is_some_and(|r| r.function().is_some());
         let rule = match needs_document {
             // A function rule is told the document, so read it first.
             true => {
@@ -312,13 +326,21 @@ impl AppCollections {
                     .map_err(|e| hide_refusal(e, id))?;
                 return Ok(doc);
             }
-            false => self
-                .requirement(caller, collection, action, json!({}), None)
-                .await?,
+            false => {
+                self.requirement(caller, collection, action, json!({}), None)
+                    .await?
+            }
         };
         let filter = merged(json!({"_id": id}), rule);
         let page = documents
-            .find(ns, &filter, FindOptions { limit: Some(1), ..FindOptions::default() })
+            .find(
+                ns,
+                &filter,
+                FindOptions {
+                    limit: Some(1),
+                    ..FindOptions::default()
+                },
+            )
             .await?;
         page.documents.into_iter().next().ok_or_else(not_found)
     }
@@ -387,17 +409,25 @@ impl AppCollections {
             Replace(&'v Value),
         }
         let parsed = match change {
-            Change::Operators(ops) => Parsed::Operators(Update::parse(ops).map_err(StoreError::from)?),
+            Change::Operators(ops) => {
+                Parsed::Operators(Update::parse(ops).map_err(StoreError::from)?)
+            }
             Change::Replace(doc) => {
                 if !doc.is_object() {
-                    return Err(StoreError::InvalidInput("a document must be a JSON object".into()).into());
+                    return Err(StoreError::InvalidInput(
+                        "a document must be a JSON object".into(),
+                    )
+                    .into());
                 }
                 self.protect(caller, collection, doc)?;
                 Parsed::Replace(doc)
             }
         };
         for _ in 0..SWAP_TRIES {
-            let before = documents.get(ns, id).await?.ok_or_else(|| DataError::NotFound(id.to_string()))?;
+            let before = documents
+                .get(ns, id)
+                .await?
+                .ok_or_else(|| DataError::NotFound(id.to_string()))?;
             let mut after = match &parsed {
                 Parsed::Operators(update) => {
                     let mut after = before.clone();
@@ -426,20 +456,49 @@ impl AppCollections {
             if after.get("_id") != Some(&Value::from(id)) {
                 return Err(StoreError::InvalidInput("_id cannot change".into()).into());
             }
-            self.reach(caller, collection, Action::Update, id, &before, Some(&after))
-                .await?;
+            self.reach(
+                caller,
+                collection,
+                Action::Update,
+                id,
+                &before,
+                Some(&after),
+            )
+            .await?;
             let hooked = self
-                .before_write(caller, collection, Action::Update, id, Some(&before), after.clone())
+                .before_write(
+                    caller,
+                    collection,
+                    Action::Update,
+                    id,
+                    Some(&before),
+                    after.clone(),
+                )
                 .await?;
             self.check_required(caller, collection, &hooked)?;
             if hooked != after {
                 // The rule again on the document as the hook left it.
-                self.reach(caller, collection, Action::Update, id, &before, Some(&hooked))
-                    .await?;
+                self.reach(
+                    caller,
+                    collection,
+                    Action::Update,
+                    id,
+                    &before,
+                    Some(&hooked),
+                )
+                .await?;
             }
             let after = hooked;
             if let Some(written) = self
-                .commit(documents, caller, collection, ns, id, Some(before), Some(after))
+                .commit(
+                    documents,
+                    caller,
+                    collection,
+                    ns,
+                    id,
+                    Some(before),
+                    Some(after),
+                )
                 .await?
             {
                 return Ok(self.answer(caller, collection, written));
@@ -460,12 +519,22 @@ impl AppCollections {
         let collection = &*collection;
         check_id(id)?;
         for _ in 0..SWAP_TRIES {
-            let before = documents.get(ns, id).await?.ok_or_else(|| DataError::NotFound(id.to_string()))?;
+            let before = documents
+                .get(ns, id)
+                .await?
+                .ok_or_else(|| DataError::NotFound(id.to_string()))?;
             self.reach(caller, collection, Action::Delete, id, &before, None)
                 .await?;
             // A before hook may refuse a delete; what it proposes is ignored.
-            self.before_write(caller, collection, Action::Delete, id, Some(&before), Value::Null)
-                .await?;
+            self.before_write(
+                caller,
+                collection,
+                Action::Delete,
+                id,
+                Some(&before),
+                Value::Null,
+            )
+            .await?;
             if let Some(written) = self
                 .commit(documents, caller, collection, ns, id, Some(before), None)
                 .await?
@@ -529,7 +598,8 @@ impl AppCollections {
         match caller {
             Caller::Admin => Ok(None),
             Caller::Client { identity, .. } => {
-                if let Some(field) = fields::set_protected(doc, &self.protected(caller, collection)) {
+                if let Some(field) = fields::set_protected(doc, &self.protected(caller, collection))
+                {
                     return Err(DataError::NotSettable(field.to_string()));
                 }
                 Ok(*identity)
@@ -537,7 +607,12 @@ impl AppCollections {
         }
     }
 
-    fn check_required(&self, caller: &Caller<'_>, collection: &Collection, doc: &Value) -> Result<(), DataError> {
+    fn check_required(
+        &self,
+        caller: &Caller<'_>,
+        collection: &Collection,
+        doc: &Value,
+    ) -> Result<(), DataError> {
         match (caller, fields::missing_required(doc, &collection.required)) {
             (Caller::Client { .. }, Some(field)) => Err(DataError::Required(field.to_string())),
             _ => Ok(()),
@@ -555,7 +630,8 @@ impl AppCollections {
         before: Option<&Value>,
         proposed: Value,
     ) -> Result<Value, DataError> {
-        let (Caller::Client { identity, asker }, Some(function)) = (caller, &collection.before_write)
+        let (Caller::Client { identity, asker }, Some(function)) =
+            (caller, &collection.before_write)
         else {
             return Ok(proposed);
         };
@@ -669,9 +745,17 @@ impl AppCollections {
     }
 
     /// What the caller is answered: hidden fields stripped.
-    fn answer(&self, caller: &Caller<'_>, collection: &Collection, mut written: Written) -> Written {
+    fn answer(
+        &self,
+        caller: &Caller<'_>,
+        collection: &Collection,
+        mut written: Written,
+    ) -> Written {
         let hidden = Self::hidden(caller, collection);
-        for doc in [&mut written.before, &mut written.after].into_iter().flatten() {
+        for doc in [&mut written.before, &mut written.after]
+            .into_iter()
+            .flatten()
+        {
             fields::strip(doc, hidden);
         }
         written

@@ -53,7 +53,9 @@ fn filter_paths(filter: &Value, prefix: &str, out: &mut Vec<String>) {
 
 /// Paths inside a field's condition (`$elemMatch` on element documents).
 fn condition_paths(condition: &Value, path: &str, out: &mut Vec<String>) {
-    let Value::Object(map) = condition else { return };
+    let Value::Object(map) = condition else {
+        return;
+    };
     for (op, arg) in map {
         match op.as_str() {
             "$elemMatch" => {
@@ -164,7 +166,11 @@ pub fn set_protected<'p>(doc: &Value, protected: &'p [String]) -> Option<&'p str
 }
 
 /// The first protected path whose value differs between two documents.
-pub fn changed_protected<'p>(before: &Value, after: &Value, protected: &'p [String]) -> Option<&'p str> {
+pub fn changed_protected<'p>(
+    before: &Value,
+    after: &Value,
+    protected: &'p [String],
+) -> Option<&'p str> {
     protected
         .iter()
         .find(|path| {
@@ -183,7 +189,12 @@ pub fn missing_required<'r>(doc: &Value, required: &'r [String]) -> Option<&'r s
 }
 
 /// Writes the server's fills into a document's top level.
-pub fn fill(doc: &mut Value, fills: &[(String, Fill)], identity: Option<&Identity>, now_millis: i64) {
+pub fn fill(
+    doc: &mut Value,
+    fills: &[(String, Fill)],
+    identity: Option<&Identity>,
+    now_millis: i64,
+) {
     let Value::Object(map) = doc else { return };
     for (field, fill) in fills {
         let value = match fill {
@@ -234,7 +245,10 @@ mod tests {
         }
         assert!(named_hidden(&json!({}), Some(&json!({"secret": 1})), None, &h).is_some());
         assert!(named_hidden(&json!({}), None, Some(&json!({"card.pin": 1})), &h).is_some());
-        assert_eq!(named_hidden(&json!({"title": 1, "card.last4": 1}), None, None, &h), None);
+        assert_eq!(
+            named_hidden(&json!({"title": 1, "card.last4": 1}), None, None, &h),
+            None
+        );
     }
 
     #[test]
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn protected_fields_cannot_be_set_or_changed() {
         let protected = vec!["owner".to_string()];
-        assert_eq!(set_protected(&json!({"owner": "me"}), &protected), Some("owner"));
+        assert_eq!(
+            set_protected(&json!({"owner": "me"}), &protected),
+            Some("owner")
+        );
         assert_eq!(set_protected(&json!({"title": "x"}), &protected), None);
         assert_eq!(
             changed_protected(&json!({"owner": "a"}), &json!({"owner": "b"}), &protected),
@@ -257,9 +274,20 @@ mod tests {
             changed_protected(&json!({"owner": "a"}), &json!({}), &protected),
             Some("owner")
         );
-        assert_eq!(changed_protected(&json!({"owner": "a", "x": 1}), &json!({"owner": "a"}), &protected), None);
+        assert_eq!(
+            changed_protected(
+                &json!({"owner": "a", "x": 1}),
+                &json!({"owner": "a"}),
+                &protected
+            ),
+            None
+        );
         let mut replacement = json!({"title": "y"});
-        carry(&json!({"owner": "a", "title": "x"}), &mut replacement, &protected);
+        carry(
+            &json!({"owner": "a", "title": "x"}),
+            &mut replacement,
+            &protected,
+        );
         assert_eq!(replacement, json!({"title": "y", "owner": "a"}));
     }
 }

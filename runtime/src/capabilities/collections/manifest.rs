@@ -144,12 +144,20 @@ pub fn parse(app: &AppManifest<'_>) -> Result<BTreeMap<String, Collection>, Conf
     let mut collections = BTreeMap::new();
     for (name, spec) in specs {
         let field = |key: &str| format!("collections.{name}.{key}");
-        app_namespace(app.app, &name).map_err(|e| err(format!("collections.{name}"), e.to_string()))?;
-        let written = [&spec.list, &spec.get, &spec.create, &spec.update, &spec.delete];
+        app_namespace(app.app, &name)
+            .map_err(|e| err(format!("collections.{name}"), e.to_string()))?;
+        let written = [
+            &spec.list,
+            &spec.get,
+            &spec.create,
+            &spec.update,
+            &spec.delete,
+        ];
         let mut rules: [Option<Rule>; 5] = Default::default();
         for (action, text) in Action::ALL.into_iter().zip(written) {
             if let Some(text) = text {
-                let rule = Rule::parse(text, action.kinds()).map_err(|m| err(field(action.name()), m))?;
+                let rule =
+                    Rule::parse(text, action.kinds()).map_err(|m| err(field(action.name()), m))?;
                 if let Some(function) = rule.function() {
                     app.check_function(&field(action.name()), function)?;
                 }
@@ -174,7 +182,10 @@ pub fn parse(app: &AppManifest<'_>) -> Result<BTreeMap<String, Collection>, Conf
                 .map(|(f, v)| {
                     let at = || field(&format!("{key}.{f}"));
                     if f.contains('.') || f == "_id" || check_path(f).is_err() {
-                        return Err(err(at(), "a filled field is a top-level field other than `_id`".into()));
+                        return Err(err(
+                            at(),
+                            "a filled field is a top-level field other than `_id`".into(),
+                        ));
                     }
                     Ok((f.clone(), fill(v).map_err(|m| err(at(), m))?))
                 })
@@ -191,19 +202,26 @@ pub fn parse(app: &AppManifest<'_>) -> Result<BTreeMap<String, Collection>, Conf
             if let Some(h) = hidden.iter().find(|h| overlaps(h, path)) {
                 return Err(err(
                     field("required"),
-                    format!("field `{path}` is required but `{h}` is hidden: no client could write it"),
+                    format!(
+                        "field `{path}` is required but `{h}` is hidden: no client could write it"
+                    ),
                 ));
             }
             if let Some(s) = server_set.iter().find(|s| overlaps(s, path)) {
                 if !on_create.iter().any(|(f, _)| f == s) {
                     return Err(err(
                         field("required"),
-                        format!("field `{path}` is required but `{s}` is server-set and never filled"),
+                        format!(
+                            "field `{path}` is required but `{s}` is server-set and never filled"
+                        ),
                     ));
                 }
             }
         }
-        for (key, hook) in [("before_write", &spec.before_write), ("after_write", &spec.after_write)] {
+        for (key, hook) in [
+            ("before_write", &spec.before_write),
+            ("after_write", &spec.after_write),
+        ] {
             if let Some(function) = hook {
                 app.check_function(&field(key), function)?;
             }
@@ -249,13 +267,23 @@ fn fill(value: &toml::Value) -> Result<Fill, String> {
         toml::Value::String(s) if s == "@user.id" => Fill::UserId,
         toml::Value::String(s) if s == "@now" => Fill::Now,
         toml::Value::String(s) if s.starts_with('@') && !s.starts_with("@@") => {
-            return Err(format!("`{s}`: a filled field is `@user.id`, `@now` or a value"));
+            return Err(format!(
+                "`{s}`: a filled field is `@user.id`, `@now` or a value"
+            ));
         }
-        toml::Value::String(s) => Fill::Literal(Value::from(s.strip_prefix('@').filter(|_| s.starts_with("@@")).unwrap_or(s))),
+        toml::Value::String(s) => Fill::Literal(Value::from(
+            s.strip_prefix('@')
+                .filter(|_| s.starts_with("@@"))
+                .unwrap_or(s),
+        )),
         toml::Value::Integer(i) => Fill::Literal(Value::from(*i)),
         toml::Value::Boolean(b) => Fill::Literal(Value::from(*b)),
         toml::Value::Float(f) => Fill::Literal(Value::from(*f)),
-        _ => return Err("a filled field is `@user.id`, `@now`, a string, a number or a boolean".into()),
+        _ => {
+            return Err(
+                "a filled field is `@user.id`, `@now`, a string, a number or a boolean".into(),
+            );
+        }
     })
 }
 
@@ -314,14 +342,46 @@ mod tests {
     #[test]
     fn refuses_bad_declarations_naming_collection_action_and_field() {
         for (text, field, words) in [
-            ("[collections.t]\nlist = { filter = { owner = \"@user.name\" } }", "collections.t.list", "owner"),
-            ("[collections.t]\nget = { filter = { a = { \"$where\" = \"x\" } } }", "collections.t.get", "$where"),
-            ("[collections.t]\nlist = { filter = { a = \"@new.a\" } }", "collections.t.list", "@new"),
-            ("[collections.t]\nhidden = [\"pin\"]\nrequired = [\"pin\"]", "collections.t.required", "pin"),
-            ("[collections.t]\ncreate = \"anyone\"", "collections.t.create", "anyone"),
-            ("[collections.t]\nbefore_write = \"nope\"", "collections.t.before_write", "nope"),
-            ("[collections._t]\nlist = \"public\"", "collections._t", "collection name"),
-            ("[collections.t]\nretries = 11", "collections.t.retries", "10"),
+            (
+                "[collections.t]\nlist = { filter = { owner = \"@user.name\" } }",
+                "collections.t.list",
+                "owner",
+            ),
+            (
+                "[collections.t]\nget = { filter = { a = { \"$where\" = \"x\" } } }",
+                "collections.t.get",
+                "$where",
+            ),
+            (
+                "[collections.t]\nlist = { filter = { a = \"@new.a\" } }",
+                "collections.t.list",
+                "@new",
+            ),
+            (
+                "[collections.t]\nhidden = [\"pin\"]\nrequired = [\"pin\"]",
+                "collections.t.required",
+                "pin",
+            ),
+            (
+                "[collections.t]\ncreate = \"anyone\"",
+                "collections.t.create",
+                "anyone",
+            ),
+            (
+                "[collections.t]\nbefore_write = \"nope\"",
+                "collections.t.before_write",
+                "nope",
+            ),
+            (
+                "[collections._t]\nlist = \"public\"",
+                "collections._t",
+                "collection name",
+            ),
+            (
+                "[collections.t]\nretries = 11",
+                "collections.t.retries",
+                "10",
+            ),
         ] {
             let err = parse_text(text).unwrap_err();
             assert_eq!(err.field, field, "{text}: {err}");

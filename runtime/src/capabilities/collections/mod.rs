@@ -71,7 +71,11 @@ impl Capability for Collections {
         }))
     }
 
-    fn configure(&self, _: &Arc<AppCollections>, _: &FunctionManifest<'_>) -> Result<(), ConfigureError> {
+    fn configure(
+        &self,
+        _: &Arc<AppCollections>,
+        _: &FunctionManifest<'_>,
+    ) -> Result<(), ConfigureError> {
         Ok(())
     }
 
@@ -80,7 +84,10 @@ impl Capability for Collections {
         for (name, collection) in &app.collections {
             for action in Action::ALL {
                 if let Some(function) = collection.rule(action).and_then(|r| r.function()) {
-                    asks.push((format!("collections.{name}.{}", action.name()), function.to_string()));
+                    asks.push((
+                        format!("collections.{name}.{}", action.name()),
+                        function.to_string(),
+                    ));
                 }
             }
             for (key, hook) in [

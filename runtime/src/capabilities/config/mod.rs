@@ -12,8 +12,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::config::{self as wit, Error, Host};
 use super::{
-    AppManifest, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation, Pick,
-    instance,
+    AppManifest, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick, instance,
 };
 
 /// Longest variable name.

@@ -14,8 +14,8 @@ use super::bindings::kiln::platform::database::{
     self as wit, Error, FindOptions, FindPage, Host, UpdateOptions, UpdateResult,
 };
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
-    Pick, instance,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick, instance,
 };
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 use crate::store::{Documents, StoreError, app_namespace};

@@ -16,8 +16,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
 
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
-    Pick,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick,
 };
 
 const FIELD: &str = "allowed_outbound_hosts";

@@ -11,8 +11,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::kiln::platform::scheduler::{self as wit, Error, Host};
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
-    Pick, instance,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick, instance,
 };
 use crate::store::Documents;
 use crate::store::platform::jobs::{self, Job, JobStatus};

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::files::MAX_FILE_BYTES;
 use super::thumbnails::{MAX_SIZES, ThumbSize};
-use crate::capabilities::ConfigureError;
 use crate::access::{Decision, Identity, Kinds, Refusal, Rule};
+use crate::capabilities::ConfigureError;
 use crate::sizes::{WrittenSize, parse_size};
 
 /// A bucket's largest file when its manifest gives none.

@@ -31,8 +31,8 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 pub use self::files::{Download, FileMeta, Files, Listing, MAX_FILE_BYTES, MAX_PAGE, Overwrite};
 use super::bindings::kiln::platform::storage::{self as wit, Error, FileMeta as WitMeta, ListPage};
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances, Invocation,
-    Pick,
+    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
+    Invocation, Pick,
 };
 use crate::store::StoreError;
 

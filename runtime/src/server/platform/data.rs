@@ -84,7 +84,10 @@ pub async fn handle(
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Overloaded,
-                format!("app `{}` has too many data calls in flight; try again", live.app.name),
+                format!(
+                    "app `{}` has too many data calls in flight; try again",
+                    live.app.name
+                ),
             )
         })?;
     let identity = identify(&live.http.auth, req.headers()).await?;
@@ -149,7 +152,9 @@ pub async fn serve(
                 Method::PUT => Change::Replace(body),
                 _ => Change::Operators(body),
             };
-            let written = collections.update(documents, caller, name, id, &change).await?;
+            let written = collections
+                .update(documents, caller, name, id, &change)
+                .await?;
             Ok(json_value_response(
                 StatusCode::OK,
                 json!({"document": written.after}),
@@ -214,7 +219,11 @@ pub fn data_error(app: &str, failure: Failure) -> ApiError {
         DataError::NotSettable(_) => ErrorCode::FieldNotSettable,
         DataError::Required(_) => ErrorCode::RequiredField,
         DataError::InvalidId(_) => ErrorCode::InvalidDocumentId,
-        DataError::HookRefused { status, code, message } => {
+        DataError::HookRefused {
+            status,
+            code,
+            message,
+        } => {
             let kind = match status {
                 400 => ErrorCode::WriteInvalid,
                 _ => ErrorCode::WriteRefused,
@@ -273,14 +282,20 @@ impl Params {
     }
 
     fn text(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn json(&self, name: &str) -> Result<Option<Value>, ApiError> {
         self.text(name)
             .map(|text| {
                 let value: Value = serde_json::from_str(&text).map_err(|e| {
-                    ApiError::new(ErrorCode::InvalidQuery, format!("`{name}` is not JSON: {e}"))
+                    ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!("`{name}` is not JSON: {e}"),
+                    )
                 })?;
                 match value {
                     Value::Object(_) => Ok(value),
@@ -297,7 +312,10 @@ impl Params {
         self.text(name)
             .map(|text| {
                 text.parse().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidQuery, format!("`{name}` is a whole number"))
+                    ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!("`{name}` is a whole number"),
+                    )
                 })
             })
             .transpose()

@@ -224,7 +224,11 @@ pub async fn release(documents: &Documents, id: &str) -> Result<(), StoreError> 
 /// Removes a hook's job whose write did not happen.
 pub async fn withdraw(documents: &Documents, id: &str) -> Result<(), StoreError> {
     documents
-        .delete(JOBS, &json!({"_id": id, "status": JobStatus::Pending}), false)
+        .delete(
+            JOBS,
+            &json!({"_id": id, "status": JobStatus::Pending}),
+            false,
+        )
         .await
         .map(|_| ())
 }

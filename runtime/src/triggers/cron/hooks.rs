@@ -43,7 +43,8 @@ impl CronRunner {
             record.error = Some("the write never committed (the server stopped before it)".into());
             record.ended_ms = Some(to_ms(Utc::now()));
             self.save(&record).await;
-            self.finish(&job, JobStatus::Cancelled, record.error.as_deref()).await;
+            self.finish(&job, JobStatus::Cancelled, record.error.as_deref())
+                .await;
             return;
         }
         let found = self.live(&job.app).and_then(|live| {
@@ -52,19 +53,32 @@ impl CronRunner {
         });
         let Some((app, function)) = found else {
             record.status = RunStatus::Failed;
-            record.error = Some(format!("app `{}` has no function `{}` any more", job.app, job.function));
+            record.error = Some(format!(
+                "app `{}` has no function `{}` any more",
+                job.app, job.function
+            ));
             record.ended_ms = Some(to_ms(Utc::now()));
             self.save(&record).await;
-            self.finish(&job, JobStatus::Failed, record.error.as_deref()).await;
+            self.finish(&job, JobStatus::Failed, record.error.as_deref())
+                .await;
             return;
         };
-        let lease = to_ms(Utc::now()) + function.limits.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
+        let lease =
+            to_ms(Utc::now()) + function.limits.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
         if let Err(err) = jobs::extend(&self.documents, &job.id, lease).await {
             tracing::warn!(job = %job.id, "cannot extend an after_write job's lease: {err}");
         }
         self.save(&record).await;
         let request_id: Arc<str> = format!("hook-{}-{}", job.id, hook.attempt).into();
-        let answer = ask(&app, &job.function, "after-write", &event, None, &request_id).await;
+        let answer = ask(
+            &app,
+            &job.function,
+            "after-write",
+            &event,
+            None,
+            &request_id,
+        )
+        .await;
         record.ended_ms = Some(to_ms(Utc::now()));
         match answer {
             Ok(_) => {

@@ -4,8 +4,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::{ApiError, ErrorCode};
-use crate::capabilities::auth::tokens::MAX_TOKEN_BYTES;
 use crate::access::{Decision, Identity, Refusal, Rule};
+use crate::capabilities::auth::tokens::MAX_TOKEN_BYTES;
 use crate::capabilities::auth::{AppAuth, AuthError};
 use crate::store::StoreError;
 
