@@ -678,3 +678,111 @@ async fn an_after_hook_cut_off_by_a_kill_runs_after_the_restart() {
     let marked = mark(&again, "crashy", &format!("create-{id}"), 30).await;
     assert_eq!(marked["after"]["title"], json!("slow"));
 }
+
+const KINDS: &str = r#"
+[functions.probe]
+component = "probe.wasm"
+
+# Teams through roles, with a lock only an update's filter reads.
+[collections.team]
+list = { filter = { team = { "$in" = "@user.roles" } } }
+get = { filter = { team = { "$in" = "@user.roles" } } }
+create = { filter = { team = { "$in" = "@user.roles" } } }
+update = { filter = { team = { "$in" = "@user.roles" }, locked = { "$ne" = true } } }
+delete = "role:admin"
+
+[collections.secure]
+list = "mfa"
+create = "mfa"
+
+# The function decides every action.
+[collections.ruled]
+list = "function:probe"
+get = "function:probe"
+create = "function:probe"
+update = "function:probe"
+delete = "function:probe"
+
+# `@new`: the owner never changes, and the status stays in its set.
+[collections.stamped]
+create = "user"
+update = { filter = { owner = "@new.owner", status = { "$in" = ["open", "done"] } } }
+"#;
+
+#[tokio::test]
+async fn each_rule_kind_allows_and_refuses_each_action() {
+    let server = Server::start();
+    let app = "kinds";
+    server.deploy_ok(app, KINDS, &[("probe", &examples().js_probe)]).await;
+    let ada = sign_up(&server, app, "ada@example.com").await;
+    let bob = sign_up(&server, app, "bob@example.com").await;
+    let roles = |user: &User, roles: Value| {
+        server
+            .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{}/roles", user.id))
+            .json(&json!({ "roles": roles }))
+            .send()
+    };
+    assert_eq!(roles(&ada, json!(["red", "admin", "reader"])).await.unwrap().status(), 200);
+    assert_eq!(roles(&bob, json!(["blue"])).await.unwrap().status(), 200);
+
+    // Filter rule on roles: create, list, get, update within the team only.
+    let (status, body) = data(&server, app, Method::POST, "team", Some(&ada), Some(json!({"_id": "r1", "team": "red"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = data(&server, app, Method::POST, "team", Some(&bob), Some(json!({"_id": "r2", "team": "red"}))).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
+    let (status, body) = data(&server, app, Method::POST, "team", None, Some(json!({"team": "red"}))).await;
+    assert_eq!((status, error_code(&body)), (401, "sign_in_required"), "{body}");
+    data(&server, app, Method::POST, "team", Some(&bob), Some(json!({"_id": "b1", "team": "blue"}))).await;
+    let (_, page) = data(&server, app, Method::GET, "team", Some(&bob), None).await;
+    assert_eq!(page["documents"], json!([{"_id": "b1", "team": "blue"}]), "{page}");
+    let (status, _) = data(&server, app, Method::GET, "team/r1", Some(&bob), None).await;
+    assert_eq!(status, 404);
+    // An update that would carry the document out of the team is refused.
+    let (status, body) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"team": "blue"}}))).await;
+    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "{body}");
+    let (status, body) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"locked": true}}))).await;
+    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "locking moves it out of reach: {body}");
+    let (status, _) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"n": 1}}))).await;
+    assert_eq!(status, 200);
+    // Role rule on delete.
+    let (status, body) = data(&server, app, Method::DELETE, "team/b1", Some(&bob), None).await;
+    assert_eq!((status, error_code(&body)), (403, "missing_role"), "{body}");
+    let (status, _) = data(&server, app, Method::DELETE, "team/b1", Some(&ada), None).await;
+    assert_eq!(status, 200);
+
+    // mfa: a session without the second factor is refused.
+    let (status, body) = data(&server, app, Method::GET, "secure", Some(&ada), None).await;
+    assert_eq!((status, error_code(&body)), (403, "second_factor_required"), "{body}");
+    let (status, body) = data(&server, app, Method::GET, "secure/x", Some(&ada), None).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "no get rule: {body}");
+
+    // function: rules, each action.
+    let (status, _) = data(&server, app, Method::GET, "ruled", Some(&ada), None).await;
+    assert_eq!(status, 200, "a reader lists");
+    let (status, body) = data(&server, app, Method::GET, "ruled", Some(&bob), None).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
+    let (status, body) = data(&server, app, Method::POST, "ruled", Some(&bob), Some(json!({"_id": "no"}))).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
+    let (status, _) = data(&server, app, Method::POST, "ruled", Some(&bob), Some(json!({"_id": "yes", "ok": true}))).await;
+    assert_eq!(status, 201);
+    let (status, body) = data(&server, app, Method::PATCH, "ruled/yes", Some(&bob), Some(json!({"$set": {"ok": false}}))).await;
+    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
+    let (status, _) = data(&server, app, Method::PATCH, "ruled/yes", Some(&bob), Some(json!({"$set": {"n": 1}}))).await;
+    assert_eq!(status, 200);
+    let (status, _) = data(&server, app, Method::GET, "ruled/yes", Some(&bob), None).await;
+    assert_eq!(status, 404, "get allows shared documents and editors only");
+    let (status, _) = data(&server, app, Method::DELETE, "ruled/yes", Some(&bob), None).await;
+    assert_eq!(status, 200);
+
+    // @new: the owner is the stored one, the status stays in its set.
+    let (status, body) = data(&server, app, Method::POST, "stamped", Some(&ada), Some(json!({"_id": "s", "owner": "ada", "status": "open"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"status": "done"}}))).await;
+    assert_eq!(status, 200);
+    let (status, body) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"owner": "bob"}}))).await;
+    assert_eq!(status, 404, "the stored owner is not the new one: {body}");
+    let (status, body) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"status": "lost"}}))).await;
+    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "{body}");
+    let (status, body) = data(&server, app, Method::GET, "stamped", Some(&ada), None).await;
+    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "no list rule: {body}");
+}

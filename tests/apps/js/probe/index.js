@@ -249,8 +249,13 @@ export default {
     );
   },
 
-  async collectionRule({ action, document, user }) {
-    return action === 'get' && (document?.shared === true || user?.roles.includes('editor'));
+  async collectionRule({ action, document, new: proposed, user }) {
+    if (action === 'get') return document?.shared === true || (user?.roles.includes('editor') ?? false);
+    if (action === 'list') return user?.roles.includes('reader') ?? false;
+    if (action === 'create') return proposed?.ok === true;
+    if (action === 'update') return document?.ok === true && proposed?.ok === true;
+    if (action === 'delete') return document?.ok === true;
+    return false;
   },
 
   async scheduled(event) {
