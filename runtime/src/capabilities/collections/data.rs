@@ -27,6 +27,9 @@ pub const DEFAULT_PAGE: u64 = 100;
 /// Times a write is tried again when another write changed its document
 /// between the check and the commit.
 const SWAP_TRIES: usize = 3;
+/// How long a client's list or count may run; past it the store's work is
+/// cancelled (the store's own budget is longer, for functions).
+pub const QUERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long an in-memory rule check of one document may run.
 const CHECK_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -241,20 +244,19 @@ impl AppCollections {
                 StoreError::InvalidInput(format!("limit is between 1 and {MAX_PAGE}")).into(),
             );
         }
-        let mut page = documents
-            .find(
-                ns,
-                &filter,
-                FindOptions {
-                    sort: request.sort,
-                    projection: request.projection,
-                    batch_size: Some(limit),
-                    cursor: request.cursor,
-                    cursor_scope: Some(scope),
-                    ..FindOptions::default()
-                },
-            )
-            .await?;
+        let mut page = bounded(documents.find(
+            ns,
+            &filter,
+            FindOptions {
+                sort: request.sort,
+                projection: request.projection,
+                batch_size: Some(limit),
+                cursor: request.cursor,
+                cursor_scope: Some(scope),
+                ..FindOptions::default()
+            },
+        ))
+        .await?;
         page.documents
             .iter_mut()
             .for_each(|doc| fields::strip(doc, hidden));
@@ -280,7 +282,7 @@ impl AppCollections {
         let rule = self
             .requirement(caller, collection, Action::List, question, None)
             .await?;
-        Ok(documents.count(ns, &merged(filter, rule)).await?)
+        bounded(documents.count(ns, &merged(filter, rule))).await
     }
 
     /// The document, if the caller may get it; a refused one is as missing.
@@ -768,6 +770,16 @@ fn hide_refusal(err: DataError, id: &str) -> DataError {
     match err {
         DataError::Denied(_) => DataError::NotFound(id.to_string()),
         other => other,
+    }
+}
+
+/// A store call cut at [`QUERY_DEADLINE`]; dropping it cancels its work.
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, DataError> {
+    match tokio::time::timeout(QUERY_DEADLINE, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(DataError::Store(StoreError::LimitExceeded(format!(
+            "the query ran past {QUERY_DEADLINE:?}; narrow the filter or use an index"
+        )))),
     }
 }
 
