@@ -786,3 +786,47 @@ async fn each_rule_kind_allows_and_refuses_each_action() {
     let (status, body) = data(&server, app, Method::GET, "stamped", Some(&ada), None).await;
     assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "no list rule: {body}");
 }
+
+/// Runs `kiln data ARGS --app APP` against the server.
+fn kiln_data(server: &Server, args: &[&str]) -> std::process::Output {
+    kiln_tests::clean_command(kiln_tests::kiln_binary())
+        .arg("data")
+        .args(args)
+        .env("KILN_SERVER", &server.url)
+        .env("KILN_ADMIN_KEY", kiln_tests::ADMIN_KEY)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kiln_data_lists_gets_puts_and_removes_past_the_rules() {
+    let server = Server::start();
+    server.deploy_ok("ops", MANIFEST, &[("probe", &examples().js_probe)]).await;
+    let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+    let put = kiln_data(&server, &["put", "--app", "ops", "locked", r#"{"_id": "a", "x": "hidden to clients", "n": 1}"#]);
+    assert!(put.status.success(), "{put:?}");
+    let put = kiln_data(&server, &["put", "--app", "ops", "locked", "--id", "a", r#"{"x": "mended", "n": 2}"#]);
+    assert!(put.status.success(), "{put:?}");
+    let got = kiln_data(&server, &["get", "--app", "ops", "locked", "a"]);
+    let doc: Value = serde_json::from_str(stdout(&got).trim()).unwrap();
+    assert_eq!(doc, json!({"_id": "a", "x": "mended", "n": 2}));
+    kiln_data(&server, &["put", "--app", "ops", "locked", r#"{"_id": "b", "n": 3}"#]);
+    let listed = kiln_data(&server, &["list", "--app", "ops", "locked", "--filter", r#"{"n": {"$gte": 2}}"#, "--sort", r#"{"n": -1}"#]);
+    let ids: Vec<String> = stdout(&listed)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["b", "a"]);
+    // Clients still reach nothing there.
+    let (status, _) = data(&server, "ops", Method::GET, "locked/a", None, None).await;
+    assert_eq!(status, 403);
+    let rm = kiln_data(&server, &["rm", "--app", "ops", "locked", "a"]);
+    assert!(rm.status.success(), "{rm:?}");
+    let gone = kiln_data(&server, &["get", "--app", "ops", "locked", "a"]);
+    assert!(!gone.status.success());
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no document"), "{stderr}");
+    let bad = kiln_data(&server, &["list", "--app", "ops", "locked", "--filter", "{nope"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--filter is not JSON"));
+}

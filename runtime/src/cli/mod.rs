@@ -4,6 +4,7 @@ mod admin;
 mod build;
 mod check;
 mod cron;
+mod data;
 mod deploy;
 mod files;
 mod new;
@@ -54,6 +55,8 @@ enum Command {
     Users(users::UsersArgs),
     /// An app's stored files.
     Files(files::FilesArgs),
+    /// An app's collections, rules passed (admin).
+    Data(data::DataArgs),
     /// An app's token signing keys.
     Keys(users::KeysArgs),
     /// Compiles a component from stdin for `kiln serve` (internal).
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => cron::runs(args),
         Command::Users(args) => users::run(args),
         Command::Files(args) => files::run(args),
+        Command::Data(args) => data::run(args),
         Command::Keys(args) => users::keys(args),
         Command::CompileComponent {
             max_instances,
