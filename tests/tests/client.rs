@@ -1,6 +1,6 @@
 //! `@kiln/client` (sdk/client) against a real server: its own Node tests
-//! (sdk/client/test: auth and files) run with the `accounts` example and a
-//! bucket deployed.
+//! (sdk/client/test: auth, files and collections) run with the `accounts`
+//! example, a bucket and a collection deployed.
 
 use std::process::Command;
 
@@ -24,6 +24,14 @@ upload = "owner"
 replace = "owner"
 delete = "owner"
 max_size = "64 MiB"
+
+[collections.todos]
+list = { filter = { owner = "@user.id" } }
+get = { filter = { owner = "@user.id" } }
+create = "user"
+update = { filter = { owner = "@user.id" } }
+delete = { filter = { owner = "@user.id" } }
+on_create = { owner = "@user.id" }
 "#;
 
 #[tokio::test]
@@ -64,5 +72,5 @@ async fn the_client_library_signs_in_refreshes_once_calls_routes_and_moves_files
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(run.status.success(), "the client's tests failed:\n{output}");
-    assert!(output.contains("# pass 8"), "{output}");
+    assert!(output.contains("# pass 10"), "{output}");
 }

@@ -3,7 +3,7 @@
 // of the server's part size, so an interrupted one loses at most one chunk
 // and can be continued, in this run or a later one, from its id.
 
-import { KilnClientError } from './errors.js';
+import { failure, KilnClientError } from './errors.js';
 import type { KilnClient } from './index.js';
 
 /** A stored file as the endpoints describe it. */
@@ -72,17 +72,6 @@ function asBlob(body: FileBody, contentType?: string): Blob {
   if (body instanceof Blob) return body;
   const options = contentType ? { type: contentType } : undefined;
   return new Blob([body as BlobPart], options);
-}
-
-async function failure(response: Response): Promise<KilnClientError> {
-  const text = await response.text().catch(() => '');
-  let error: { code?: string; message?: string } = {};
-  try {
-    error = JSON.parse(text)?.error ?? {};
-  } catch {
-    // not Kiln's JSON (a proxy's page): keep the text
-  }
-  return new KilnClientError(response.status, error.code ?? 'unknown', error.message ?? (text || response.statusText));
 }
 
 async function ok(response: Response): Promise<Response> {

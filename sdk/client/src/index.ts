@@ -1,10 +1,14 @@
-// @kiln/client: a Kiln app's auth endpoints, routes and files, from
+// @kiln/client: a Kiln app's auth endpoints, routes, files and collections, from
 // browsers and Node. One refresh runs at a time: Kiln rotates refresh tokens
 // and treats a second use of one as theft, so concurrent refreshes must share
 // one call.
 
+import { Collection } from './data.js';
 import { KilnClientError } from './errors.js';
 import { Files } from './files.js';
+
+export type { Doc, ListOptions, Page } from './data.js';
+export { Collection } from './data.js';
 
 export { KilnClientError } from './errors.js';
 export type { FileBody, FileInfo, FileList, SignedUrl, UploadOptions, UploadProgress } from './files.js';
@@ -110,6 +114,11 @@ export class KilnClient {
     this.files = new Files(this);
   }
 
+  /** A collection the app opens to clients, typed by its documents' fields. */
+  collection<T extends Record<string, unknown> = Record<string, unknown>>(name: string): Collection<T> {
+    return new Collection<T>(this, name);
+  }
+
   /** The absolute URL of an app path. */
   url(path: string): string {
     return `${this.base}${path.startsWith('/') ? path : `/${path}`}`;
@@ -149,7 +158,7 @@ export class KilnClient {
     const json = text ? JSON.parse(text) : {};
     if (!response.ok) {
       const error = json?.error ?? {};
-      throw new KilnClientError(response.status, error.code ?? 'unknown', error.message ?? text);
+      throw new KilnClientError(response.status, error.code ?? 'unknown', error.message ?? text, error.reason);
     }
     return json as T;
   }
