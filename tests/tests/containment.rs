@@ -825,8 +825,12 @@ get = "public"
 async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
     let server = Server::start();
     let component = &examples().misbehave;
-    server.deploy_ok("bad", DATA_MANIFEST, &[("bad", component)]).await;
-    server.deploy_ok("victim", DATA_MANIFEST, &[("bad", component)]).await;
+    server
+        .deploy_ok("bad", DATA_MANIFEST, &[("bad", component)])
+        .await;
+    server
+        .deploy_ok("victim", DATA_MANIFEST, &[("bad", component)])
+        .await;
     let long: Vec<u32> = (0..500).collect();
     let docs: Vec<Value> = (0..400).map(|i| json!({"i": i, "list": long})).collect();
     let inserted = raw(&server, json!({"op": "insert-many", "docs": docs})).await;
@@ -840,7 +844,9 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
     assert_eq!(victim_doc.status(), 201);
     // Each query tests every element of every document against every
     // branch: seconds of work, within the 16 KiB a parameter may hold.
-    let branches: Vec<Value> = (1_000_000..1_000_800).map(|i| json!({ "list": i })).collect();
+    let branches: Vec<Value> = (1_000_000..1_000_800)
+        .map(|i| json!({ "list": i }))
+        .collect();
     let filter = json!({"$or": branches}).to_string();
     assert!(filter.len() < 16 * 1024);
     let encoded: String = form_urlencoded::byte_serialize(filter.as_bytes()).collect();
@@ -861,18 +867,33 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
     victim_answers(&server, "/incr", Duration::from_secs(2)).await;
     for _ in 0..5 {
         let asked = Instant::now();
-        let response = server.get("/victim/_kiln/data/items/v").send().await.unwrap();
+        let response = server
+            .get("/victim/_kiln/data/items/v")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(asked.elapsed() < Duration::from_secs(2), "the victim's data call waited {:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "the victim's data call waited {:?}",
+            asked.elapsed()
+        );
     }
     for attack in attacks {
         let (status, code, ended) = attack.await.unwrap();
         // Answered, cut at the query deadline, or shed by the app's slots;
         // never left to run.
         assert!(
-            matches!((status, code.as_str()), (200, _) | (400, "query_limit_exceeded") | (503, "overloaded")),
+            matches!(
+                (status, code.as_str()),
+                (200, _) | (400, "query_limit_exceeded") | (503, "overloaded")
+            ),
             "{status} {code}"
         );
-        assert!(ended - started < Duration::from_secs(40), "a query ran {:?}", ended - started);
+        assert!(
+            ended - started < Duration::from_secs(40),
+            "a query ran {:?}",
+            ended - started
+        );
     }
 }

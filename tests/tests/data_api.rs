@@ -573,12 +573,17 @@ async fn rules_and_fields_hold_on_mongodb() {
 
 /// Waits until the admin API shows the mark the after hook writes.
 async fn mark(server: &Server, app: &str, id: &str, seconds: u64) -> Value {
+    mark_in(server, app, "marks", id, seconds).await
+}
+
+/// Waits until the admin API shows document `id` of `collection`.
+async fn mark_in(server: &Server, app: &str, collection: &str, id: &str, seconds: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         let response = server
             .admin(
                 Method::GET,
-                &format!("/admin/v1/apps/{app}/data/marks/{id}"),
+                &format!("/admin/v1/apps/{app}/data/{collection}/{id}"),
             )
             .send()
             .await
@@ -586,11 +591,20 @@ async fn mark(server: &Server, app: &str, id: &str, seconds: u64) -> Value {
         if response.status() == 200 {
             return response.json().await.unwrap();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mark `{id}` after {seconds} s:\n{}",
-            server.log()
-        );
+        if std::time::Instant::now() >= deadline {
+            let runs = server
+                .admin(Method::GET, &format!("/admin/v1/apps/{app}/runs"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            panic!(
+                "no `{id}` in `{collection}` after {seconds} s; runs: {runs}\n{}",
+                server.log()
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -713,36 +727,123 @@ update = { filter = { owner = "@new.owner", status = { "$in" = ["open", "done"] 
 async fn each_rule_kind_allows_and_refuses_each_action() {
     let server = Server::start();
     let app = "kinds";
-    server.deploy_ok(app, KINDS, &[("probe", &examples().js_probe)]).await;
+    server
+        .deploy_ok(app, KINDS, &[("probe", &examples().js_probe)])
+        .await;
     let ada = sign_up(&server, app, "ada@example.com").await;
     let bob = sign_up(&server, app, "bob@example.com").await;
     let roles = |user: &User, roles: Value| {
         server
-            .admin(Method::PUT, &format!("/admin/v1/apps/{app}/users/{}/roles", user.id))
+            .admin(
+                Method::PUT,
+                &format!("/admin/v1/apps/{app}/users/{}/roles", user.id),
+            )
             .json(&json!({ "roles": roles }))
             .send()
     };
-    assert_eq!(roles(&ada, json!(["red", "admin", "reader"])).await.unwrap().status(), 200);
+    assert_eq!(
+        roles(&ada, json!(["red", "admin", "reader"]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(roles(&bob, json!(["blue"])).await.unwrap().status(), 200);
 
     // Filter rule on roles: create, list, get, update within the team only.
-    let (status, body) = data(&server, app, Method::POST, "team", Some(&ada), Some(json!({"_id": "r1", "team": "red"}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "team",
+        Some(&ada),
+        Some(json!({"_id": "r1", "team": "red"})),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = data(&server, app, Method::POST, "team", Some(&bob), Some(json!({"_id": "r2", "team": "red"}))).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
-    let (status, body) = data(&server, app, Method::POST, "team", None, Some(json!({"team": "red"}))).await;
-    assert_eq!((status, error_code(&body)), (401, "sign_in_required"), "{body}");
-    data(&server, app, Method::POST, "team", Some(&bob), Some(json!({"_id": "b1", "team": "blue"}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "team",
+        Some(&bob),
+        Some(json!({"_id": "r2", "team": "red"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "{body}"
+    );
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "team",
+        None,
+        Some(json!({"team": "red"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "sign_in_required"),
+        "{body}"
+    );
+    data(
+        &server,
+        app,
+        Method::POST,
+        "team",
+        Some(&bob),
+        Some(json!({"_id": "b1", "team": "blue"})),
+    )
+    .await;
     let (_, page) = data(&server, app, Method::GET, "team", Some(&bob), None).await;
-    assert_eq!(page["documents"], json!([{"_id": "b1", "team": "blue"}]), "{page}");
+    assert_eq!(
+        page["documents"],
+        json!([{"_id": "b1", "team": "blue"}]),
+        "{page}"
+    );
     let (status, _) = data(&server, app, Method::GET, "team/r1", Some(&bob), None).await;
     assert_eq!(status, 404);
     // An update that would carry the document out of the team is refused.
-    let (status, body) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"team": "blue"}}))).await;
-    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "{body}");
-    let (status, body) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"locked": true}}))).await;
-    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "locking moves it out of reach: {body}");
-    let (status, _) = data(&server, app, Method::PATCH, "team/r1", Some(&ada), Some(json!({"$set": {"n": 1}}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "team/r1",
+        Some(&ada),
+        Some(json!({"$set": {"team": "blue"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "write_out_of_reach"),
+        "{body}"
+    );
+    let (status, body) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "team/r1",
+        Some(&ada),
+        Some(json!({"$set": {"locked": true}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "write_out_of_reach"),
+        "locking moves it out of reach: {body}"
+    );
+    let (status, _) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "team/r1",
+        Some(&ada),
+        Some(json!({"$set": {"n": 1}})),
+    )
+    .await;
     assert_eq!(status, 200);
     // Role rule on delete.
     let (status, body) = data(&server, app, Method::DELETE, "team/b1", Some(&bob), None).await;
@@ -752,22 +853,74 @@ async fn each_rule_kind_allows_and_refuses_each_action() {
 
     // mfa: a session without the second factor is refused.
     let (status, body) = data(&server, app, Method::GET, "secure", Some(&ada), None).await;
-    assert_eq!((status, error_code(&body)), (403, "second_factor_required"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "second_factor_required"),
+        "{body}"
+    );
     let (status, body) = data(&server, app, Method::GET, "secure/x", Some(&ada), None).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "no get rule: {body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "no get rule: {body}"
+    );
 
     // function: rules, each action.
     let (status, _) = data(&server, app, Method::GET, "ruled", Some(&ada), None).await;
     assert_eq!(status, 200, "a reader lists");
     let (status, body) = data(&server, app, Method::GET, "ruled", Some(&bob), None).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
-    let (status, body) = data(&server, app, Method::POST, "ruled", Some(&bob), Some(json!({"_id": "no"}))).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "{body}");
-    let (status, _) = data(&server, app, Method::POST, "ruled", Some(&bob), Some(json!({"_id": "yes", "ok": true}))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "{body}"
+    );
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "ruled",
+        Some(&bob),
+        Some(json!({"_id": "no"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "{body}"
+    );
+    let (status, _) = data(
+        &server,
+        app,
+        Method::POST,
+        "ruled",
+        Some(&bob),
+        Some(json!({"_id": "yes", "ok": true})),
+    )
+    .await;
     assert_eq!(status, 201);
-    let (status, body) = data(&server, app, Method::PATCH, "ruled/yes", Some(&bob), Some(json!({"$set": {"ok": false}}))).await;
-    assert_eq!((status, error_code(&body)), (404, "document_not_found"), "{body}");
-    let (status, _) = data(&server, app, Method::PATCH, "ruled/yes", Some(&bob), Some(json!({"$set": {"n": 1}}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "ruled/yes",
+        Some(&bob),
+        Some(json!({"$set": {"ok": false}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "document_not_found"),
+        "{body}"
+    );
+    let (status, _) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "ruled/yes",
+        Some(&bob),
+        Some(json!({"$set": {"n": 1}})),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = data(&server, app, Method::GET, "ruled/yes", Some(&bob), None).await;
     assert_eq!(status, 404, "get allows shared documents and editors only");
@@ -775,16 +928,56 @@ async fn each_rule_kind_allows_and_refuses_each_action() {
     assert_eq!(status, 200);
 
     // @new: the owner is the stored one, the status stays in its set.
-    let (status, body) = data(&server, app, Method::POST, "stamped", Some(&ada), Some(json!({"_id": "s", "owner": "ada", "status": "open"}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "stamped",
+        Some(&ada),
+        Some(json!({"_id": "s", "owner": "ada", "status": "open"})),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
-    let (status, _) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"status": "done"}}))).await;
+    let (status, _) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "stamped/s",
+        Some(&ada),
+        Some(json!({"$set": {"status": "done"}})),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, body) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"owner": "bob"}}))).await;
+    let (status, body) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "stamped/s",
+        Some(&ada),
+        Some(json!({"$set": {"owner": "bob"}})),
+    )
+    .await;
     assert_eq!(status, 404, "the stored owner is not the new one: {body}");
-    let (status, body) = data(&server, app, Method::PATCH, "stamped/s", Some(&ada), Some(json!({"$set": {"status": "lost"}}))).await;
-    assert_eq!((status, error_code(&body)), (403, "write_out_of_reach"), "{body}");
+    let (status, body) = data(
+        &server,
+        app,
+        Method::PATCH,
+        "stamped/s",
+        Some(&ada),
+        Some(json!({"$set": {"status": "lost"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "write_out_of_reach"),
+        "{body}"
+    );
     let (status, body) = data(&server, app, Method::GET, "stamped", Some(&ada), None).await;
-    assert_eq!((status, error_code(&body)), (403, "data_access_denied"), "no list rule: {body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "data_access_denied"),
+        "no list rule: {body}"
+    );
 }
 
 /// Runs `kiln data ARGS --app APP` against the server.
@@ -801,20 +994,62 @@ fn kiln_data(server: &Server, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn kiln_data_lists_gets_puts_and_removes_past_the_rules() {
     let server = Server::start();
-    server.deploy_ok("ops", MANIFEST, &[("probe", &examples().js_probe)]).await;
+    server
+        .deploy_ok("ops", MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
     let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
-    let put = kiln_data(&server, &["put", "--app", "ops", "locked", r#"{"_id": "a", "x": "hidden to clients", "n": 1}"#]);
+    let put = kiln_data(
+        &server,
+        &[
+            "put",
+            "--app",
+            "ops",
+            "locked",
+            r#"{"_id": "a", "x": "hidden to clients", "n": 1}"#,
+        ],
+    );
     assert!(put.status.success(), "{put:?}");
-    let put = kiln_data(&server, &["put", "--app", "ops", "locked", "--id", "a", r#"{"x": "mended", "n": 2}"#]);
+    let put = kiln_data(
+        &server,
+        &[
+            "put",
+            "--app",
+            "ops",
+            "locked",
+            "--id",
+            "a",
+            r#"{"x": "mended", "n": 2}"#,
+        ],
+    );
     assert!(put.status.success(), "{put:?}");
     let got = kiln_data(&server, &["get", "--app", "ops", "locked", "a"]);
     let doc: Value = serde_json::from_str(stdout(&got).trim()).unwrap();
     assert_eq!(doc, json!({"_id": "a", "x": "mended", "n": 2}));
-    kiln_data(&server, &["put", "--app", "ops", "locked", r#"{"_id": "b", "n": 3}"#]);
-    let listed = kiln_data(&server, &["list", "--app", "ops", "locked", "--filter", r#"{"n": {"$gte": 2}}"#, "--sort", r#"{"n": -1}"#]);
+    kiln_data(
+        &server,
+        &["put", "--app", "ops", "locked", r#"{"_id": "b", "n": 3}"#],
+    );
+    let listed = kiln_data(
+        &server,
+        &[
+            "list",
+            "--app",
+            "ops",
+            "locked",
+            "--filter",
+            r#"{"n": {"$gte": 2}}"#,
+            "--sort",
+            r#"{"n": -1}"#,
+        ],
+    );
     let ids: Vec<String> = stdout(&listed)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids, ["b", "a"]);
     // Clients still reach nothing there.
@@ -827,6 +1062,63 @@ async fn kiln_data_lists_gets_puts_and_removes_past_the_rules() {
     let stderr = String::from_utf8_lossy(&gone.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no document"), "{stderr}");
-    let bad = kiln_data(&server, &["list", "--app", "ops", "locked", "--filter", "{nope"]);
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--filter is not JSON"));
+    let bad = kiln_data(
+        &server,
+        &["list", "--app", "ops", "locked", "--filter", "{nope"],
+    );
+    assert!(
+        !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("--filter is not JSON")
+    );
+}
+
+#[tokio::test]
+async fn rust_hooks_change_refuse_and_follow_writes() {
+    let server = Server::start();
+    let manifest = r#"
+[functions.todos]
+component = "todo_api.wasm"
+
+[collections.todos]
+list = "user"
+create = "user"
+update = "user"
+before_write = "todos"
+after_write = "todos"
+"#;
+    server
+        .deploy_ok("rusty", manifest, &[("todos", &examples().todo_api)])
+        .await;
+    let ada = sign_up(&server, "rusty", "ada@example.com").await;
+    let (status, body) = data(
+        &server,
+        "rusty",
+        Method::POST,
+        "todos",
+        Some(&ada),
+        Some(json!({"title": "  spaced  "})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["document"]["title"],
+        json!("spaced"),
+        "the Rust before hook trimmed it"
+    );
+    let (status, body) = data(
+        &server,
+        "rusty",
+        Method::POST,
+        "todos",
+        Some(&ada),
+        Some(json!({"title": "   "})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body), body["error"]["reason"].as_str()),
+        (400, "write_invalid", Some("empty_title")),
+        "{body}"
+    );
+    let log = mark_in(&server, "rusty", "todo_log", "create", 10).await;
+    assert_eq!(log["writes"], json!(1), "{log}");
 }

@@ -6,8 +6,13 @@
 //!   `DELETE /todos/:id`: 404 when there is no such todo.
 //!
 //! A title is 1 to 200 characters; anything else is a 400 with a reason.
+//!
+//! It is also the write hooks of a `todos` collection clients reach
+//! through the data API: `before_write` trims titles and refuses empty
+//! ones; `after_write` counts the writes of each action in `todo_log`.
 
 use kiln_sdk::db::{self, Collection};
+use kiln_sdk::hooks::{BeforeWrite, WriteEvent};
 use kiln_sdk::http::{Request, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -163,4 +168,29 @@ fn delete(id: &str) -> db::Result<Response> {
     })
 }
 
-kiln_sdk::http_function!(handle);
+fn before_write(event: &WriteEvent) -> BeforeWrite {
+    let Some(mut doc) = event.document.clone() else {
+        return BeforeWrite::Proceed;
+    };
+    match doc["title"].as_str().map(str::trim) {
+        Some("") => BeforeWrite::refuse(400, "empty_title", "a todo needs a title"),
+        Some(title) => {
+            doc["title"] = json!(title);
+            BeforeWrite::Replace(doc)
+        }
+        None => BeforeWrite::Proceed,
+    }
+}
+
+fn after_write(event: &WriteEvent) -> Result<(), String> {
+    Collection::<Value>::new("todo_log")
+        .upsert(json!({"_id": event.action}), json!({"$inc": {"writes": 1}}))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+kiln_sdk::http_function!(
+    handle,
+    before_write = before_write,
+    after_write = after_write
+);

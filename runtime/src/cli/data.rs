@@ -112,7 +112,11 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                     &format!("{base}/{}/{}", encode(&collection), encode(&id)),
                     Some(doc),
                 )?,
-                None => server.call(Method::POST, &format!("{base}/{}", encode(&collection)), Some(doc))?,
+                None => server.call(
+                    Method::POST,
+                    &format!("{base}/{}", encode(&collection)),
+                    Some(doc),
+                )?,
             };
             println!("{}", written["document"]);
         }

@@ -224,9 +224,17 @@ impl Response {
 
 /// Runs a buffered handler for one request. Used by [`http_function!`](crate::http_function).
 #[doc(hidden)]
-pub fn dispatch(req: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {
+pub fn dispatch(
+    req: IncomingRequest,
+    out: ResponseOutparam,
+    handler: fn(Request) -> Response,
+    hooks: crate::hooks::Hooks,
+) {
     match Request::from_incoming(req) {
-        Ok(req) => handler(req).send(out),
+        Ok(req) => match hooks.answer(&req) {
+            Some(answer) => answer.send(out),
+            None => handler(req).send(out),
+        },
         Err(_) => Response::error(
             400,
             "bad_request_body",
@@ -290,17 +298,23 @@ fn hex(b: &u8) -> Option<u8> {
     (*b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Exports `fn(Request) -> Response` as the component's HTTP handler.
+/// Exports `fn(Request) -> Response` as the component's HTTP handler, and
+/// optionally a collection's write hooks (see [`crate::hooks`]):
+/// `http_function!(handle, before_write = before, after_write = after)`.
 #[macro_export]
 macro_rules! http_function {
-    ($handler:path) => {
+    ($handler:path $(, before_write = $before:path)? $(, after_write = $after:path)? $(,)?) => {
         struct __KilnHttpFunction;
         impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for __KilnHttpFunction {
             fn handle(
                 request: $crate::bindings::wasi::http::types::IncomingRequest,
                 out: $crate::bindings::wasi::http::types::ResponseOutparam,
             ) {
-                $crate::http::dispatch(request, out, $handler)
+                #[allow(unused_mut)]
+                let mut hooks = $crate::hooks::Hooks::default();
+                $(hooks.before_write = Some($before);)?
+                $(hooks.after_write = Some($after);)?
+                $crate::http::dispatch(request, out, $handler, hooks)
             }
         }
         $crate::bindings::__export_http_function!(__KilnHttpFunction with_types_in $crate::bindings);

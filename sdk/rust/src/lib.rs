@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod hooks;
 pub mod http;
 pub mod scheduled;
 pub mod scheduler;
