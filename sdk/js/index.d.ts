@@ -63,6 +63,16 @@ export declare class Collection<T extends object = Document> {
   count(filter?: Filter): Promise<number>;
   createIndex(keys: Sort, options?: { unique?: boolean }): Promise<void>;
   drop(): Promise<void>;
+  /** Writes through the collection's hooks (`before_write`, `after_write`), as a client's write would; the other writes call none. */
+  withHooks(): HookedWrites<T>;
+}
+
+/** Writes through a declared collection's hooks; each resolves to the document as written. A hook's own calls are refused. */
+export declare class HookedWrites<T extends object = Document> {
+  create(doc: T): Promise<T>;
+  update(id: string, update: Update): Promise<T>;
+  replace(id: string, doc: T): Promise<T>;
+  delete(id: string): Promise<void>;
 }
 
 export declare const db: {

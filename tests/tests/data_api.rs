@@ -12,6 +12,10 @@ const MANIFEST: &str = r#"
 component = "probe.wasm"
 limits = { timeout = "2s" }
 
+[[routes]]
+path = "/probe/:what"
+function = "probe"
+
 # Owner-only: each user lists, reads and changes only their own notes.
 [collections.notes]
 list = { filter = { owner = "@user.id" } }
@@ -1121,4 +1125,58 @@ after_write = "todos"
     );
     let log = mark_in(&server, "rusty", "todo_log", "create", 10).await;
     assert_eq!(log["writes"], json!(1), "{log}");
+}
+
+#[tokio::test]
+async fn a_function_writes_through_the_hooks_only_when_it_asks_and_never_from_a_hook() {
+    let server = Server::start();
+    server
+        .deploy_ok("fnhooks", MANIFEST, &[("probe", &examples().js_probe)])
+        .await;
+    let (status, body) = call(&server, Method::GET, "/fnhooks/probe/hooked", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    // The before hook ran: slug set; rules and server-set fields do not apply.
+    assert_eq!(body["created"]["slug"], json!("hooked"), "{body}");
+    assert_eq!(body["created"]["owner"], json!("a function"), "{body}");
+    assert_eq!(body["updated"]["slug"], json!("rehooked"), "{body}");
+    assert_eq!(body["refused"]["code"], json!("invalid-input"), "{body}");
+    assert!(
+        body["refused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("title_taken"),
+        "{body}"
+    );
+    let id = body["created"]["_id"].as_str().unwrap();
+    // The after hook ran for the hooked writes, not for the plain insert.
+    let created = mark(&server, "fnhooks", &format!("create-{id}"), 10).await;
+    assert_eq!(created["user"], Value::Null);
+    mark(&server, "fnhooks", &format!("update-{id}"), 10).await;
+    let plain = body["plain"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let none = server
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/apps/fnhooks/data/marks/create-{plain}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404, "a plain insert calls no hook");
+
+    // A hook's own hooked write is refused, so hooks cannot loop.
+    let ada = sign_up(&server, "fnhooks", "ada@example.com").await;
+    let (status, body) = data(
+        &server,
+        "fnhooks",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": "nested"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let nested_id = body["document"]["_id"].as_str().unwrap();
+    let marked = mark(&server, "fnhooks", &format!("create-{nested_id}"), 10).await;
+    assert_eq!(marked["nested"], json!("permission-denied"), "{marked}");
 }

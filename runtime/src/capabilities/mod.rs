@@ -36,6 +36,8 @@ pub struct Backends {
     pub documents: Documents,
     pub accounts: Arc<auth::Accounts>,
     pub files: storage::Files,
+    /// Asks an app's functions (hooks), once the server has its apps.
+    pub askers: Arc<collections::Askers>,
 }
 
 /// One host capability.

@@ -145,10 +145,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         settings.auth_internal_hosts.clone(),
     ));
     accounts.create_indexes().await?;
+    let askers = Arc::new(crate::capabilities::collections::Askers::default());
     let backends = Backends {
         documents: documents.clone(),
         accounts: accounts.clone(),
         files: files.clone(),
+        askers: askers.clone(),
     };
     let invoker = Invoker::new(
         &EngineSettings {
@@ -174,6 +176,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         documents.clone(),
         settings.limits,
     ));
+    askers.set(Arc::new(platform::data::LiveAsker(Arc::downgrade(&apps))));
     apps.refresh().await?;
     let refreshing = tokio::spawn(refresh_apps(apps.clone()));
     let sweeping = tokio::spawn(crate::capabilities::storage::sweep::run(files));

@@ -2,6 +2,7 @@
 // MongoDB's operators. Calls are synchronous underneath; they return
 // promises so code reads like the MongoDB driver and stays right when the
 // host calls become asynchronous.
+import * as hooked from 'kiln:platform/collections@0.1.0';
 import * as wit from 'kiln:platform/database@0.1.0';
 import { hostCall, invalidInput } from './errors.js';
 import { decode, encode, encodeObject, u64 } from './wire.js';
@@ -113,6 +114,42 @@ export class Collection {
   /** Drops the collection and its indexes. */
   async drop() {
     this.#call('drop', () => wit.dropCollection(this.name));
+  }
+
+  /**
+   * Writes through the collection's hooks (`before_write`, `after_write` in
+   * kiln.toml), as a client's write would; the other writes call none.
+   */
+  withHooks() {
+    return new HookedWrites(this.name);
+  }
+}
+
+/** One document's writes through a declared collection's hooks; each resolves to the document as written. */
+class HookedWrites {
+  constructor(name) {
+    this.name = name;
+  }
+
+  #write(op, id, change) {
+    const text = hostCall(`${this.name}.withHooks().${op}`, () => hooked.writeWithHooks(this.name, id, change));
+    return text === undefined ? null : decode(text);
+  }
+
+  async create(doc) {
+    return this.#write('create', undefined, { tag: 'create', val: encodeObject(doc, `${this.name}.create document`) });
+  }
+
+  async update(id, update) {
+    return this.#write('update', String(id), { tag: 'update', val: encodeObject(update, `${this.name}.update`) });
+  }
+
+  async replace(id, doc) {
+    return this.#write('replace', String(id), { tag: 'replace', val: encodeObject(doc, `${this.name}.replace document`) });
+  }
+
+  async delete(id) {
+    this.#write('delete', String(id), { tag: 'delete' });
   }
 }
 

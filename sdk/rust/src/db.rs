@@ -258,6 +258,38 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     pub fn drop(&self) -> Result<()> {
         Ok(wit::drop_collection(&self.name)?)
     }
+
+    /// Writes one document through the collection's hooks (`before_write`,
+    /// `after_write` in `kiln.toml`), as a client's write would; the other
+    /// writes call none. `id` names the document (none for a create: the
+    /// document's own `_id` or a new one). Returns the document as written
+    /// (none after a delete). A hook's own calls are `PermissionDenied`.
+    pub fn write_with_hooks(
+        &self,
+        id: Option<&str>,
+        change: HookedChange<&T>,
+    ) -> Result<Option<T>> {
+        use crate::bindings::kiln::platform::collections::{self as hooked, DocumentChange};
+        let change = match change {
+            HookedChange::Create(doc) => DocumentChange::Create(serde_json::to_string(doc)?),
+            HookedChange::Update(update) => DocumentChange::Update(update.to_string()),
+            HookedChange::Replace(doc) => DocumentChange::Replace(serde_json::to_string(doc)?),
+            HookedChange::Delete => DocumentChange::Delete,
+        };
+        match hooked::write_with_hooks(&self.name, id, &change)? {
+            Some(text) => Ok(Some(serde_json::from_str(&text)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A write through a collection's hooks ([`Collection::write_with_hooks`]).
+pub enum HookedChange<D> {
+    Create(D),
+    /// Update operators (`{"$set": ...}`).
+    Update(Value),
+    Replace(D),
+    Delete,
 }
 
 /// A find being configured.

@@ -46,13 +46,28 @@ pub trait Asker: Send + Sync {
     ) -> Result<Value, String>;
 }
 
-/// Who calls: a client under the rules, or the admin, who passes them.
+/// Who calls: a client under the rules; a function writing through the
+/// hooks (rules and fields pass); or the admin (rules, fields and hooks pass).
 pub enum Caller<'a> {
     Client {
         identity: Option<&'a Identity>,
         asker: &'a dyn Asker,
     },
+    Function {
+        asker: &'a dyn Asker,
+    },
     Admin,
+}
+
+impl Caller<'_> {
+    /// Who asks the app's functions (hooks), if hooks run for this caller.
+    fn hooks(&self) -> Option<(&dyn Asker, Option<&Identity>)> {
+        match self {
+            Caller::Client { identity, asker } => Some((*asker, *identity)),
+            Caller::Function { asker } => Some((*asker, None)),
+            Caller::Admin => None,
+        }
+    }
 }
 
 /// Why a data call failed.
@@ -156,11 +171,11 @@ impl AppCollections {
         let collection = match (self.collections.get(name), caller) {
             (Some(collection), _) => Cow::Borrowed(collection),
             (None, Caller::Admin) => Cow::Owned(Collection::undeclared(name)),
-            (None, Caller::Client { .. }) => return Err(missing()),
+            (None, _) => return Err(missing()),
         };
         let ns = app_namespace(&self.app, name).map_err(|e| match caller {
             Caller::Admin => DataError::Store(e),
-            Caller::Client { .. } => missing(),
+            _ => missing(),
         })?;
         Ok((collection, ns))
     }
@@ -208,8 +223,8 @@ impl AppCollections {
 
     fn hidden<'c>(caller: &Caller<'_>, collection: &'c Collection) -> &'c [String] {
         match caller {
-            Caller::Admin => &[],
             Caller::Client { .. } => &collection.hidden,
+            _ => &[],
         }
     }
 
@@ -579,7 +594,7 @@ impl AppCollections {
     /// The paths a client cannot set.
     fn protected(&self, caller: &Caller<'_>, collection: &Collection) -> Vec<String> {
         match caller {
-            Caller::Admin => Vec::new(),
+            Caller::Admin | Caller::Function { .. } => Vec::new(),
             Caller::Client { .. } => collection
                 .hidden
                 .iter()
@@ -598,7 +613,7 @@ impl AppCollections {
         doc: &Value,
     ) -> Result<Option<&'c Identity>, DataError> {
         match caller {
-            Caller::Admin => Ok(None),
+            Caller::Admin | Caller::Function { .. } => Ok(None),
             Caller::Client { identity, .. } => {
                 if let Some(field) = fields::set_protected(doc, &self.protected(caller, collection))
                 {
@@ -632,17 +647,16 @@ impl AppCollections {
         before: Option<&Value>,
         proposed: Value,
     ) -> Result<Value, DataError> {
-        let (Caller::Client { identity, asker }, Some(function)) =
-            (caller, &collection.before_write)
+        let (Some((asker, identity)), Some(function)) = (caller.hooks(), &collection.before_write)
         else {
             return Ok(proposed);
         };
         let question = json!({
             "collection": collection.name, "action": action.name(), "id": id,
-            "before": before, "document": proposed, "user": user_json(*identity),
+            "before": before, "document": proposed, "user": user_json(identity),
         });
         let answer = asker
-            .ask(function, "before-write", question, *identity)
+            .ask(function, "before-write", question, identity)
             .await
             .map_err(DataError::HookFailed)?;
         if let Some(refusal) = answer.get("refuse") {
@@ -696,15 +710,15 @@ impl AppCollections {
         before: Option<Value>,
         after: Option<Value>,
     ) -> Result<Option<Written>, DataError> {
-        let hook = match (caller, &collection.after_write) {
-            (Caller::Client { identity, .. }, Some(function)) => {
+        let hook = match (caller.hooks(), &collection.after_write) {
+            (Some((_, identity)), Some(function)) => {
                 let now = now_ms();
                 let event = json!({
                     "collection": collection.name, "id": id,
                     "action": match (&before, &after) {
                         (None, _) => "create", (_, None) => "delete", _ => "update",
                     },
-                    "before": before, "after": after, "user": user_json(*identity),
+                    "before": before, "after": after, "user": user_json(identity),
                 });
                 let job = Job {
                     id: new_id(),
@@ -793,7 +807,7 @@ fn merged(filter: Value, rule: Option<Value>) -> Value {
 
 fn identity_of(caller: &Caller<'_>) -> String {
     match caller {
-        Caller::Admin => "admin".into(),
+        Caller::Admin | Caller::Function { .. } => "trusted".into(),
         Caller::Client { identity, .. } => identity.map_or(String::new(), |i| i.user.clone()),
     }
 }

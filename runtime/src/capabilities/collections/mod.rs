@@ -1,12 +1,12 @@
 //! Collections clients reach directly (`[collections.NAME]` in
 //! `kiln.toml`), under rules, with write hooks.
 //!
-//! This capability has no WIT interface: functions reach every collection
-//! through `kiln:platform/database`, and their writes call no hooks. What
-//! it builds is the app's side: the rules, hidden and server-set fields
-//! and hooks of each collection ([`manifest`]), and the data API's
-//! decisions and store calls ([`data`]), which the server's platform
-//! endpoints and admin API call.
+//! Functions reach every collection through `kiln:platform/database`, whose
+//! writes call no hooks; this capability's interface,
+//! `kiln:platform/collections`, is how a function asks for them ([`host`]).
+//! Its app side is the rules, hidden and server-set fields and hooks of
+//! each collection ([`manifest`]), and the data API's decisions and store
+//! calls ([`data`]), which the server's platform endpoints and admin API call.
 //!
 //! | file | job |
 //! | --- | --- |
@@ -14,24 +14,29 @@
 //! | `fields.rs` | hidden and server-set fields: checks and stripping |
 //! | `data.rs` | list, count, get, create, update, delete under the rules |
 //! | `warnings.rs` | collections open to anonymous callers, for `kiln check` |
+//! | `host.rs` | `write-with-hooks` for functions |
 
 pub mod data;
 mod fields;
+pub mod host;
 pub mod manifest;
 pub mod warnings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use self::data::{Asker, Caller, Change, DataError, ListRequest};
+pub use self::host::{AppAsker, Askers, CollectionsHost};
 pub use self::manifest::{Action, Collection};
+use super::bindings::kiln::platform::collections as wit;
 use super::{
     AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
-    Invocation, Pick,
+    Invocation, Pick, instance,
 };
+use crate::store::Documents;
 
 /// One app's collections as its clients reach them.
 pub struct AppCollections {
@@ -44,23 +49,32 @@ pub struct AppCollections {
 /// Data API calls one app runs at once.
 pub const DATA_SLOTS: usize = 16;
 
-pub struct Collections;
+pub struct Collections {
+    documents: Documents,
+    askers: Arc<Askers>,
+}
+
+/// The `kiln-trigger`s of invocations that are hooks or rules themselves.
+const HOOK_TRIGGERS: [&str; 3] = ["before-write", "after-write", "collection-rule"];
 
 impl Capability for Collections {
     const APP_KEYS: &'static [&'static str] = &["collections"];
     type App = Arc<AppCollections>;
-    type Configured = ();
-    type Instance = ();
+    type Configured = Arc<AppCollections>;
+    type Instance = CollectionsHost;
 
-    fn init(_: &Backends) -> Self {
-        Collections
+    fn init(backends: &Backends) -> Self {
+        Collections {
+            documents: backends.documents.clone(),
+            askers: backends.askers.clone(),
+        }
     }
 
-    fn link<T: CapabilityView>(_: &mut Linker<T>) -> wasmtime::Result<()>
+    fn link<T: CapabilityView>(linker: &mut Linker<T>) -> wasmtime::Result<()>
     where
         Instances: Pick<Self>,
     {
-        Ok(())
+        wit::add_to_linker::<T, HasSelf<CollectionsHost>>(linker, |t| instance::<Collections, T>(t))
     }
 
     fn configure_app(&self, app: &AppManifest<'_>) -> Result<Arc<AppCollections>, ConfigureError> {
@@ -73,10 +87,10 @@ impl Capability for Collections {
 
     fn configure(
         &self,
-        _: &Arc<AppCollections>,
+        collections: &Arc<AppCollections>,
         _: &FunctionManifest<'_>,
-    ) -> Result<(), ConfigureError> {
-        Ok(())
+    ) -> Result<Arc<AppCollections>, ConfigureError> {
+        Ok(collections.clone())
     }
 
     fn asks(app: &Arc<AppCollections>) -> Vec<(String, String)> {
@@ -102,5 +116,24 @@ impl Capability for Collections {
         asks
     }
 
-    fn prepare(&self, _: &(), _: &Invocation<'_>, _: &mut WasiCtxBuilder) {}
+    fn prepare(
+        &self,
+        collections: &Arc<AppCollections>,
+        invocation: &Invocation<'_>,
+        _: &mut WasiCtxBuilder,
+    ) -> CollectionsHost {
+        let in_hook = invocation.trigger_headers.iter().any(|(name, value)| {
+            name == "kiln-trigger"
+                && HOOK_TRIGGERS
+                    .iter()
+                    .any(|t| value.as_bytes() == t.as_bytes())
+        });
+        CollectionsHost::new(
+            collections.clone(),
+            self.documents.clone(),
+            self.askers.clone(),
+            invocation.request_id.clone(),
+            in_hook,
+        )
+    }
 }

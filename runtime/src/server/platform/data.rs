@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 use super::Answer;
 use crate::access::Identity;
 use crate::capabilities::collections::{
-    AppCollections, Asker, Caller, Change, DataError, ListRequest,
+    AppAsker, AppCollections, Asker, Caller, Change, DataError, ListRequest,
 };
 use crate::invocation::App;
+use crate::server::apps::Apps;
 use crate::server::apps::LiveApp;
 use crate::server::json_body::read_json;
 use crate::store::{Documents, StoreError};
@@ -61,6 +62,38 @@ impl Asker for FunctionAsker<'_> {
             &question,
             identity.cloned(),
             &self.request_id,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The server's asker for capabilities: finds the app's live version.
+pub struct LiveAsker(pub std::sync::Weak<Apps>);
+
+#[async_trait]
+impl AppAsker for LiveAsker {
+    async fn ask(
+        &self,
+        app: &str,
+        function: &str,
+        purpose: &'static str,
+        question: Value,
+        identity: Option<&Identity>,
+        request_id: &Arc<str>,
+    ) -> Result<Value, String> {
+        let live = self
+            .0
+            .upgrade()
+            .and_then(|apps| apps.get(app))
+            .ok_or_else(|| format!("app `{app}` is not live"))?;
+        ask(
+            &live.app,
+            function,
+            purpose,
+            &question,
+            identity.cloned(),
+            request_id,
         )
         .await
         .map_err(|e| e.to_string())

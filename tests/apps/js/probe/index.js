@@ -5,6 +5,21 @@ import { auth, db, KilnError, scheduler, storage } from '@kiln/sdk';
 const items = db.collection('items');
 
 const routes = {
+  // Writes a note of tests/tests/data_api.rs's `notes` through its hooks.
+  async hooked(request) {
+    const notes = db.collection('notes').withHooks();
+    const created = await notes.create({ title: 'Hooked', owner: 'a function' });
+    const updated = await notes.update(created._id, { $set: { title: 'Rehooked' } });
+    let refused = null;
+    try {
+      await notes.create({ title: 'refuse' });
+    } catch (err) {
+      refused = { code: err.code, message: err.message };
+    }
+    const plain = await db.collection('notes').insert({ title: 'plain' });
+    return { created, updated, refused, plain };
+  },
+
   // The app's files: whole-file calls, metadata as the SDK shapes it, a listing in pages, a refused key.
   async files() {
     const put = await storage.put('notes/a.txt', 'hello from js', { contentType: 'text/plain' });
@@ -242,9 +257,17 @@ export default {
       const until = Date.now() + 1500;
       while (Date.now() < until);
     }
+    let nested = null;
+    if (title === 'nested') {
+      try {
+        await db.collection('notes').withHooks().create({ title: 'from a hook' });
+      } catch (err) {
+        nested = err.code;
+      }
+    }
     await db.collection('marks').update(
       { _id: `${event.action}-${event.id}` },
-      { $inc: { runs: 1 }, $set: { before: event.before, after: event.after, user: event.user?.id ?? null } },
+      { $inc: { runs: 1 }, $set: { before: event.before, after: event.after, user: event.user?.id ?? null, nested } },
       { upsert: true },
     );
   },
