@@ -833,7 +833,11 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
         .await;
     let long: Vec<u32> = (0..500).collect();
     let docs: Vec<Value> = (0..400).map(|i| json!({"i": i, "list": long})).collect();
-    let inserted = raw(&server, json!({"op": "insert-many", "docs": docs})).await;
+    let inserted = raw(
+        &server,
+        json!({"op": "insert-many", "collection": "items", "docs": docs}),
+    )
+    .await;
     assert_eq!(inserted["ok"], 400, "{inserted}");
     let victim_doc = server
         .admin(reqwest::Method::POST, "/admin/v1/apps/victim/data/items")
@@ -843,14 +847,12 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
         .unwrap();
     assert_eq!(victim_doc.status(), 201);
     // Each query tests every element of every document against every
-    // branch: seconds of work, within the 16 KiB a parameter may hold.
-    let branches: Vec<Value> = (1_000_000..1_000_800)
-        .map(|i| json!({ "list": i }))
-        .collect();
-    let filter = json!({"$or": branches}).to_string();
-    assert!(filter.len() < 16 * 1024);
-    let encoded: String = form_urlencoded::byte_serialize(filter.as_bytes()).collect();
-    let path = format!("/bad/_kiln/data/items?count=true&filter={encoded}");
+    // branch: a second or so of work, within the 16 KiB a parameter may hold.
+    let path = expensive_count("items");
+    let one = Instant::now();
+    let (status, body) = json_of(server.get(&path).send().await.unwrap()).await;
+    assert_eq!((status, &body["count"]), (200, &json!(0)), "{body}");
+    assert!(one.elapsed() > Duration::from_millis(100), "the query is not expensive: {:?}", one.elapsed());
     let started = Instant::now();
     let attacks: Vec<_> = (0..60)
         .map(|_| {
@@ -879,6 +881,7 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
             asked.elapsed()
         );
     }
+    let mut shed = 0;
     for attack in attacks {
         let (status, code, ended) = attack.await.unwrap();
         // Answered, cut at the query deadline, or shed by the app's slots;
@@ -890,10 +893,62 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
             ),
             "{status} {code}"
         );
+        shed += usize::from(status == 503);
         assert!(
             ended - started < Duration::from_secs(40),
             "a query ran {:?}",
             ended - started
         );
     }
+    assert!(shed > 0, "60 queries of a second each: the app's 16 slots shed some");
+}
+
+/// A client's count on `collection` of the attacker app that tests every
+/// element of every document against 800 branches.
+fn expensive_count(collection: &str) -> String {
+    let branches: Vec<Value> = (1_000_000..1_000_800)
+        .map(|i| json!({ "list": i }))
+        .collect();
+    let filter = json!({ "$or": branches }).to_string();
+    assert!(filter.len() < 16 * 1024);
+    let encoded: String = form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    format!("/bad/_kiln/data/{collection}?count=true&filter={encoded}")
+}
+
+#[tokio::test]
+async fn a_client_query_cannot_run_past_its_deadline() {
+    let server = Server::start();
+    server
+        .deploy_ok("bad", DATA_MANIFEST, &[("bad", &examples().misbehave)])
+        .await;
+    let long: Vec<u32> = (0..500).collect();
+    for _ in 0..8 {
+        let docs: Vec<Value> = (0..500).map(|i| json!({"i": i, "list": long})).collect();
+        let inserted = raw(
+            &server,
+            json!({"op": "insert-many", "collection": "items", "docs": docs}),
+        )
+        .await;
+        assert_eq!(inserted["ok"], 500, "{inserted}");
+    }
+    // 4,000 documents of 500 elements against 800 branches: far more than
+    // the 5 s a client's query may run.
+    let started = Instant::now();
+    let (status, body) = json_of(server.get(&expensive_count("items")).send().await.unwrap()).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "query_limit_exceeded"),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(8), "the query ran {took:?}");
+    // Its work was cancelled with it: the app's database answers at once.
+    let freed = Instant::now();
+    let count = raw(
+        &server,
+        json!({"op": "count", "collection": "items", "filter": {"i": 1}}),
+    )
+    .await;
+    assert_eq!(count["ok"], 8, "{count}");
+    assert!(freed.elapsed() < Duration::from_secs(2), "waited {:?}", freed.elapsed());
 }

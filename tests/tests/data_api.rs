@@ -728,9 +728,21 @@ update = { filter = { owner = "@new.owner", status = { "$in" = ["open", "done"] 
 "#;
 
 #[tokio::test]
-async fn each_rule_kind_allows_and_refuses_each_action() {
-    let server = Server::start();
-    let app = "kinds";
+async fn each_rule_kind_allows_and_refuses_each_action_on_sqlite() {
+    each_rule_kind(&Server::start(), "kinds").await;
+}
+
+#[tokio::test]
+async fn each_rule_kind_allows_and_refuses_each_action_on_mongodb() {
+    let Ok(uri) = std::env::var("KILN_TEST_MONGODB_URI") else {
+        eprintln!("KILN_TEST_MONGODB_URI is not set: skipping the MongoDB run");
+        return;
+    };
+    let server = Server::start_with_env(&[("KILN_MONGODB_URI", &uri)]);
+    each_rule_kind(&server, &format!("kinds{}", std::process::id())).await;
+}
+
+async fn each_rule_kind(server: &Server, app: &str) {
     server
         .deploy_ok(app, KINDS, &[("probe", &examples().js_probe)])
         .await;
@@ -1179,4 +1191,64 @@ async fn a_function_writes_through_the_hooks_only_when_it_asks_and_never_from_a_
     let nested_id = body["document"]["_id"].as_str().unwrap();
     let marked = mark(&server, "fnhooks", &format!("create-{nested_id}"), 10).await;
     assert_eq!(marked["nested"], json!("permission-denied"), "{marked}");
+}
+
+#[tokio::test]
+async fn bad_declarations_and_bad_input_are_refused_and_change_nothing() {
+    let server = Server::start();
+    let probe = [("probe", examples().js_probe.as_path())];
+    for (declaration, names) in [
+        (
+            "[collections.notes]\nlist = { filter = { owner = \"@user.name\" } }",
+            "collections.notes.list",
+        ),
+        (
+            "[collections.notes]\nupdate = { filter = { a = { \"$where\" = \"1\" } } }",
+            "collections.notes.update",
+        ),
+        (
+            "[collections.notes]\nhidden = [\"pin\"]\nrequired = [\"pin\"]",
+            "collections.notes.required",
+        ),
+        (
+            "[collections.notes]\nbefore_write = \"nobody\"",
+            "collections.notes.before_write",
+        ),
+    ] {
+        let manifest = format!("[functions.probe]\ncomponent = \"probe.wasm\"\n\n{declaration}\n");
+        let (status, body) = server.deploy("refused", &manifest, &probe).await;
+        assert_eq!((status, error_code(&body)), (400, "invalid_manifest"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(names), "{body}");
+    }
+    // A hook naming a function without an HTTP handler is refused too.
+    let scheduled_only = "[functions.tick]\ncomponent = \"tick.wasm\"\n\n[collections.notes]\nafter_write = \"tick\"\n";
+    let (status, body) = server
+        .deploy("refused", scheduled_only, &[("tick", &examples().tick_js)])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("collections.notes.after_write"), "{body}");
+
+    server.deploy_ok("input", MANIFEST, &probe).await;
+    let ada = sign_up(&server, "input", "ada@example.com").await;
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!({"title": big}))).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_body"), "{body}");
+    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!([1]))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!({"_id": "a b", "title": "t"}))).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_document_id"), "{body}");
+    let (status, body) = data(&server, "input", Method::PATCH, "notes/whatever", Some(&ada), Some(json!({"$where": "1"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let text = server
+        .client
+        .post(format!("{}/input/_kiln/data/notes", server.url))
+        .bearer_auth(&ada.token)
+        .header("content-type", "text/plain")
+        .body("{\"title\": \"t\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    let (_, count) = data(&server, "input", Method::GET, "notes?count=true", Some(&ada), None).await;
+    assert_eq!(count["count"], json!(0), "nothing was written: {count}");
 }
