@@ -832,13 +832,13 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
         .deploy_ok("victim", DATA_MANIFEST, &[("bad", component)])
         .await;
     let long: Vec<u32> = (0..500).collect();
-    let docs: Vec<Value> = (0..400).map(|i| json!({"i": i, "list": long})).collect();
+    let docs: Vec<Value> = (0..50).map(|i| json!({"i": i, "list": long})).collect();
     let inserted = raw(
         &server,
         json!({"op": "insert-many", "collection": "items", "docs": docs}),
     )
     .await;
-    assert_eq!(inserted["ok"], 400, "{inserted}");
+    assert_eq!(inserted["ok"], 50, "{inserted}");
     let victim_doc = server
         .admin(reqwest::Method::POST, "/admin/v1/apps/victim/data/items")
         .json(&json!({"_id": "v", "n": 1}))
@@ -847,12 +847,17 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
         .unwrap();
     assert_eq!(victim_doc.status(), 201);
     // Each query tests every element of every document against every
-    // branch: a second or so of work, within the 16 KiB a parameter may hold.
+    // branch: a fraction of a second to a second of work (within the
+    // 16 KiB a parameter may hold).
     let path = expensive_count("items");
     let one = Instant::now();
     let (status, body) = json_of(server.get(&path).send().await.unwrap()).await;
     assert_eq!((status, &body["count"]), (200, &json!(0)), "{body}");
-    assert!(one.elapsed() > Duration::from_millis(100), "the query is not expensive: {:?}", one.elapsed());
+    assert!(
+        one.elapsed() > Duration::from_millis(100),
+        "the query is not expensive: {:?}",
+        one.elapsed()
+    );
     let started = Instant::now();
     let attacks: Vec<_> = (0..60)
         .map(|_| {
@@ -900,7 +905,10 @@ async fn a_flood_of_expensive_client_queries_leaves_another_app_answering() {
             ended - started
         );
     }
-    assert!(shed > 0, "60 queries of a second each: the app's 16 slots shed some");
+    assert!(
+        shed > 0,
+        "60 costly queries at once: the app's 16 slots shed some"
+    );
 }
 
 /// A client's count on `collection` of the attacker app that tests every
@@ -950,5 +958,9 @@ async fn a_client_query_cannot_run_past_its_deadline() {
     )
     .await;
     assert_eq!(count["ok"], 8, "{count}");
-    assert!(freed.elapsed() < Duration::from_secs(2), "waited {:?}", freed.elapsed());
+    assert!(
+        freed.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        freed.elapsed()
+    );
 }

@@ -1217,27 +1217,83 @@ async fn bad_declarations_and_bad_input_are_refused_and_change_nothing() {
     ] {
         let manifest = format!("[functions.probe]\ncomponent = \"probe.wasm\"\n\n{declaration}\n");
         let (status, body) = server.deploy("refused", &manifest, &probe).await;
-        assert_eq!((status, error_code(&body)), (400, "invalid_manifest"), "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(names), "{body}");
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid_manifest"),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(names),
+            "{body}"
+        );
     }
     // A hook naming a function without an HTTP handler is refused too.
-    let scheduled_only = "[functions.tick]\ncomponent = \"tick.wasm\"\n\n[collections.notes]\nafter_write = \"tick\"\n";
+    let no_handler = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(no_handler.path(), wat::parse_str("(component)").unwrap()).unwrap();
     let (status, body) = server
-        .deploy("refused", scheduled_only, &[("tick", &examples().tick_js)])
+        .deploy(
+            "refused",
+            "[functions.quiet]\ncomponent = \"quiet.wasm\"\n\n[collections.notes]\nafter_write = \"quiet\"\n",
+            &[("quiet", no_handler.path())],
+        )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("collections.notes.after_write"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "missing_export"),
+        "{body}"
+    );
+    assert!(
+        body.to_string()
+            .contains("a collection's hook asks it: collections.notes.after_write"),
+        "{body}"
+    );
 
     server.deploy_ok("input", MANIFEST, &probe).await;
     let ada = sign_up(&server, "input", "ada@example.com").await;
     let big = "x".repeat(1024 * 1024 + 1);
-    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!({"title": big}))).await;
+    let (status, body) = data(
+        &server,
+        "input",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"title": big})),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (400, "invalid_body"), "{body}");
-    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!([1]))).await;
+    let (status, body) = data(
+        &server,
+        "input",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!([1])),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = data(&server, "input", Method::POST, "notes", Some(&ada), Some(json!({"_id": "a b", "title": "t"}))).await;
-    assert_eq!((status, error_code(&body)), (400, "invalid_document_id"), "{body}");
-    let (status, body) = data(&server, "input", Method::PATCH, "notes/whatever", Some(&ada), Some(json!({"$where": "1"}))).await;
+    let (status, body) = data(
+        &server,
+        "input",
+        Method::POST,
+        "notes",
+        Some(&ada),
+        Some(json!({"_id": "a b", "title": "t"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_document_id"),
+        "{body}"
+    );
+    let (status, body) = data(
+        &server,
+        "input",
+        Method::PATCH,
+        "notes/whatever",
+        Some(&ada),
+        Some(json!({"$where": "1"})),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     let text = server
         .client
@@ -1249,6 +1305,14 @@ async fn bad_declarations_and_bad_input_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(text.status(), 415);
-    let (_, count) = data(&server, "input", Method::GET, "notes?count=true", Some(&ada), None).await;
+    let (_, count) = data(
+        &server,
+        "input",
+        Method::GET,
+        "notes?count=true",
+        Some(&ada),
+        None,
+    )
+    .await;
     assert_eq!(count["count"], json!(0), "nothing was written: {count}");
 }

@@ -71,9 +71,8 @@ pub trait Capability: Sized + Send + Sync + 'static {
         function: &FunctionManifest<'_>,
     ) -> Result<Self::Configured, ConfigureError>;
     /// The app's functions this capability calls through their HTTP
-    /// handler (rules, hooks), each with the field naming it, so a deploy
-    /// refuses one that cannot answer.
-    fn asks(_app: &Self::App) -> Vec<(String, String)> {
+    /// handler (rules, hooks), so a deploy refuses one that cannot answer.
+    fn asks(_app: &Self::App) -> Vec<Asked> {
         Vec::new()
     }
     /// Once per invocation. `wasi` is the sandbox being built, which grants
@@ -105,6 +104,15 @@ where
     Instances: Pick<C>,
 {
     data.capabilities().pick()
+}
+
+/// A function a capability asks through its HTTP handler.
+pub struct Asked {
+    /// What asks, in words (`a bucket's rule`).
+    pub asker: &'static str,
+    /// The field naming the function (`buckets.docs.read`).
+    pub field: String,
+    pub function: String,
 }
 
 /// What a capability sees of an app at deploy.
@@ -239,8 +247,8 @@ macro_rules! capabilities {
         })*
 
         impl AppConfigured {
-            /// The functions asked through their HTTP handler, with the field naming each.
-            pub fn asks(&self) -> Vec<(String, String)> {
+            /// The functions asked through their HTTP handler.
+            pub fn asks(&self) -> Vec<Asked> {
                 let mut asks = Vec::new();
                 $(asks.extend(<$capability>::asks(&self.$field));)*
                 asks

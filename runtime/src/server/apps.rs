@@ -331,7 +331,7 @@ impl Apps {
             let routed = manifest.routes.iter().any(|r| r.function == *name);
             let cron = manifest.crons.iter().any(|c| c.function == *name);
             let mailer = mail_function == Some(name.as_str());
-            let asked = asks.iter().find(|(_, function)| function == name);
+            let asked = asks.iter().find(|asked| asked.function == *name);
             let missing = |export, why: &str| DeployError::MissingExport {
                 function: name.clone(),
                 export,
@@ -340,11 +340,11 @@ impl Apps {
             if routed && !http {
                 return Err(missing(HTTP_EXPORT, "a route calls it"));
             }
-            if let Some((field, _)) = asked.filter(|_| !http) {
+            if let Some(asked) = asked.filter(|_| !http) {
                 return Err(DeployError::MissingExport {
                     function: name.clone(),
                     export: HTTP_EXPORT,
-                    why: format!("{field} asks it"),
+                    why: format!("{} asks it: {}", asked.asker, asked.field),
                 });
             }
             if cron && !scheduled {

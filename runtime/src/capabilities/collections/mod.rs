@@ -33,8 +33,8 @@ pub use self::host::{AppAsker, Askers, CollectionsHost};
 pub use self::manifest::{Action, Collection};
 use super::bindings::kiln::platform::collections as wit;
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
-    Invocation, Pick, instance,
+    AppManifest, Asked, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest,
+    Instances, Invocation, Pick, instance,
 };
 use crate::store::Documents;
 
@@ -93,15 +93,16 @@ impl Capability for Collections {
         Ok(collections.clone())
     }
 
-    fn asks(app: &Arc<AppCollections>) -> Vec<(String, String)> {
+    fn asks(app: &Arc<AppCollections>) -> Vec<Asked> {
         let mut asks = Vec::new();
         for (name, collection) in &app.collections {
             for action in Action::ALL {
                 if let Some(function) = collection.rule(action).and_then(|r| r.function()) {
-                    asks.push((
-                        format!("collections.{name}.{}", action.name()),
-                        function.to_string(),
-                    ));
+                    asks.push(Asked {
+                        asker: "a collection's rule",
+                        field: format!("collections.{name}.{}", action.name()),
+                        function: function.to_string(),
+                    });
                 }
             }
             for (key, hook) in [
@@ -109,7 +110,11 @@ impl Capability for Collections {
                 ("after_write", &collection.after_write),
             ] {
                 if let Some(function) = hook {
-                    asks.push((format!("collections.{name}.{key}"), function.clone()));
+                    asks.push(Asked {
+                        asker: "a collection's hook",
+                        field: format!("collections.{name}.{key}"),
+                        function: function.clone(),
+                    });
                 }
             }
         }

@@ -31,8 +31,8 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 pub use self::files::{Download, FileMeta, Files, Listing, MAX_FILE_BYTES, MAX_PAGE, Overwrite};
 use super::bindings::kiln::platform::storage::{self as wit, Error, FileMeta as WitMeta, ListPage};
 use super::{
-    AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
-    Invocation, Pick,
+    AppManifest, Asked, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest,
+    Instances, Invocation, Pick,
 };
 use crate::store::StoreError;
 
@@ -336,11 +336,15 @@ impl Capability for Storage {
         Ok(storage.clone())
     }
 
-    fn asks(storage: &Arc<AppStorage>) -> Vec<(String, String)> {
+    fn asks(storage: &Arc<AppStorage>) -> Vec<Asked> {
         storage
             .buckets
             .rule_functions()
-            .map(|(field, function)| (field, function.to_string()))
+            .map(|(field, function)| Asked {
+                asker: "a bucket's rule",
+                field,
+                function: function.to_string(),
+            })
             .collect()
     }
 
