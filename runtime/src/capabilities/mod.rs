@@ -2,9 +2,10 @@
 //!
 //! Each capability implements [`Capability`], in three phases: once per
 //! server it is built from the server's backends and adds its interface to
-//! the linker; once per deployment it configures each function from the
-//! function's manifest section (refusing the deploy with a message naming
-//! the field); once per invocation it prepares the state the store holds.
+//! the linker; once per deployment it configures the app (its client-facing
+//! side: rules, buckets, collections) and then each function from the
+//! manifest (refusing the deploy with a message naming the field); once
+//! per invocation it prepares the state the store holds.
 //! A capability never names the store's type: it reaches its state through
 //! [`CapabilityView`]. Every capability is listed once, in [`capabilities!`]
 //! below; a component importing an interface no capability implements fails
@@ -125,11 +126,6 @@ pub struct AppManifest<'a> {
 }
 
 impl AppManifest<'_> {
-    /// The top-level value `key`, deserialized; its default when absent.
-    pub fn value<V: DeserializeOwned + Default>(&self, key: &str) -> Result<V, ConfigureError> {
-        value(self.app_section, key, key.to_string())
-    }
-
     /// Refuses a `function:` rule or hook naming no function of the app.
     pub fn check_function(&self, field: &str, function: &str) -> Result<(), ConfigureError> {
         match self.app_functions.iter().any(|f| **f == *function) {

@@ -207,15 +207,13 @@ pub fn parse(app: &AppManifest<'_>) -> Result<BTreeMap<String, Collection>, Conf
                     ),
                 ));
             }
-            if let Some(s) = server_set.iter().find(|s| overlaps(s, path)) {
-                if !on_create.iter().any(|(f, _)| f == s) {
-                    return Err(err(
-                        field("required"),
-                        format!(
-                            "field `{path}` is required but `{s}` is server-set and never filled"
-                        ),
-                    ));
-                }
+            if let Some(s) = server_set.iter().find(|s| overlaps(s, path))
+                && !on_create.iter().any(|(f, _)| f == s)
+            {
+                return Err(err(
+                    field("required"),
+                    format!("field `{path}` is required but `{s}` is server-set and never filled"),
+                ));
             }
         }
         for (key, hook) in [

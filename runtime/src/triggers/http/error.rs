@@ -139,7 +139,7 @@ pub struct ApiError {
     /// A header the error needs (`Allow`, `WWW-Authenticate`, `Retry-After`).
     header: Option<(HeaderName, HeaderValue)>,
     /// The app's own code for a refusal (a write hook's), as `reason`.
-    reason: Option<String>,
+    reason: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -153,7 +153,7 @@ impl ApiError {
     }
 
     pub fn with_reason(mut self, reason: String) -> Self {
-        self.reason = Some(reason);
+        self.reason = Some(reason.into());
         self
     }
 
@@ -166,7 +166,7 @@ impl ApiError {
     pub fn body(&self) -> String {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(reason) = &self.reason {
-            error["reason"] = json!(reason);
+            error["reason"] = json!(&**reason);
         }
         json!({ "error": error }).to_string()
     }
