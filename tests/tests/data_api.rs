@@ -880,6 +880,53 @@ async fn each_rule_kind(server: &Server, app: &str) {
         (403, "data_access_denied"),
         "no get rule: {body}"
     );
+    // The session that enrols a second factor passes it.
+    let (status, enrolment) = call(
+        server,
+        Method::POST,
+        &format!("/{app}/_kiln/auth/mfa/totp"),
+        Some(&ada.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{enrolment}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = totp_rs::Builder::new()
+        .with_secret(
+            totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap()
+        .generate(now)
+        .to_string();
+    let (status, body) = call(
+        server,
+        Method::POST,
+        &format!("/{app}/_kiln/auth/mfa/totp/confirm"),
+        Some(&ada.token),
+        Some(json!({ "code": code })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = data(
+        &server,
+        app,
+        Method::POST,
+        "secure",
+        Some(&ada),
+        Some(json!({"_id": "m"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, page) = data(&server, app, Method::GET, "secure", Some(&ada), None).await;
+    assert_eq!(
+        (status, page["documents"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{page}"
+    );
 
     // function: rules, each action.
     let (status, _) = data(&server, app, Method::GET, "ruled", Some(&ada), None).await;
