@@ -43,7 +43,8 @@ impl UrlSigner {
         hex::encode(hmac::sign(&self.key, &message(method, app, key, expires)).as_ref())
     }
 
-    /// Checks a URL's signature (in constant time), then its expiry.
+    /// Checks a URL's signature (in constant time), then its expiry. Only
+    /// the lower-case hex Kiln writes is read: a signed URL has one spelling.
     pub fn verify(
         &self,
         method: &str,
@@ -53,6 +54,9 @@ impl UrlSigner {
         signature: &str,
         now_secs: u64,
     ) -> Result<(), SignatureError> {
+        if !signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(SignatureError::Invalid);
+        }
         let signature = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
         hmac::verify(&self.key, &message(method, app, key, expires), &signature)
             .map_err(|_| SignatureError::Invalid)?;
@@ -94,6 +98,11 @@ mod tests {
         assert_eq!(
             signer.verify("GET", "shop", "a/b.png", 1000, "zz", 0),
             Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify("GET", "shop", "a/b.png", 1000, &sig.to_uppercase(), 0),
+            Err(SignatureError::Invalid),
+            "another spelling of the same signature"
         );
         let other = UrlSigner::new("another admin key");
         assert_eq!(
