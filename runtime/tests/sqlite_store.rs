@@ -1,6 +1,6 @@
 //! What is particular to the embedded store: it uses its indexes (a find on
 //! an indexed field reads a key range instead of scanning the collection),
-//! and a call stops at its time budget.
+//! a call stops at its time budget, and concurrent writes share commits.
 
 use std::sync::Arc;
 
@@ -94,4 +94,56 @@ async fn a_query_past_its_time_budget_is_limit_exceeded() {
         matches!(err, Err(kiln::store::StoreError::LimitExceeded(_))),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_commits_and_each_stands_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let store =
+            Arc::new(SqliteStore::open(dir.path(), std::time::Duration::from_secs(5)).unwrap());
+        (store.clone(), Documents::new(store, StoreLimits::default()))
+    };
+    let (store, docs) = open();
+    let ns = app_namespace("shop", "orders").unwrap();
+    docs.insert(ns, vec![json!({"_id": "taken"})])
+        .await
+        .unwrap();
+    let before = store.groups_committed("shop");
+    // 200 writers at once; every tenth asks for an id already taken.
+    let writes: Vec<_> = (0..200)
+        .map(|i| {
+            let docs = docs.clone();
+            tokio::spawn(async move {
+                let id = if i % 10 == 0 {
+                    "taken".to_string()
+                } else {
+                    format!("o{i}")
+                };
+                docs.insert(ns, vec![json!({"_id": id, "n": i})]).await
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for write in writes {
+        match write.await.unwrap() {
+            Ok(_) => written += 1,
+            Err(kiln::store::StoreError::Conflict(_)) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        written, 180,
+        "a refused write leaves its group's others standing"
+    );
+    let commits = store.groups_committed("shop") - before;
+    assert!(
+        commits < 180,
+        "180 writes took {commits} commits: none shared one"
+    );
+    // Every acknowledged write is there after the store is opened again.
+    drop((store, docs));
+    let (_, docs) = open();
+    let count = docs.count(ns, &json!({})).await.unwrap();
+    assert_eq!(count, 181);
 }

@@ -1,6 +1,7 @@
 //! Turns at running guest code, so one tenant's spinning guests leave
 //! threads for the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,9 +18,11 @@ const TURN_LIMIT: std::time::Duration = EPOCH_TICK.saturating_mul(2);
 /// most this many of its guests run at once past an epoch tick, so a
 /// tenant whose guests spin cannot take every thread from the others.
 /// A guest takes a turn at each tick it runs through and holds it until
-/// its next tick or its end, and never longer than two ticks (a guest that
-/// then waits on the host does not keep it); guests waiting for one are
-/// served in order.
+/// its next tick or its end, and never longer than two ticks; a guest that
+/// calls the host gives it back for the call (waiting on a database or a
+/// socket uses no thread) and, if every turn is taken when it returns,
+/// queues for one before it runs on. Guests waiting for one are served in
+/// order.
 #[derive(Clone)]
 pub struct Turns(Arc<Semaphore>);
 
@@ -35,10 +38,19 @@ impl Turns {
 }
 
 /// The turn one store holds, if any; given back when the store is dropped.
+#[derive(Clone)]
 pub(super) struct StoreTurn {
     turns: Turns,
-    /// Made at the first tick: most guests end before one.
-    held: Option<Arc<Mutex<Held>>>,
+    held: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Whether a turn is held: the host-call hook's fast path reads only this.
+    holding: AtomicBool,
+    /// Set when a host call gave the turn back, until the call returns.
+    released: AtomicBool,
+    held: Mutex<Held>,
 }
 
 #[derive(Default)]
@@ -48,12 +60,46 @@ struct Held {
     turn: Option<OwnedSemaphorePermit>,
 }
 
+/// What a store does at a host call's return, when it gave its turn back.
+pub(super) enum AfterHostCall {
+    /// Run on until the next tick.
+    RunOn,
+    /// Queue for a turn before running on: every turn is taken.
+    Queue,
+}
+
 impl StoreTurn {
     pub(super) fn new(turns: &Turns) -> Self {
         StoreTurn {
             turns: turns.clone(),
-            held: None,
+            held: Arc::default(),
         }
+    }
+
+    /// At a host call: gives the turn back for the call.
+    pub(super) fn calling_host(&self) {
+        if self.held.holding.load(Ordering::Relaxed) {
+            self.give_back();
+            self.held.released.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// At a host call's return: what the guest does next, if the call gave
+    /// its turn back (`None`: it did not).
+    pub(super) fn returning_from_host(&self) -> Option<AfterHostCall> {
+        if !self.held.released.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(match self.turns.all_taken() {
+            true => AfterHostCall::Queue,
+            false => AfterHostCall::RunOn,
+        })
+    }
+
+    fn give_back(&self) {
+        let mut held = lock(&self.held.held);
+        held.turn = None;
+        self.held.holding.store(false, Ordering::Relaxed);
     }
 
     /// At a tick: yields, then gives back the turn held and waits for the
@@ -62,27 +108,28 @@ impl StoreTurn {
     /// wakes: woken on this thread, that guest would run next, and a
     /// chain of them held the thread for a whole round of turns.
     pub(super) fn next(&mut self) -> impl Future<Output = ()> + Send + 'static {
-        let held = self.held.get_or_insert_with(Arc::default).clone();
-        let turns = self.turns.0.clone();
+        let this = self.clone();
         async move {
             tokio::task::yield_now().await;
-            lock(&held).turn = None;
-            let Ok(turn) = turns.acquire_owned().await else {
+            this.give_back();
+            let Ok(turn) = this.turns.0.clone().acquire_owned().await else {
                 return;
             };
             let taken = {
-                let mut held = lock(&held);
+                let mut held = lock(&this.held.held);
                 held.taken += 1;
                 held.turn = Some(turn);
+                this.held.holding.store(true, Ordering::Relaxed);
                 held.taken
             };
-            let held = Arc::downgrade(&held);
+            let shared = Arc::downgrade(&this.held);
             tokio::spawn(async move {
                 tokio::time::sleep(TURN_LIMIT).await;
-                if let Some(held) = held.upgrade() {
-                    let mut held = lock(&held);
+                if let Some(shared) = shared.upgrade() {
+                    let mut held = lock(&shared.held);
                     if held.taken == taken {
                         held.turn = None;
+                        shared.holding.store(false, Ordering::Relaxed);
                     }
                 }
             });
@@ -90,11 +137,11 @@ impl StoreTurn {
     }
 }
 
-impl Drop for StoreTurn {
+/// Gives the turn back when the store is dropped (the last clone of its
+/// state is in the store's hooks).
+impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(held) = &self.held {
-            lock(held).turn = None;
-        }
+        lock(&self.held).turn = None;
     }
 }
 
@@ -124,5 +171,30 @@ mod tests {
         tokio::time::sleep(TURN_LIMIT + EPOCH_TICK).await;
         assert!(!turns.all_taken());
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_host_call_gives_the_turn_back_and_queues_again_if_all_are_taken() {
+        let turns = Turns::new(1);
+        let mut first = StoreTurn::new(&turns);
+        first.next().await;
+        assert!(turns.all_taken());
+        first.calling_host();
+        assert!(!turns.all_taken(), "waiting on the host takes no turn");
+        let mut second = StoreTurn::new(&turns);
+        second.next().await;
+        assert!(matches!(
+            first.returning_from_host(),
+            Some(AfterHostCall::Queue)
+        ));
+        assert!(first.returning_from_host().is_none(), "once per call");
+        drop(second);
+        second = StoreTurn::new(&turns);
+        drop(second);
+        first.calling_host();
+        assert!(
+            first.returning_from_host().is_none(),
+            "no turn held, none given back"
+        );
     }
 }

@@ -2,19 +2,25 @@
 //! directory, in WAL mode with `synchronous = FULL`, so a write that
 //! returned success survives a crash of the process or of the machine.
 //!
+//! Writes commit in groups: a write runs in a savepoint of an open
+//! transaction, and the transaction commits (one fsync) once no other write
+//! of the database is queued for the connection, or before any read. Each
+//! write is answered only after its group's commit, so an acknowledged
+//! write is durable as before; concurrent writers share the fsync.
+//!
 //! Documents are JSON text keyed by `(collection, _id)`. An index is a table
 //! of order-preserving keys (see [`super::keys`]); a find whose filter
 //! constrains an index's first field reads only the matching key range, and
 //! every candidate is checked against the whole filter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::counters::ChangeCounters;
@@ -69,13 +75,35 @@ const THREADS_PER_DATABASE: usize = 4;
 struct AppDatabase {
     connection: Mutex<Database>,
     threads: Arc<tokio::sync::Semaphore>,
+    /// Writes about to take the connection: while any is, an open group
+    /// stays open for it to join.
+    queued_writers: AtomicUsize,
+    /// Signalled when a group commits or fails.
+    group_done: Condvar,
 }
 
 struct Database {
     conn: Connection,
     /// Index specs per collection, read once.
     indexes: HashMap<String, Arc<Vec<IndexSpec>>>,
+    groups: Groups,
 }
+
+/// The write groups of a connection, numbered in commit order.
+#[derive(Default)]
+struct Groups {
+    /// The group whose transaction is open.
+    open: Option<u64>,
+    next: u64,
+    /// Every group up to this one has finished.
+    finished: u64,
+    /// Recent groups whose commit failed, with why.
+    failed: VecDeque<(u64, StoreError)>,
+}
+
+/// Failed groups remembered for the writes waiting on them; a group's
+/// writers are at most the database's threads, so a few suffice.
+const FAILED_GROUPS_KEPT: usize = 64;
 
 #[derive(Debug, Clone)]
 struct IndexSpec {
@@ -122,12 +150,15 @@ impl SqliteStore {
                 Arc::new(AppDatabase {
                     connection: Mutex::new(opened),
                     threads: Arc::new(tokio::sync::Semaphore::new(THREADS_PER_DATABASE)),
+                    queued_writers: AtomicUsize::new(0),
+                    group_done: Condvar::new(),
                 })
             })
             .clone())
     }
 
-    /// Runs `work` on the database's connection, off the async threads.
+    /// Runs a read on the database's connection, off the async threads. An
+    /// open write group commits first, so a read sees only durable writes.
     ///
     /// At most [`THREADS_PER_DATABASE`] calls of one database hold blocking
     /// threads (queued on its connection); the others wait as futures, so
@@ -138,6 +169,68 @@ impl SqliteStore {
         &self,
         ns: Namespace<'_>,
         work: impl FnOnce(&mut Database, &str, &Budget) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.blocking(ns, move |db, collection, budget| {
+            let mut conn = db.connection.lock().unwrap_or_else(|e| e.into_inner());
+            if conn.groups.open.is_some() {
+                conn.commit_group();
+                db.group_done.notify_all();
+            }
+            // Cancelled or late while queued for the connection: stop here.
+            budget.check()?;
+            work(&mut conn, collection, budget)
+        })
+        .await
+    }
+
+    /// Runs a write in the open write group (opening one if none is), and
+    /// answers once the group committed: the group commits when no other
+    /// write is queued for the connection, else the last write to join it
+    /// (or the next read) commits it.
+    async fn run_write<T: Send + 'static>(
+        &self,
+        ns: Namespace<'_>,
+        work: impl FnOnce(&mut Database, &str, &Budget) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.blocking(ns, move |db, collection, budget| {
+            db.queued_writers.fetch_add(1, Ordering::SeqCst);
+            let mut conn = db.connection.lock().unwrap_or_else(|e| e.into_inner());
+            db.queued_writers.fetch_sub(1, Ordering::SeqCst);
+            let joined = match conn.groups.open {
+                Some(group) => Ok(group),
+                None => conn.open_group(),
+            };
+            // Late or cancelled work does nothing, but may still be the one to commit.
+            let result = match &joined {
+                Ok(_) => budget
+                    .check()
+                    .map_err(StoreError::from)
+                    .and_then(|()| work(&mut conn, collection, budget)),
+                Err(err) => Err(err.clone()),
+            };
+            if conn.groups.open.is_some() && db.queued_writers.load(Ordering::SeqCst) == 0 {
+                conn.commit_group();
+                db.group_done.notify_all();
+            }
+            let group = joined?;
+            let value = result?;
+            while conn.groups.finished < group {
+                conn = db.group_done.wait(conn).unwrap_or_else(|e| e.into_inner());
+            }
+            match conn.groups.failed.iter().find(|(g, _)| *g == group) {
+                Some((_, err)) => Err(err.clone()),
+                None => Ok(value),
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` off the async threads, holding one of the database's
+    /// threads, with the call's budget.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        ns: Namespace<'_>,
+        work: impl FnOnce(&AppDatabase, &str, &Budget) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.database(ns.database).await?;
         let collection = ns.collection.to_string();
@@ -155,13 +248,23 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let _thread = thread;
             let budget = Budget::new(deadline, cancelled);
-            let mut conn = db.connection.lock().unwrap_or_else(|e| e.into_inner());
-            // Cancelled or late while queued for the connection: stop here.
-            budget.check()?;
-            work(&mut conn, &collection, &budget)
+            work(&db, &collection, &budget)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
+    }
+
+    /// How many write groups (commits) database `name` made since it
+    /// opened. For tests and diagnostics.
+    pub fn groups_committed(&self, name: &str) -> u64 {
+        self.databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map_or(0, |db| {
+                let conn = db.connection.lock().unwrap_or_else(|e| e.into_inner());
+                conn.groups.finished - conn.groups.failed.len() as u64
+            })
     }
 
     /// SQLite's plan for the key-range read a filter would use (`None`: a
@@ -213,10 +316,40 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     Ok(Database {
         conn,
         indexes: HashMap::new(),
+        groups: Groups::default(),
     })
 }
 
 impl Database {
+    /// Opens a write group: a transaction that takes the write lock at
+    /// once, so no write in it fails half-way for want of it.
+    fn open_group(&mut self) -> Result<u64, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(unavailable)?;
+        self.groups.next += 1;
+        self.groups.open = Some(self.groups.next);
+        Ok(self.groups.next)
+    }
+
+    /// Commits the open group (one fsync for all its writes); on failure
+    /// rolls it back, and its writes fail.
+    fn commit_group(&mut self) {
+        let Some(group) = self.groups.open.take() else {
+            return;
+        };
+        if let Err(err) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // Index specs read or made inside the group may be gone.
+            self.indexes.clear();
+            if self.groups.failed.len() == FAILED_GROUPS_KEPT {
+                self.groups.failed.pop_front();
+            }
+            self.groups.failed.push_back((group, unavailable(err)));
+        }
+        self.groups.finished = group;
+    }
+
     fn indexes_of(&mut self, coll: &str) -> Result<Arc<Vec<IndexSpec>>, StoreError> {
         if let Some(specs) = self.indexes.get(coll) {
             return Ok(specs.clone());
@@ -599,11 +732,10 @@ fn write_keys(
     Ok(())
 }
 
-/// A write transaction: it takes the database's write lock at once, so it
-/// never fails half-way for want of it.
-fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)
+/// One write inside its group: released into the group on `commit`,
+/// rolled back alone when dropped.
+fn begin(conn: &mut Connection) -> Result<rusqlite::Savepoint<'_>, StoreError> {
+    conn.savepoint().map_err(unavailable)
 }
 
 fn remove(conn: &Connection, coll: &str, id: &str) -> Result<(), StoreError> {
@@ -749,7 +881,7 @@ fn update_in(
 #[async_trait]
 impl DocumentStore for SqliteStore {
     async fn insert(&self, ns: Namespace<'_>, docs: Vec<Value>) -> Result<(), StoreError> {
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             for doc in &docs {
@@ -801,7 +933,7 @@ impl DocumentStore for SqliteStore {
         multi: bool,
     ) -> Result<UpdateOutcome, StoreError> {
         let (query, change) = (query.clone(), change.clone());
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             update_in(db, coll, &query, &change, upsert, multi, budget).map(|(o, _)| o)
         })
         .await
@@ -815,7 +947,7 @@ impl DocumentStore for SqliteStore {
         upsert: bool,
     ) -> Result<UpdateOutcome, StoreError> {
         let query = query.clone();
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             let found = matching(&tx, coll, &query.filter, &indexes, budget, Some(1))?;
@@ -865,7 +997,7 @@ impl DocumentStore for SqliteStore {
         upsert: bool,
     ) -> Result<Option<Value>, StoreError> {
         let (query, change) = (query.clone(), change.clone());
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             let (_, first) = update_in(db, coll, &query, &change, upsert, false, budget)?;
             Ok(first.and_then(|(before, after)| {
                 if return_new {
@@ -885,7 +1017,7 @@ impl DocumentStore for SqliteStore {
         multi: bool,
     ) -> Result<u64, StoreError> {
         let filter = query.filter.clone();
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             let indexes = db.indexes_of(coll)?;
             let tx = begin(&mut db.conn)?;
             let found = matching(&tx, coll, &filter, &indexes, budget, (!multi).then_some(1))?;
@@ -932,7 +1064,7 @@ impl DocumentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let name = index_name(keys);
         let paths: Vec<String> = keys.iter().map(|(p, _)| p.clone()).collect();
-        self.run(ns, move |db, coll, budget| {
+        self.run_write(ns, move |db, coll, budget| {
             let existing = db.indexes_of(coll)?;
             if let Some(found) = existing.iter().find(|i| i.name == name) {
                 if found.unique != unique {
@@ -985,7 +1117,7 @@ impl DocumentStore for SqliteStore {
     }
 
     async fn drop_collection(&self, ns: Namespace<'_>) -> Result<(), StoreError> {
-        self.run(ns, move |db, coll, _| {
+        self.run_write(ns, move |db, coll, _| {
             let tx = begin(&mut db.conn)?;
             for table in ["documents", "indexes", "index_entries"] {
                 tx.execute(

@@ -54,7 +54,10 @@ impl UrlSigner {
         signature: &str,
         now_secs: u64,
     ) -> Result<(), SignatureError> {
-        if !signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if !signature
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(SignatureError::Invalid);
         }
         let signature = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
