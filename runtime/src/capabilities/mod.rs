@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::engine::StoreTurn;
 use crate::store::Documents;
 
 /// The backends capabilities reach, built once per server.
@@ -210,6 +211,9 @@ pub struct Invocation<'a> {
     pub trigger_headers: &'a [(HeaderName, HeaderValue)],
     /// The caller the trigger verified; none when anonymous.
     pub identity: Option<&'a auth::Identity>,
+    /// The store's turn at running guest code: host code gives it back
+    /// while the guest waits on it ([`StoreTurn::waiting`]).
+    pub turn: &'a StoreTurn,
 }
 
 /// Declares the list of capabilities: the per-server, per-function and

@@ -27,8 +27,8 @@ use wasmtime::{
 pub use self::cache::CompileCache;
 use self::compiler::{CompileSettings, Compiler, Tier};
 pub use self::memory::MemoryLimits;
-pub use self::turns::Turns;
-use self::turns::{AfterHostCall, StoreTurn};
+use self::turns::AfterHostCall;
+pub use self::turns::{StoreTurn, Turns};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// this interval, so a guest stuck in a loop never holds a server thread.
@@ -147,25 +147,24 @@ impl<T: StoreData> Engine<T> {
     /// A fresh store for one invocation, running guest code in `turns`:
     /// at every epoch tick a running guest yields to other tasks and waits
     /// for a turn before it goes on; while every turn is taken, a new
-    /// guest waits for one before it starts. A host call gives the turn
-    /// back while the guest waits on it. Dropping the store gives its turn
-    /// back. The caller bounds it with its deadline.
-    pub fn new_store(&self, data: T, turns: &Turns) -> Store<T> {
+    /// guest waits for one before it starts. Host code that waits gives
+    /// the turn back meanwhile (through a clone of `turn` it was given).
+    /// Dropping the store gives its turn back. The caller bounds it with
+    /// its deadline.
+    pub fn new_store(&self, data: T, mut turn: StoreTurn) -> Store<T> {
         let mut store = Store::new(&self.wasmtime, data);
         store.limiter(|data| data.limiter());
-        store.set_epoch_deadline(if turns.all_taken() { 0 } else { 1 });
-        let mut turn = StoreTurn::new(turns);
+        store.set_epoch_deadline(if turn.all_taken() { 0 } else { 1 });
         let hook = turn.clone();
         store.call_hook(move |mut store, call| {
             match call {
-                CallHook::CallingHost => hook.calling_host(),
                 CallHook::ReturningFromHost => match hook.returning_from_host() {
                     // At its next check the guest queues for a turn.
                     Some(AfterHostCall::Queue) => store.set_epoch_deadline(0),
                     Some(AfterHostCall::RunOn) => store.set_epoch_deadline(1),
                     None => {}
                 },
-                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+                CallHook::CallingHost | CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
             }
             Ok(())
         });

@@ -18,10 +18,11 @@ const TURN_LIMIT: std::time::Duration = EPOCH_TICK.saturating_mul(2);
 /// most this many of its guests run at once past an epoch tick, so a
 /// tenant whose guests spin cannot take every thread from the others.
 /// A guest takes a turn at each tick it runs through and holds it until
-/// its next tick or its end, and never longer than two ticks; a guest that
-/// calls the host gives it back for the call (waiting on a database or a
-/// socket uses no thread) and, if every turn is taken when it returns,
-/// queues for one before it runs on. Guests waiting for one are served in
+/// its next tick or its end, and never longer than two ticks. Host code
+/// that waits (a database call, a file) gives it back for the wait
+/// ([`StoreTurn::waiting`]: waiting uses no thread) and, if every turn is
+/// taken when the call returns, the guest queues for one before it runs
+/// on; quick host calls keep it. Guests waiting for one are served in
 /// order.
 #[derive(Clone)]
 pub struct Turns(Arc<Semaphore>);
@@ -38,8 +39,9 @@ impl Turns {
 }
 
 /// The turn one store holds, if any; given back when the store is dropped.
+/// Host code holds a clone to give it back while it waits.
 #[derive(Clone)]
-pub(super) struct StoreTurn {
+pub struct StoreTurn {
     turns: Turns,
     held: Arc<Shared>,
 }
@@ -48,7 +50,7 @@ pub(super) struct StoreTurn {
 struct Shared {
     /// Whether a turn is held: the host-call hook's fast path reads only this.
     holding: AtomicBool,
-    /// Set when a host call gave the turn back, until the call returns.
+    /// Set when host code gave the turn back to wait, until the call returns.
     released: AtomicBool,
     held: Mutex<Held>,
 }
@@ -69,23 +71,25 @@ pub(super) enum AfterHostCall {
 }
 
 impl StoreTurn {
-    pub(super) fn new(turns: &Turns) -> Self {
+    pub fn new(turns: &Turns) -> Self {
         StoreTurn {
             turns: turns.clone(),
             held: Arc::default(),
         }
     }
 
-    /// At a host call: gives the turn back for the call.
-    pub(super) fn calling_host(&self) {
+    /// Runs host work the guest waits on (I/O, not computation) with the
+    /// store's turn given back, so the app's other guests run meanwhile.
+    pub async fn waiting<F: Future>(&self, work: F) -> F::Output {
         if self.held.holding.load(Ordering::Relaxed) {
             self.give_back();
             self.held.released.store(true, Ordering::Relaxed);
         }
+        work.await
     }
 
     /// At a host call's return: what the guest does next, if the call gave
-    /// its turn back (`None`: it did not).
+    /// its turn back to wait (`None`: it did not).
     pub(super) fn returning_from_host(&self) -> Option<AfterHostCall> {
         if !self.held.released.swap(false, Ordering::Relaxed) {
             return None;
@@ -94,6 +98,11 @@ impl StoreTurn {
             true => AfterHostCall::Queue,
             false => AfterHostCall::RunOn,
         })
+    }
+
+    /// Whether every turn of the tenant is held.
+    pub(super) fn all_taken(&self) -> bool {
+        self.turns.all_taken()
     }
 
     fn give_back(&self) {
@@ -174,12 +183,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_host_call_gives_the_turn_back_and_queues_again_if_all_are_taken() {
+    async fn a_wait_on_the_host_gives_the_turn_back_and_queues_again_if_all_are_taken() {
         let turns = Turns::new(1);
         let mut first = StoreTurn::new(&turns);
         first.next().await;
         assert!(turns.all_taken());
-        first.calling_host();
+        first.waiting(async {}).await;
         assert!(!turns.all_taken(), "waiting on the host takes no turn");
         let mut second = StoreTurn::new(&turns);
         second.next().await;
@@ -189,9 +198,7 @@ mod tests {
         ));
         assert!(first.returning_from_host().is_none(), "once per call");
         drop(second);
-        second = StoreTurn::new(&turns);
-        drop(second);
-        first.calling_host();
+        first.waiting(async {}).await;
         assert!(
             first.returning_from_host().is_none(),
             "no turn held, none given back"

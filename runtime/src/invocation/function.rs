@@ -12,6 +12,7 @@ use super::state::InvocationState;
 use super::{EntryPoint, Invoked, Invoker, LoadError, Outcome, Tiered};
 use crate::capabilities::auth::Identity;
 use crate::capabilities::{Configured, Invocation};
+use crate::engine::StoreTurn;
 use crate::engine::is_pool_exhausted;
 use crate::engine::lazy::Lazy;
 
@@ -108,19 +109,21 @@ impl Function {
             Ok(admission) => admission,
             Err(overloaded) => return Invoked::before_the_guest(Outcome::Overloaded(overloaded)),
         };
+        let turn = StoreTurn::new(self.quota.turns());
         let invocation = Invocation {
             app: &self.app,
             function: &self.name,
             request_id,
             trigger_headers: &trigger_headers,
             identity: identity.as_ref(),
+            turn: &turn,
         };
         let state = InvocationState::new(&self.limits, |wasi| {
             self.invoker
                 .capabilities()
                 .prepare(&self.capabilities, &invocation, wasi)
         });
-        let mut store = loaded.engine.new_store(state, self.quota.turns());
+        let mut store = loaded.engine.new_store(state, turn);
         let result = tokio::time::timeout_at(deadline, entry.call(&resolved, &mut store)).await;
         drop(admission);
         let (stdout, stdout_dropped) = store.data().stdout.take();

@@ -13,6 +13,7 @@ use super::data::{Asker, Caller, Change, DataError};
 use crate::access::Identity;
 use crate::capabilities::bindings::kiln::platform::collections::{DocumentChange, Host};
 use crate::capabilities::bindings::kiln::platform::database::Error;
+use crate::engine::StoreTurn;
 use crate::store::Documents;
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 
@@ -78,6 +79,8 @@ pub struct CollectionsHost {
     asker: BoundAsker,
     /// Set when the invocation is itself a hook or a rule: it may not call hooks.
     in_hook: bool,
+    /// Given back while a write waits on the store and the hooks.
+    turn: StoreTurn,
 }
 
 impl CollectionsHost {
@@ -87,6 +90,7 @@ impl CollectionsHost {
         askers: Arc<Askers>,
         request_id: Arc<str>,
         in_hook: bool,
+        turn: StoreTurn,
     ) -> Self {
         CollectionsHost {
             asker: BoundAsker {
@@ -97,6 +101,7 @@ impl CollectionsHost {
             collections,
             documents,
             in_hook,
+            turn,
         }
     }
 }
@@ -152,35 +157,51 @@ impl Host for CollectionsHost {
                 Error::InvalidInput("an update, replace or delete names its document's id".into())
             })
         };
-        let written = match change {
+        /// The write, parsed before anything waits.
+        enum Write {
+            Create(Value),
+            Change(String, Change),
+            Delete(String),
+        }
+        let write = match change {
             DocumentChange::Create(text) => {
                 let mut doc = json("document", &text)?;
                 if let (Some(id), Value::Object(map)) = (&id, &mut doc) {
                     map.insert("_id".into(), Value::from(id.clone()));
                 }
-                collections
-                    .create(documents, &caller, &collection, doc)
-                    .await
+                Write::Create(doc)
             }
             DocumentChange::Update(text) => {
-                let change = Change::Operators(json("update", &text)?);
-                collections
-                    .update(documents, &caller, &collection, &need_id()?, &change)
-                    .await
+                Write::Change(need_id()?, Change::Operators(json("update", &text)?))
             }
             DocumentChange::Replace(text) => {
-                let change = Change::Replace(json("document", &text)?);
-                collections
-                    .update(documents, &caller, &collection, &need_id()?, &change)
-                    .await
+                Write::Change(need_id()?, Change::Replace(json("document", &text)?))
             }
-            DocumentChange::Delete => {
-                collections
-                    .delete(documents, &caller, &collection, &need_id()?)
-                    .await
-            }
-        }
-        .map_err(error)?;
+            DocumentChange::Delete => Write::Delete(need_id()?),
+        };
+        let written = self
+            .turn
+            .waiting(async {
+                match &write {
+                    Write::Create(doc) => {
+                        collections
+                            .create(documents, &caller, &collection, doc.clone())
+                            .await
+                    }
+                    Write::Change(id, change) => {
+                        collections
+                            .update(documents, &caller, &collection, id, change)
+                            .await
+                    }
+                    Write::Delete(id) => {
+                        collections
+                            .delete(documents, &caller, &collection, id)
+                            .await
+                    }
+                }
+            })
+            .await
+            .map_err(error)?;
         Ok(written.after.map(|doc| doc.to_string()))
     }
 }

@@ -139,6 +139,7 @@ impl Capability for Collections {
             self.askers.clone(),
             invocation.request_id.clone(),
             in_hook,
+            invocation.turn.clone(),
         )
     }
 }

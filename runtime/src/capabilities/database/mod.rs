@@ -17,6 +17,7 @@ use super::{
     AppManifest, Backends, Capability, CapabilityView, ConfigureError, FunctionManifest, Instances,
     Invocation, Pick, instance,
 };
+use crate::engine::StoreTurn;
 use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 use crate::store::{Documents, StoreError, app_namespace};
 
@@ -55,6 +56,7 @@ impl Capability for Database {
             documents: self.documents.clone(),
             app: invocation.app.clone(),
             request_id: invocation.request_id.clone(),
+            turn: invocation.turn.clone(),
         }
     }
 }
@@ -64,16 +66,22 @@ pub struct DatabaseHost {
     documents: Documents,
     app: Arc<str>,
     request_id: Arc<str>,
+    /// Given back while a call waits on the store.
+    turn: StoreTurn,
 }
 
 impl DatabaseHost {
-    /// Runs one call, logging and converting its failure.
+    /// Runs one call, logging and converting its failure; the guest's turn
+    /// is given back while it waits.
     async fn call<T>(
         &self,
         operation: &str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, Error> {
-        work.await.map_err(|e| self.error(operation, e))
+        self.turn
+            .waiting(work)
+            .await
+            .map_err(|e| self.error(operation, e))
     }
 
     /// Logs a failure the function should not have caused, and converts.
