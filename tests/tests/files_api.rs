@@ -1659,3 +1659,58 @@ async fn a_rule_function_that_never_decides_holds_back_only_its_own_app() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_node_serving_downloads_sees_another_nodes_replace_and_delete_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let first = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), true);
+    first
+        .deploy_ok("shop", MANIFEST, &[("files", &examples().files)])
+        .await;
+    let second = Server::start_in(data.path(), Some(kiln_tests::ADMIN_KEY), true);
+    let ada = sign_up(&first, "ada@example.com").await;
+    let path = "photos/a.txt";
+    let put = |server, text: &str| {
+        let body = Some(("text/plain", text.as_bytes().to_vec()));
+        send(server, Method::PUT, path, Some(&ada), body)
+    };
+    assert_eq!(put(&first, "one").await.status(), 201);
+    // The second node loads the app within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = send(&second, Method::GET, path, Some(&ada), None).await;
+        if got.status() == 200 {
+            assert_eq!(got.text().await.unwrap(), "one");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second node never served the file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Read again so the second node keeps the record, then change it on the first.
+    assert_eq!(
+        send(&second, Method::GET, path, Some(&ada), None)
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "one"
+    );
+    assert_eq!(put(&first, "two").await.status(), 200);
+    let got = send(&second, Method::GET, path, Some(&ada), None).await;
+    assert_eq!(
+        got.text().await.unwrap(),
+        "two",
+        "a replaced file is read anew at once"
+    );
+    assert_eq!(
+        send(&first, Method::DELETE, path, Some(&ada), None)
+            .await
+            .status(),
+        200
+    );
+    let got = send(&second, Method::GET, path, Some(&ada), None).await;
+    assert_eq!(status_and_code(got).await, (404, "file_not_found".into()));
+}

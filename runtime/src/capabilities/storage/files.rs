@@ -108,6 +108,8 @@ pub struct Files {
     write_slots: Arc<WriteSlots>,
     pub(super) thumbnail_turns: Arc<BlockingTurns>,
     signer: Arc<UrlSigner>,
+    /// Records read for downloads, kept while unchanged.
+    live: Arc<records::LiveFiles>,
 }
 
 impl Files {
@@ -119,6 +121,7 @@ impl Files {
             write_slots: Arc::default(),
             thumbnail_turns: Arc::default(),
             signer: Arc::new(UrlSigner::new(admin_key)),
+            live: Arc::default(),
         }
     }
 
@@ -343,7 +346,9 @@ impl Files {
     /// The file's metadata, or none.
     pub async fn head(&self, app: &str, key: &str) -> Result<Option<FileMeta>, StorageError> {
         keys::check(key)?;
-        Ok(records::get(&self.documents, app, key)
+        Ok(self
+            .live
+            .get(&self.documents, app, key)
             .await?
             .as_ref()
             .map(FileMeta::from))
@@ -358,7 +363,9 @@ impl Files {
         range: Option<Range<u64>>,
     ) -> Result<Download, StorageError> {
         keys::check(key)?;
-        let record = records::get(&self.documents, app, key)
+        let record = self
+            .live
+            .get(&self.documents, app, key)
             .await?
             .ok_or_else(|| not_found(key))?;
         self.open(app, FileMeta::from(&record), range).await

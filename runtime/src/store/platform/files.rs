@@ -4,12 +4,19 @@
 //! random id; this record maps the app's key to its current blob. Writing a
 //! file stores a new blob, then switches the record, then deletes the old
 //! blob, so a reader sees the old bytes or the new ones, never a mix.
+//!
+//! Downloads read the record through [`LiveFiles`], which keeps what it
+//! read while the store's change counter for the app's files (see
+//! [`crate::store::counters`]) is unchanged, as sessions are kept.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{collection, from_document, to_document};
+use super::{collection, from_document, now_ms, to_document};
 use crate::store::{Documents, FindOptions, Namespace, StoreError};
 
 const FILES: Namespace<'static> = collection("files");
@@ -58,9 +65,84 @@ pub async fn get(
         .transpose()
 }
 
+/// Records one node keeps per app; past it, it starts again.
+const REMEMBERED_PER_APP: usize = 10_000;
+/// How long a record is kept at most, whatever the counter says.
+const REMEMBERED_MS: u64 = 60_000;
+
+/// File records this node read, each with the counter it was read under.
+#[derive(Default)]
+pub struct LiveFiles {
+    apps: Mutex<HashMap<String, HashMap<String, Remembered>>>,
+}
+
+struct Remembered {
+    /// None: no file at the key.
+    record: Option<FileRecord>,
+    counter: u64,
+    read_ms: u64,
+}
+
+impl LiveFiles {
+    /// The record of `key` in `app`, as [`get`] would read it now.
+    pub async fn get(
+        &self,
+        documents: &Documents,
+        app: &str,
+        key: &str,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        let Some(counters) = documents.change_counters() else {
+            return get(documents, app, key).await;
+        };
+        // Read before the record, so a write that lands in between is
+        // counted after what is kept.
+        let counter = counters.read(&counter_key(app));
+        let now = now_ms();
+        if let Some(known) = self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .and_then(|files| files.get(key))
+            .filter(|r| r.counter == counter && now < r.read_ms + REMEMBERED_MS)
+        {
+            return Ok(known.record.clone());
+        }
+        let record = get(documents, app, key).await?;
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let files = apps.entry(app.to_string()).or_default();
+        if files.len() >= REMEMBERED_PER_APP {
+            files.clear();
+        }
+        files.insert(
+            key.to_string(),
+            Remembered {
+                record: record.clone(),
+                counter,
+                read_ms: now,
+            },
+        );
+        Ok(record)
+    }
+}
+
+fn counter_key(app: &str) -> String {
+    format!("files/{app}")
+}
+
+/// Counts a write to `app`'s files, after it committed (or failed: a failed
+/// write may still have landed).
+fn changed(documents: &Documents, app: &str) {
+    if let Some(counters) = documents.change_counters() {
+        counters.bump(&counter_key(app));
+    }
+}
+
 /// Stores `record` if its key is free; `false` when a file is there.
 pub async fn create(documents: &Documents, record: &FileRecord) -> Result<bool, StoreError> {
-    match documents.insert(FILES, vec![to_document(record)]).await {
+    let inserted = documents.insert(FILES, vec![to_document(record)]).await;
+    changed(documents, &record.app);
+    match inserted {
         Ok(_) => {
             add_usage(documents, &record.app, 1, record.size as i64).await?;
             Ok(true)
@@ -89,7 +171,9 @@ pub async fn replace(
             false,
             true,
         )
-        .await?
+        .await;
+    changed(documents, &record.app);
+    let before = before?
         .map(|doc| from_document::<FileRecord>("file", doc))
         .transpose()?;
     let (files, bytes) = match &before {
@@ -116,8 +200,9 @@ pub async fn delete(
             &json!({"_id": record.id, "blob": record.blob}),
             false,
         )
-        .await?;
-    if deleted == 0 {
+        .await;
+    changed(documents, app);
+    if deleted? == 0 {
         return Ok(None);
     }
     add_usage(documents, app, -1, -(record.size as i64)).await?;
