@@ -5,7 +5,8 @@
 //!   app's `expire-sessions` cron trigger runs it every hour;
 //! - `POST /sessions?ttl_ms=N`: a session expiring in N ms (201);
 //! - `GET /sessions`: `{"count": n}`;
-//! - `POST /cleanup?delay_ms=N`: schedules a one-off cleanup in N ms (202, `{"job": id}`);
+//! - `POST /cleanup?delay_ms=N` (or `?at_ms=T`, ms since the epoch): schedules a
+//!   one-off cleanup in N ms (or at T) (202, `{"job": id}`);
 //! - `DELETE /jobs/:id`: cancels a cleanup that has not started (204, or 404).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,10 +85,15 @@ fn handle(req: Request) -> Response {
             .count(json!({}))
             .map(|count| Response::json(&json!({ "count": count })))
             .map_err(|e| Response::error(500, "db", &e.to_string())),
-        ("POST", "/cleanup") => query_ms(&req, "delay_ms").and_then(|delay| {
-            scheduler::schedule_in(
+        // `at_ms` (ms since the epoch) instead of `delay_ms`: at that instant.
+        ("POST", "/cleanup") => match req.query_param("at_ms") {
+            Some(_) => query_ms(&req, "at_ms").map(|at| UNIX_EPOCH + Duration::from_millis(at)),
+            None => query_ms(&req, "delay_ms").map(|delay| SystemTime::now() + Duration::from_millis(delay)),
+        }
+        .and_then(|at| {
+            scheduler::schedule_at(
                 "cleanup",
-                Duration::from_millis(delay),
+                at,
                 &Cleanup {
                     collection: default_collection(),
                 },
