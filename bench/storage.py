@@ -137,8 +137,9 @@ def write(size, up, down, small):
               f"| Kiln `/_kiln/files/bench/small.bin` (public bucket) | {med['kiln']:,.0f} | {p50['kiln']:.3f} |",
               f"| native hyper, the file read from disk per request | {med['native']:,.0f} | {p50['native']:.3f} |",
               "", f"Kiln serves small files at {med['kiln'] / med['native']:.2f}x the native server's rate. Per "
-              "download Kiln reads the file's record from the embedded document store (the rule is decided "
-              "first, without a read) and streams the blob from disk; the native server only reads the file.", ""]
+              "download Kiln decides the rule (without a read), takes the file's record from its per-node "
+              "cache (read again from the embedded store after any change to the app's files) and streams "
+              "the blob from disk; the native server only reads the file.", ""]
     path = os.path.join(bench.ROOT, "bench/results-storage.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
