@@ -88,7 +88,8 @@ fn handle(req: Request) -> Response {
         // `at_ms` (ms since the epoch) instead of `delay_ms`: at that instant.
         ("POST", "/cleanup") => match req.query_param("at_ms") {
             Some(_) => query_ms(&req, "at_ms").map(|at| UNIX_EPOCH + Duration::from_millis(at)),
-            None => query_ms(&req, "delay_ms").map(|delay| SystemTime::now() + Duration::from_millis(delay)),
+            None => query_ms(&req, "delay_ms")
+                .map(|delay| SystemTime::now() + Duration::from_millis(delay)),
         }
         .and_then(|at| {
             scheduler::schedule_at(

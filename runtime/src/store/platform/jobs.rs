@@ -111,20 +111,25 @@ pub async fn cancel(documents: &Documents, app: &str, id: &str) -> Result<bool, 
     Ok(outcome.matched > 0)
 }
 
+/// How often a node looks for hook jobs whose lease ran out (a node died
+/// running them); leases last 10 s at least, so this adds little delay.
+pub const RECLAIM_EVERY_MS: u64 = 5_000;
+
 /// Claims due jobs for `node`, at most `per_app` of each app in `apps`, so
 /// one app's backlog never delays another app's jobs by more than a tick.
 /// Each job is claimed by one node only (the update from `pending` to
-/// `running` matches once).
+/// `running` matches once). With `reclaim`, also hook jobs whose lease ran out.
 pub async fn claim_due(
     documents: &Documents,
     node: &str,
     now: u64,
     apps: &[&str],
     per_app: u64,
+    reclaim: bool,
 ) -> Result<Vec<Job>, StoreError> {
     let mut claimed = Vec::new();
     for app in apps {
-        claimed.extend(claim_due_of(documents, node, now, app, per_app).await?);
+        claimed.extend(claim_due_of(documents, node, now, app, per_app, reclaim).await?);
     }
     Ok(claimed)
 }
@@ -135,6 +140,7 @@ async fn claim_due_of(
     now: u64,
     app: &str,
     limit: u64,
+    reclaim: bool,
 ) -> Result<Vec<Job>, StoreError> {
     let mut claimed = claim(
         documents,
@@ -144,6 +150,9 @@ async fn claim_due_of(
         limit,
     )
     .await?;
+    if !reclaim {
+        return Ok(claimed);
+    }
     // Hook jobs whose node stopped before it finished them.
     let left = limit.saturating_sub(claimed.len() as u64).max(1);
     claimed.extend(

@@ -119,16 +119,20 @@ impl CronRunner {
         }
         let turn = (to_ms(now) / TICK.as_millis() as u64) as usize % apps.len();
         apps.rotate_left(turn);
+        // The first tick of each window looks for lapsed hook leases too.
+        let mut reclaim = to_ms(now) % jobs::RECLAIM_EVERY_MS < TICK.as_millis() as u64;
         for _ in 0..JOB_ROUNDS_PER_TICK {
-            match jobs::claim_due(
+            let claimed = jobs::claim_due(
                 &self.documents,
                 &self.node,
                 to_ms(now),
                 &apps,
                 JOBS_PER_APP_PER_ROUND,
+                reclaim,
             )
-            .await
-            {
+            .await;
+            reclaim = false;
+            match claimed {
                 Ok(claimed) => {
                     // Fewer than one app's full round in all: none is left.
                     let full = claimed.len() as u64 >= JOBS_PER_APP_PER_ROUND;
