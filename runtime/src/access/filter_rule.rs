@@ -31,7 +31,7 @@ pub enum Placeholders {
 }
 
 /// A parsed filter rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilterRule {
     template: Value,
     mentions_caller: bool,

@@ -38,7 +38,7 @@ pub enum Refusal {
 }
 
 /// A parsed rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// Anyone; a valid token still names the user.
     Public,
@@ -54,12 +54,6 @@ pub enum Rule {
     Function(String),
     /// The document must match the filter, placeholders filled in.
     Filter(FilterRule),
-}
-
-impl PartialEq for Rule {
-    fn eq(&self, other: &Self) -> bool {
-        self.describe() == other.describe()
-    }
 }
 
 /// The kinds of rule one place accepts.

@@ -9,8 +9,10 @@
 //! counter of a key lives in one of [`SLOTS`] slots: two keys sharing a slot
 //! only cost each other some extra reads.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
@@ -71,6 +73,78 @@ impl ChangeCounters {
     /// Marks a committed change under `key`.
     pub fn bump(&self, key: &str) {
         self.slot(key).fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Records one node keeps per app; past it, the app's are dropped.
+const KEPT_PER_APP: usize = 10_000;
+/// A kept record is read again after this long even with no change
+/// counted: the backstop for a node that died between a write and its bump.
+const KEPT_MS: u64 = 60_000;
+
+/// Records (or their absence) a node read, by app and id, each kept with
+/// the counter it was read under and used while that counter is unchanged.
+pub struct Kept<V> {
+    apps: Mutex<HashMap<String, HashMap<String, KeptRecord<V>>>>,
+}
+
+struct KeptRecord<V> {
+    value: Option<V>,
+    counter: u64,
+    read_ms: u64,
+}
+
+impl<V> Default for Kept<V> {
+    fn default() -> Self {
+        Kept {
+            apps: Mutex::default(),
+        }
+    }
+}
+
+impl<V: Clone> Kept<V> {
+    /// Record `id` of `app`: the kept one while `key`'s counter is unchanged
+    /// and `usable` says so, else what `read` reads (then kept).
+    pub async fn get(
+        &self,
+        counters: &ChangeCounters,
+        key: &str,
+        app: &str,
+        id: &str,
+        now_ms: u64,
+        usable: impl Fn(&V) -> bool,
+        read: impl Future<Output = Result<Option<V>, StoreError>>,
+    ) -> Result<Option<V>, StoreError> {
+        // Read before the record, so a write that lands in between is
+        // counted after what is kept.
+        let counter = counters.read(key);
+        if let Some(kept) = self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .and_then(|records| records.get(id))
+            .filter(|k| {
+                k.counter == counter
+                    && now_ms < k.read_ms + KEPT_MS
+                    && k.value.as_ref().is_none_or(&usable)
+            })
+        {
+            return Ok(kept.value.clone());
+        }
+        let value = read.await?;
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let records = apps.entry(app.to_string()).or_default();
+        if records.len() >= KEPT_PER_APP {
+            records.clear();
+        }
+        let kept = KeptRecord {
+            value: value.clone(),
+            counter,
+            read_ms: now_ms,
+        };
+        records.insert(id.to_string(), kept);
+        Ok(value)
     }
 }
 

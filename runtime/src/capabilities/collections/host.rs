@@ -13,9 +13,9 @@ use super::data::{Asker, Caller, Change, DataError};
 use crate::access::Identity;
 use crate::capabilities::bindings::kiln::platform::collections::{DocumentChange, Host};
 use crate::capabilities::bindings::kiln::platform::database::Error;
+use crate::capabilities::database;
 use crate::engine::StoreTurn;
 use crate::store::Documents;
-use crate::store::query::{MAX_DOCUMENT_BYTES, parse_json};
 
 /// Asks a function of an app through its HTTP handler (the server's).
 #[async_trait]
@@ -106,13 +106,9 @@ impl CollectionsHost {
     }
 }
 
+/// A guest's JSON argument, as the database interface parses it.
 fn json(what: &str, text: &str) -> Result<Value, Error> {
-    if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(Error::LimitExceeded(format!(
-            "the {what} is over {MAX_DOCUMENT_BYTES} bytes"
-        )));
-    }
-    parse_json(text).map_err(|e| Error::InvalidInput(format!("{what}: {e}")))
+    database::json(what, text).map_err(Error::from)
 }
 
 fn error(err: DataError) -> Error {

@@ -107,7 +107,7 @@ impl DatabaseHost {
 }
 
 /// Parses JSON text from the guest, refusing it past the document limit.
-fn json(what: &str, text: &str) -> Result<Value, StoreError> {
+pub(super) fn json(what: &str, text: &str) -> Result<Value, StoreError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(StoreError::LimitExceeded(format!(
             "the {what} is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",

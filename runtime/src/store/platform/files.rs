@@ -9,14 +9,12 @@
 //! read while the store's change counter for the app's files (see
 //! [`crate::store::counters`]) is unchanged, as sessions are kept.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{collection, from_document, now_ms, to_document};
+use crate::store::counters::Kept;
 use crate::store::{Documents, FindOptions, Namespace, StoreError};
 
 const FILES: Namespace<'static> = collection("files");
@@ -65,23 +63,9 @@ pub async fn get(
         .transpose()
 }
 
-/// Records one node keeps per app; past it, it starts again.
-const REMEMBERED_PER_APP: usize = 10_000;
-/// How long a record is kept at most, whatever the counter says.
-const REMEMBERED_MS: u64 = 60_000;
-
-/// File records this node read, each with the counter it was read under.
+/// File records this node read, kept while the app's files are unchanged.
 #[derive(Default)]
-pub struct LiveFiles {
-    apps: Mutex<HashMap<String, HashMap<String, Remembered>>>,
-}
-
-struct Remembered {
-    /// None: no file at the key.
-    record: Option<FileRecord>,
-    counter: u64,
-    read_ms: u64,
-}
+pub struct LiveFiles(Kept<FileRecord>);
 
 impl LiveFiles {
     /// The record of `key` in `app`, as [`get`] would read it now.
@@ -94,35 +78,18 @@ impl LiveFiles {
         let Some(counters) = documents.change_counters() else {
             return get(documents, app, key).await;
         };
-        // Read before the record, so a write that lands in between is
-        // counted after what is kept.
-        let counter = counters.read(&counter_key(app));
-        let now = now_ms();
-        if let Some(known) = self
-            .apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app)
-            .and_then(|files| files.get(key))
-            .filter(|r| r.counter == counter && now < r.read_ms + REMEMBERED_MS)
-        {
-            return Ok(known.record.clone());
-        }
-        let record = get(documents, app, key).await?;
-        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let files = apps.entry(app.to_string()).or_default();
-        if files.len() >= REMEMBERED_PER_APP {
-            files.clear();
-        }
-        files.insert(
-            key.to_string(),
-            Remembered {
-                record: record.clone(),
-                counter,
-                read_ms: now,
-            },
-        );
-        Ok(record)
+        let read = get(documents, app, key);
+        self.0
+            .get(
+                counters,
+                &counter_key(app),
+                app,
+                key,
+                now_ms(),
+                |_| true,
+                read,
+            )
+            .await
     }
 }
 

@@ -9,13 +9,11 @@
 //! bumps it after committing, and a request whose counter is unchanged uses
 //! the session it already read.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{collection, from_document, now_ms, to_document};
+use crate::store::counters::Kept;
 use crate::store::{Documents, FindOptions, Namespace, StoreError};
 
 const SESSIONS: Namespace<'static> = collection("sessions");
@@ -112,24 +110,9 @@ pub struct LiveSession {
     expires_ms: u64,
 }
 
-/// Most sessions of one app a node remembers; past it the app's are dropped.
-const REMEMBERED_PER_APP: usize = 10_000;
-
-/// A remembered session is read again after this long even with no change
-/// counted: the backstop for a node that died between a write and its bump.
-const REMEMBERED_MS: u64 = 60_000;
-
 /// Live sessions this node read, each with the counter it was read under.
 #[derive(Default)]
-pub struct LiveSessions {
-    apps: Mutex<HashMap<String, HashMap<String, Remembered>>>,
-}
-
-struct Remembered {
-    session: LiveSession,
-    counter: u64,
-    read_ms: u64,
-}
+pub struct LiveSessions(Kept<LiveSession>);
 
 impl LiveSessions {
     /// The live session `id` of `app`, as [`get`] would read it now.
@@ -139,47 +122,22 @@ impl LiveSessions {
         app: &str,
         id: &str,
     ) -> Result<Option<LiveSession>, StoreError> {
+        let read = async { Ok(get(documents, app, id).await?.map(LiveSession::from)) };
         let Some(counters) = documents.change_counters() else {
-            return Ok(get(documents, app, id).await?.map(LiveSession::from));
+            return read.await;
         };
-        // Read before the session, so a write that lands in between is
-        // counted after what is kept.
-        let counter = counters.read(&counter_key(app));
         let now = now_ms();
-        if let Some(known) = self
-            .apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app)
-            .and_then(|sessions| sessions.get(id))
-            .filter(|r| {
-                r.counter == counter
-                    && now < r.read_ms + REMEMBERED_MS
-                    && r.session.expires_ms > now
-            })
-        {
-            return Ok(Some(known.session.clone()));
-        }
-        let session = get(documents, app, id).await?.map(LiveSession::from);
-        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let sessions = apps.entry(app.to_string()).or_default();
-        match &session {
-            Some(live) => {
-                if sessions.len() >= REMEMBERED_PER_APP {
-                    sessions.clear();
-                }
-                let remembered = Remembered {
-                    session: live.clone(),
-                    counter,
-                    read_ms: now,
-                };
-                sessions.insert(id.to_string(), remembered);
-            }
-            None => {
-                sessions.remove(id);
-            }
-        }
-        Ok(session)
+        self.0
+            .get(
+                counters,
+                &counter_key(app),
+                app,
+                id,
+                now,
+                |s| s.expires_ms > now,
+                read,
+            )
+            .await
     }
 }
 
